@@ -1,0 +1,28 @@
+//! The command line: one module per subcommand.
+pub mod daemon;
+pub mod launch;
+pub mod policy;
+
+use clap::{Parser, Subcommand};
+
+/// guard: an eBPF enforcer for AI-agent workloads.
+///
+/// Kills destructive binaries before they run and refuses forbidden connections for processes
+/// in agent cgroups, and reports every decision as a JSON verdict.
+#[derive(Debug, Parser)]
+#[command(name = "guard-agent", version, after_help = "Examples:\n  guard-agent daemon\n  guard-agent daemon --policy /etc/guard/policy.yaml\n  guard-agent launch --agent claude -- bash -c 'make test'\n  guard-agent policy check my-policy.yaml")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the enforcer in the foreground, printing verdicts as JSON lines on stdout.
+    Daemon(daemon::DaemonArgs),
+    /// Run a command as a tagged agent workload.
+    Launch(launch::LaunchArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}

@@ -1,0 +1,207 @@
+//! The daemon: load and attach, then ring buffer -> bounded channel -> verdicts -> stdout, until
+//! SIGINT or SIGTERM. Enforcement happens in the kernel; this loop only reports it, so a slow
+//! consumer costs ring-buffer drops (counted per event kind), never a missed decision.
+use std::{
+    io::{self, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use guard_common::{
+    ConnectEvent, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED, EventHeader,
+    ExecEvent,
+};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    cgroup::PathCache,
+    events::{self, Event},
+    loader, paths,
+    policy::compile::Compiled,
+    verdict::{Subject, Verdict},
+};
+
+/// Events buffered between the ring-buffer reader and the verdict writer. When full, the reader
+/// waits, and the kernel's ring buffer (which counts its drops) absorbs the burst.
+const CHANNEL_DEPTH: usize = 4096;
+
+pub async fn run(policy: Compiled) -> anyhow::Result<()> {
+    let cgroup_root = paths::cgroup2_root()?;
+    let mut loaded = loader::load(&cgroup_root, &policy).context("starting enforcement")?;
+    let ring = loaded.take_events()?;
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
+    // AsyncFd owns the ring buffer.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the event ring buffer")?;
+
+    let mut builder = VerdictBuilder::new(policy, cgroup_root);
+    for r in &loaded.registrations {
+        builder.cgroups.insert(r.id, r.path.clone());
+    }
+    tracing::info!(
+        tier = loader::TIER,
+        programs = ?loaded.attached,
+        cgroups = ?loaded.registrations.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        policy = %builder.policy.source,
+        policy_hash = %builder.policy.hash,
+        "ready: enforcing"
+    );
+
+    let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_DEPTH);
+    let reader = tokio::spawn(async move {
+        let mut undecodable = 0u64;
+        loop {
+            let mut guard = match ring.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(error = %e, "event ring buffer poll failed");
+                    return undecodable;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                match events::decode(&item) {
+                    Ok(ev) => {
+                        drop(item);
+                        if tx.send(ev).await.is_err() {
+                            return undecodable;
+                        }
+                    }
+                    Err(e) => {
+                        undecodable += 1;
+                        tracing::warn!(error = %e, "undecodable event");
+                    }
+                }
+            }
+            guard.clear_ready();
+        }
+    });
+
+    let writer = tokio::spawn(async move {
+        let stdout = io::stdout();
+        let mut write_errors = 0u64;
+        while let Some(ev) = rx.recv().await {
+            let mut out = stdout.lock();
+            let mut batch = vec![ev];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            for ev in batch {
+                let verdict = builder.build(&ev);
+                // stdout failing (closed pipe, full disk) must not stop the daemon: enforcement
+                // lives as long as the daemon does. Count and go on.
+                if writeln!(out, "{}", verdict.to_ocsf()).is_err() {
+                    write_errors += 1;
+                }
+            }
+            if out.flush().is_err() {
+                write_errors += 1;
+            }
+        }
+        write_errors
+    });
+
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    reader.abort();
+    let write_errors = writer.await.unwrap_or(0);
+    let drops = loaded.drops()?;
+    tracing::info!(?drops, stdout_write_errors = write_errors, "stopped; detaching programs");
+    drop(loaded);
+    Ok(())
+}
+
+/// Turns kernel events into verdicts: names the agent and rule, resolves the cgroup path and
+/// what the kernel could not read (a connect's parent pid and executable).
+struct VerdictBuilder {
+    policy: Compiled,
+    cgroups: PathCache,
+    /// CLOCK_REALTIME - CLOCK_BOOTTIME, to turn event timestamps into wall-clock time.
+    boot_to_epoch_ns: i128,
+}
+
+impl VerdictBuilder {
+    fn new(policy: Compiled, cgroup_root: PathBuf) -> Self {
+        Self { policy, cgroups: PathCache::new(cgroup_root), boot_to_epoch_ns: boot_to_epoch_ns() }
+    }
+
+    fn build(&mut self, ev: &Event) -> Verdict {
+        let h = ev.header();
+        let (subject, ppid) = match ev {
+            Event::Exec(e) => (exec_subject(e), h.ppid),
+            Event::Connect(c) => (connect_subject(c), if h.ppid != 0 { h.ppid } else { parent_of(h.pid) }),
+        };
+        let leaf = nul_terminated(&h.cgroup_name);
+        let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.matched_cgroup_id, h.depth_below_match, &leaf);
+        let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
+        Verdict {
+            time_ms: u64::try_from((i128::from(h.boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0),
+            decision,
+            agent: self.policy.agent(h.policy_id).map_or_else(|| format!("<policy {}>", h.policy_id), |a| a.name.clone()),
+            rule: self.policy.rule(h.rule_id).cloned(),
+            policy_hash: self.policy.hash.clone(),
+            pid: h.tgid,
+            ppid,
+            uid: h.uid,
+            gid: h.gid,
+            cgroup_id: h.cgroup_id,
+            cgroup_path,
+            subject,
+            error: signal_error(h),
+        }
+    }
+}
+
+fn signal_error(h: &EventHeader) -> Option<&'static str> {
+    (h.flags & EVENT_FLAG_SIGNAL_FAILED != 0).then_some("bpf_send_signal failed: the process was not killed")
+}
+
+fn exec_subject(e: &ExecEvent) -> Subject {
+    let len = (e.filename_len as usize).min(e.key.path.len());
+    Subject::Exec {
+        filename: String::from_utf8_lossy(&e.key.path[..len]).into_owned(),
+        truncated: e.header.flags & EVENT_FLAG_FILENAME_TRUNCATED != 0,
+    }
+}
+
+fn connect_subject(c: &ConnectEvent) -> Subject {
+    let addr = if c.family == libc::AF_INET as u32 {
+        IpAddr::V4(Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(c.addr))
+    };
+    let exe = std::fs::read_link(format!("/proc/{}/exe", c.header.tgid)).ok().map(|p| p.to_string_lossy().into_owned());
+    Subject::Connect { addr, port: c.port, protocol: c.protocol, exe }
+}
+
+/// The parent pid of a live process, 0 if it is gone.
+fn parent_of(pid: u32) -> u32 {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map(|s| s.ppid as u32)
+        .unwrap_or(0)
+}
+
+fn nul_terminated(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn boot_to_epoch_ns() -> i128 {
+    let now = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into memory we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}

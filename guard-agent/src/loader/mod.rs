@@ -1,0 +1,242 @@
+//! Loads the eBPF object, fills in what it needs to know about the running kernel, writes the
+//! compiled policy into its maps, registers agent cgroups and attaches the programs.
+//!
+//! Dropping [`Loaded`] detaches every program and removes the cgroups it created.
+mod btf;
+mod tracefs;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+};
+use guard_common::{
+    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecNameKey, ExecPathKey,
+    ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig, globals, names,
+};
+
+use crate::{cgroup, paths, policy::compile::Compiled};
+
+/// The object built from `guard-ebpf` by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard"));
+
+/// The enforcement tier this loader provides (see the design brief): exec kills from the
+/// `sched_process_exec` tracepoint, connect refusals from cgroup sock_addr hooks.
+pub const TIER: &str = "tracepoint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Mount(#[from] paths::MountError),
+    #[error("cannot read the tracepoint format of {tracepoint}")]
+    Tracefs { tracepoint: &'static str, #[source] source: tracefs::FormatError },
+    #[error("cannot load the eBPF object (are you root, with CAP_BPF and CAP_PERFMON?)")]
+    Object(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {kind} named {name}")]
+    Missing { kind: &'static str, name: &'static str },
+    #[error("eBPF map {name}")]
+    Map { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("cannot write policy entry into map {name} (is the map too small for the policy?)")]
+    MapInsert { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("cannot load or attach program {name}")]
+    Program { name: &'static str, #[source] source: aya::programs::ProgramError },
+    #[error("cannot prepare agent cgroup {path}")]
+    Cgroup { path: PathBuf, #[source] source: std::io::Error },
+}
+
+/// An agent cgroup whose id is in the kernel's registration map.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub id: u64,
+    /// Path relative to the cgroup v2 root, with a leading `/`.
+    pub path: String,
+}
+
+pub struct Loaded {
+    ebpf: Ebpf,
+    /// Programs attached, in attach order.
+    pub attached: Vec<&'static str>,
+    pub registrations: Vec<Registration>,
+    created_cgroups: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// The ring buffer every event arrives on (can be taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self.ebpf.take_map(names::EVENTS).ok_or(LoadError::Missing { kind: "map", name: names::EVENTS })?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: names::EVENTS, source })
+    }
+
+    /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
+        let map = self.ebpf.map(names::DROPS).ok_or(LoadError::Missing { kind: "map", name: names::DROPS })?;
+        let drops = PerCpuArray::<_, u64>::try_from(map).map_err(|source| LoadError::Map { name: names::DROPS, source })?;
+        (1..EventKind::COUNT)
+            .filter_map(|k| EventKind::from_u32(k).map(|kind| (k, kind)))
+            .map(|(k, kind)| {
+                let per_cpu = drops.get(&k, 0).map_err(|source| LoadError::Map { name: names::DROPS, source })?;
+                Ok((kind, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // Programs are detached when `ebpf` is dropped (after this); the cgroups we made are
+        // removed now if empty. Agent cgroups with live processes stay.
+        cgroup::remove_created(&self.created_cgroups);
+    }
+}
+
+/// Loads everything and starts enforcing `policy`.
+pub fn load(cgroup_root: &Path, policy: &Compiled) -> Result<Loaded, LoadError> {
+    let filename_loc = tracefs::field_offset(&paths::tracefs()?, "sched", "sched_process_exec", "filename")
+        .map_err(|source| LoadError::Tracefs { tracepoint: "sched/sched_process_exec", source })?;
+    let offsets = kernel_offsets();
+    let mut loader = EbpfLoader::new();
+    loader.override_global(globals::EXEC_FILENAME_LOC, &filename_loc, true);
+    for (name, value) in &offsets {
+        loader.override_global(name, value, true);
+    }
+    let ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+    let mut loaded = Loaded { ebpf, attached: Vec::new(), registrations: Vec::new(), created_cgroups: Vec::new() };
+
+    write_policy(&mut loaded.ebpf, policy)?;
+    register_cgroups(&mut loaded, cgroup_root, policy)?;
+    attach(&mut loaded, cgroup_root)?;
+    Ok(loaded)
+}
+
+/// Offsets of the kernel struct fields the programs read, from the running kernel's BTF. A field
+/// that cannot be resolved is left 0 and the programs skip it; say what that costs.
+fn kernel_offsets() -> Vec<(&'static str, u32)> {
+    const PARENT: &str = "exec verdicts lack the parent pid";
+    const CGROUP: &str = "exec verdicts may lack the cgroup path";
+    const EXE: &str = "basename rules match only the invoked name, not the executed file's own name";
+    /// (global, the members whose offsets add up to it, what is lost without it)
+    const FIELDS: [(&str, &[(&str, &str)], &str); 10] = [
+        (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
+        (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
+        (globals::TASK_CGROUPS, &[("task_struct", "cgroups")], CGROUP),
+        (globals::CSS_SET_DFL_CGRP, &[("css_set", "dfl_cgrp")], CGROUP),
+        (globals::CGROUP_KN, &[("cgroup", "kn")], CGROUP),
+        (globals::KERNFS_NODE_NAME, &[("kernfs_node", "name")], CGROUP),
+        (globals::TASK_MM, &[("task_struct", "mm")], EXE),
+        (globals::MM_EXE_FILE, &[("mm_struct", "exe_file")], EXE),
+        (globals::FILE_DENTRY, &[("file", "f_path"), ("path", "dentry")], EXE),
+        (globals::DENTRY_NAME, &[("dentry", "d_name"), ("qstr", "name")], EXE),
+    ];
+    let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
+        Ok(btf) => Some(btf),
+        Err(e) => {
+            tracing::warn!(error = %e, "no kernel BTF: kernel struct fields cannot be read");
+            None
+        }
+    };
+    FIELDS
+        .iter()
+        .map(|(global, members, cost)| {
+            let off = members.iter().try_fold(0u32, |sum, (ty, field)| {
+                let off = btf.as_ref().and_then(|b| b.member_offset(ty, field));
+                if off.is_none() {
+                    tracing::warn!("kernel field {ty}.{field} not found in BTF: {cost}");
+                }
+                Some(sum + off?)
+            });
+            (*global, off.unwrap_or(0))
+        })
+        .collect()
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, LoadError> {
+    ebpf.map_mut(name).ok_or(LoadError::Missing { kind: "map", name })
+}
+
+/// Rules first, then per-policy settings; registrations come after, so no workload is matched
+/// before its whole policy is in place.
+fn write_policy(ebpf: &mut Ebpf, policy: &Compiled) -> Result<(), LoadError> {
+    let insert_err = |name| move |source| LoadError::MapInsert { name, source };
+    let map_err = |name| move |source| LoadError::Map { name, source };
+
+    let mut paths_map: HashMap<_, ExecPathKey, ExecRule> =
+        HashMap::try_from(map_mut(ebpf, names::EXEC_PATHS)?).map_err(map_err(names::EXEC_PATHS))?;
+    for (k, v) in &policy.exec_paths {
+        paths_map.insert(k, v, 0).map_err(insert_err(names::EXEC_PATHS))?;
+    }
+    let mut names_map: HashMap<_, ExecNameKey, ExecRule> =
+        HashMap::try_from(map_mut(ebpf, names::EXEC_NAMES)?).map_err(map_err(names::EXEC_NAMES))?;
+    for (k, v) in &policy.exec_names {
+        names_map.insert(k, v, 0).map_err(insert_err(names::EXEC_NAMES))?;
+    }
+    let mut v4: LpmTrie<_, NetKeyV4, NetRule> =
+        LpmTrie::try_from(map_mut(ebpf, names::NET_V4)?).map_err(map_err(names::NET_V4))?;
+    for (len, k, v) in &policy.net_v4 {
+        v4.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::NET_V4))?;
+    }
+    let mut v6: LpmTrie<_, NetKeyV6, NetRule> =
+        LpmTrie::try_from(map_mut(ebpf, names::NET_V6)?).map_err(map_err(names::NET_V6))?;
+    for (len, k, v) in &policy.net_v6 {
+        v6.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::NET_V6))?;
+    }
+    let mut configs: Array<_, PolicyConfig> =
+        Array::try_from(map_mut(ebpf, names::POLICIES)?).map_err(map_err(names::POLICIES))?;
+    for agent in &policy.agents {
+        configs.set(agent.policy_id, agent.config, 0).map_err(insert_err(names::POLICIES))?;
+    }
+    Ok(())
+}
+
+/// Creates each agent's cgroup directory if missing and puts its id in the registration map.
+fn register_cgroups(loaded: &mut Loaded, root: &Path, policy: &Compiled) -> Result<(), LoadError> {
+    let mut map: HashMap<_, u64, CgroupPolicy> =
+        HashMap::try_from(map_mut(&mut loaded.ebpf, names::AGENT_CGROUPS)?)
+            .map_err(|source| LoadError::Map { name: names::AGENT_CGROUPS, source })?;
+    for agent in &policy.agents {
+        for m in &agent.cgroups {
+            let abs = root.join(&m.dir);
+            let created = cgroup::create_all(root, &m.dir).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
+            loaded.created_cgroups.extend(created);
+            let id = cgroup::id_of(&abs).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
+            let flags = (if m.this { CGROUP_MATCH_SELF } else { 0 }) | (if m.below { CGROUP_MATCH_DESCENDANTS } else { 0 });
+            map.insert(id, CgroupPolicy { policy_id: agent.policy_id, flags }, 0)
+                .map_err(|source| LoadError::MapInsert { name: names::AGENT_CGROUPS, source })?;
+            loaded.registrations.push(Registration { id, path: format!("/{}", m.dir) });
+        }
+    }
+    Ok(())
+}
+
+fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
+    let ebpf = &mut loaded.ebpf;
+    let prog_err = |name| move |source| LoadError::Program { name, source };
+
+    let exec: &mut TracePoint = ebpf
+        .program_mut(names::PROG_EXEC)
+        .ok_or(LoadError::Missing { kind: "program", name: names::PROG_EXEC })?
+        .try_into()
+        .map_err(prog_err(names::PROG_EXEC))?;
+    exec.load().map_err(prog_err(names::PROG_EXEC))?;
+    exec.attach("sched", "sched_process_exec").map_err(prog_err(names::PROG_EXEC))?;
+    loaded.attached.push(names::PROG_EXEC);
+
+    let cgroup_fd = File::open(root).map_err(|source| LoadError::Cgroup { path: root.to_path_buf(), source })?;
+    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        // aya attaches with a bpf_link, which the kernel always runs beside other programs at
+        // the same cgroup (multi-attach) and which takes no attach flags: `Single` passes 0.
+        prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
+        loaded.attached.push(name);
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! guard-agent: the daemon and command line of guard.
+mod cgroup;
+mod cli;
+mod daemon;
+mod events;
+mod loader;
+mod paths;
+mod policy;
+mod verdict;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Daemon(args) => {
+            // Policy errors are reported as `file:line:column: message`, alone, before anything
+            // touches the kernel.
+            let compiled = match cli::daemon::policy(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&anyhow::Error::from(e).context("starting the runtime")),
+            };
+            match rt.block_on(daemon::run(compiled)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Launch(args) => match cli::launch::run(args) {
+            Ok(status) => cli::launch::mirror(status),
+            Err(e) => fail(&e),
+        },
+        Command::Policy(cmd) => match cli::policy::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("guard-agent: error: {e:#}");
+    ExitCode::FAILURE
+}

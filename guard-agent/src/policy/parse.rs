@@ -1,0 +1,403 @@
+//! YAML tree -> policy model, with `file:line:column` errors that name what is wrong and, for an
+//! unknown key, the closest valid one.
+use std::{collections::HashSet, net::IpAddr};
+
+use super::{
+    Agent, CgroupMatch, Cidr, ExecMatcher, ExecRule, Mode, NetAction, NetRule, Network, Policy,
+    PolicyError, Pos, hash_text,
+    yaml::{self, Node, Value},
+};
+use crate::paths::AGENT_CGROUP_DIR;
+
+/// Longest exec path a rule may name: the kernel compares at most `FILENAME_LEN - 1` bytes.
+const MAX_RULE_PATH: usize = guard_common::FILENAME_LEN - 1;
+const MAX_RULE_BASENAME: usize = guard_common::BASENAME_LEN - 1;
+
+pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    let p = Parser { file };
+    let root = yaml::parse(text)
+        .map_err(|e| p.err(e.pos, format!("YAML syntax error: {}", e.message)))?
+        .ok_or_else(|| p.err(Pos { line: 1, col: 1 }, "the policy is empty; it needs at least `agents:`"))?;
+    let m = p.map(&root, "the policy", &["mode", "agents"])?;
+    let mode = match m.get("mode") {
+        Some(n) => p.mode(n)?,
+        None => Mode::Enforce,
+    };
+    let agents_node = m.require("agents", &root, &p)?;
+    let mut agents = Vec::new();
+    let mut names = HashSet::new();
+    for item in p.seq(agents_node, "`agents`")? {
+        let agent = p.agent(item)?;
+        if !names.insert(agent.name.clone()) {
+            return Err(p.err(agent.pos, format!("agent `{}` is defined twice", agent.name)));
+        }
+        agents.push(agent);
+    }
+    if agents.is_empty() {
+        return Err(p.err(agents_node.pos, "`agents` is empty: a policy needs at least one agent"));
+    }
+    Ok(Policy { source: file.to_owned(), hash: hash_text(text), mode, agents })
+}
+
+struct Parser<'a> {
+    file: &'a str,
+}
+
+/// A mapping's entries, checked for unknown and duplicate keys.
+struct Map<'n> {
+    entries: Vec<(&'n str, &'n Node)>,
+}
+
+impl<'n> Map<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    fn require(&self, key: &str, parent: &Node, p: &Parser<'_>) -> Result<&'n Node, PolicyError> {
+        self.get(key).ok_or_else(|| p.err(parent.pos, format!("missing required key `{key}`")))
+    }
+}
+
+impl Parser<'_> {
+    fn err(&self, pos: Pos, message: impl Into<String>) -> PolicyError {
+        PolicyError { file: self.file.to_owned(), pos, message: message.into() }
+    }
+
+    fn map<'n>(&self, node: &'n Node, what: &str, allowed: &[&str]) -> Result<Map<'n>, PolicyError> {
+        let Value::Map(entries) = &node.value else {
+            return Err(self.err(node.pos, format!("{what} must be a mapping, found {}", node.kind())));
+        };
+        let mut out: Vec<(&str, &Node)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let key = self.str(k, "a key")?;
+            if !allowed.contains(&key) {
+                let hint = match closest(key, allowed) {
+                    Some(c) => format!(" (did you mean `{c}`?)"),
+                    None => String::new(),
+                };
+                return Err(self.err(k.pos, format!(
+                    "unknown key `{key}` in {what}{hint}; valid keys: {}",
+                    allowed.join(", ")
+                )));
+            }
+            if out.iter().any(|(seen, _)| *seen == key) {
+                return Err(self.err(k.pos, format!("key `{key}` appears twice in {what}")));
+            }
+            out.push((key, v));
+        }
+        Ok(Map { entries: out })
+    }
+
+    fn seq<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [Node], PolicyError> {
+        match &node.value {
+            Value::Seq(items) => Ok(items),
+            _ => Err(self.err(node.pos, format!("{what} must be a list, found {}", node.kind()))),
+        }
+    }
+
+    fn str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
+        match &node.value {
+            Value::Scalar { text, .. } => Ok(text),
+            _ => Err(self.err(node.pos, format!("{what} must be a string, found {}", node.kind()))),
+        }
+    }
+
+    fn nonempty_str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
+        let s = self.str(node, what)?;
+        if s.trim().is_empty() {
+            return Err(self.err(node.pos, format!("{what} must not be empty")));
+        }
+        Ok(s)
+    }
+
+    fn mode(&self, node: &Node) -> Result<Mode, PolicyError> {
+        match self.str(node, "`mode`")? {
+            "enforce" => Ok(Mode::Enforce),
+            "audit" => Ok(Mode::Audit),
+            other => Err(self.err(node.pos, format!("`mode` must be `enforce` or `audit`, not `{other}`"))),
+        }
+    }
+
+    fn agent(&self, node: &Node) -> Result<Agent, PolicyError> {
+        let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network"])?;
+        let name_node = m.require("name", node, self)?;
+        let name = self.nonempty_str(name_node, "`name`")?.to_owned();
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+            return Err(self.err(name_node.pos, format!(
+                "agent name `{name}` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)"
+            )));
+        }
+        let mode = m.get("mode").map(|n| self.mode(n)).transpose()?;
+        let cgroups = match m.get("match") {
+            Some(n) => self.cgroup_matches(n)?,
+            // The default: workloads started with `guard-agent launch --agent NAME`.
+            None => vec![CgroupMatch {
+                dir: format!("{AGENT_CGROUP_DIR}/{name}"),
+                this: false,
+                below: true,
+                pos: name_node.pos,
+            }],
+        };
+        let exec_deny = match m.get("exec") {
+            Some(n) => self.exec(n)?,
+            None => Vec::new(),
+        };
+        let network = match m.get("network") {
+            Some(n) => self.network(n)?,
+            None => Network { default: NetAction::Allow, rules: Vec::new() },
+        };
+        Ok(Agent { name, pos: node.pos, mode, cgroups, exec_deny, network })
+    }
+
+    fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {
+        let m = self.map(node, "`match`", &["cgroup"])?;
+        let c = m.require("cgroup", node, self)?;
+        let globs: Vec<&Node> = match &c.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![c],
+        };
+        if globs.is_empty() {
+            return Err(self.err(c.pos, "`cgroup` is an empty list: the agent would match nothing"));
+        }
+        globs.into_iter().map(|g| self.cgroup_glob(g)).collect()
+    }
+
+    /// `a/b` (that cgroup and below), `a/b/*` or `a/b/**` (every cgroup below `a/b`).
+    fn cgroup_glob(&self, node: &Node) -> Result<CgroupMatch, PolicyError> {
+        let glob = self.nonempty_str(node, "a cgroup glob")?;
+        let trimmed = glob.trim_matches('/');
+        let (dir, this, below) = match trimmed.strip_suffix("/**").or_else(|| trimmed.strip_suffix("/*")) {
+            Some(dir) => (dir, false, true),
+            None if trimmed == "*" || trimmed == "**" => ("", false, true),
+            None => (trimmed, true, true),
+        };
+        if dir.contains(['*', '?', '[', ']']) {
+            return Err(self.err(node.pos, format!(
+                "cgroup glob `{glob}`: a wildcard is only supported as the whole last component \
+                 (`dir/*` or `dir/**`)"
+            )));
+        }
+        if dir.split('/').any(|c| c == "." || c == "..") {
+            return Err(self.err(node.pos, format!("cgroup glob `{glob}` must not contain `.` or `..`")));
+        }
+        if dir.is_empty() && this {
+            return Err(self.err(node.pos, "the cgroup root cannot be an agent workload"));
+        }
+        Ok(CgroupMatch { dir: dir.to_owned(), this, below, pos: node.pos })
+    }
+
+    fn exec(&self, node: &Node) -> Result<Vec<ExecRule>, PolicyError> {
+        let m = self.map(node, "`exec`", &["deny"])?;
+        let Some(deny) = m.get("deny") else { return Ok(Vec::new()) };
+        self.seq(deny, "`exec.deny`")?.iter().map(|r| self.exec_rule(r)).collect()
+    }
+
+    fn exec_rule(&self, node: &Node) -> Result<ExecRule, PolicyError> {
+        let m = self.map(node, "an exec rule", &["path", "basename", "message"])?;
+        let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
+        let matcher = match (m.get("path"), m.get("basename")) {
+            (Some(_), Some(b)) => {
+                return Err(self.err(b.pos, "an exec rule takes one matcher: `path` or `basename`, not both"));
+            }
+            (Some(p), None) => {
+                let path = self.nonempty_str(p, "`path`")?;
+                if !path.starts_with('/') {
+                    return Err(self.err(p.pos, format!("`path` must be absolute, `{path}` is not")));
+                }
+                if path.len() > MAX_RULE_PATH || path.contains('\0') {
+                    return Err(self.err(p.pos, format!("`path` is longer than {MAX_RULE_PATH} bytes or holds a NUL")));
+                }
+                ExecMatcher::Path(path.to_owned())
+            }
+            (None, Some(b)) => {
+                let name = self.nonempty_str(b, "`basename`")?;
+                if name.contains(['/', '\0']) || name.len() > MAX_RULE_BASENAME {
+                    return Err(self.err(b.pos, format!(
+                        "`basename` `{name}` must not contain `/` and is at most {MAX_RULE_BASENAME} bytes"
+                    )));
+                }
+                ExecMatcher::Basename(name.to_owned())
+            }
+            (None, None) => {
+                return Err(self.err(node.pos, "an exec rule needs a matcher: `path` or `basename`"));
+            }
+        };
+        Ok(ExecRule { matcher, message, pos: node.pos })
+    }
+
+    fn network(&self, node: &Node) -> Result<Network, PolicyError> {
+        let m = self.map(node, "`network`", &["default", "allow", "deny"])?;
+        let default = match m.get("default") {
+            None => NetAction::Allow,
+            Some(n) => match self.str(n, "`default`")? {
+                "allow" => NetAction::Allow,
+                "deny" => NetAction::Deny,
+                other => return Err(self.err(n.pos, format!("`default` must be `allow` or `deny`, not `{other}`"))),
+            },
+        };
+        let mut rules = Vec::new();
+        for (key, action) in [("deny", NetAction::Deny), ("allow", NetAction::Allow)] {
+            if let Some(list) = m.get(key) {
+                for r in self.seq(list, &format!("`network.{key}`"))? {
+                    rules.push(self.net_rule(r, action)?);
+                }
+            }
+        }
+        rules.sort_by_key(|r| (r.pos.line, r.pos.col));
+        Ok(Network { default, rules })
+    }
+
+    fn net_rule(&self, node: &Node, action: NetAction) -> Result<NetRule, PolicyError> {
+        let m = self.map(node, "a network rule", &["cidr", "ports", "message"])?;
+        let cidr_node = m.require("cidr", node, self)?;
+        let cidr = self.cidr(cidr_node)?;
+        let ports = match m.get("ports") {
+            Some(n) => self.ports(n)?,
+            None => Vec::new(),
+        };
+        let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
+        Ok(NetRule { action, cidr, ports, message, pos: node.pos })
+    }
+
+    fn cidr(&self, node: &Node) -> Result<Cidr, PolicyError> {
+        let text = self.nonempty_str(node, "`cidr`")?;
+        let bad = |why: &str| self.err(node.pos, format!("`{text}` is not a valid CIDR: {why}"));
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = match len {
+            None => max,
+            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| bad("bad prefix length"))?,
+        };
+        Ok(Cidr { addr: mask(addr, len), len })
+    }
+
+    fn ports(&self, node: &Node) -> Result<Vec<(u16, u16)>, PolicyError> {
+        let items = self.seq(node, "`ports`")?;
+        if items.is_empty() {
+            return Err(self.err(node.pos, "`ports` is empty: leave it out to mean every port"));
+        }
+        items
+            .iter()
+            .map(|item| {
+                let text = self.str(item, "a port")?;
+                let bad = || self.err(item.pos, format!("`{text}` is not a port (1-65535) or range (`lo-hi`)"));
+                let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p != 0);
+                match text.split_once('-') {
+                    Some((lo, hi)) => match (port(lo), port(hi)) {
+                        (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+                        _ => Err(bad()),
+                    },
+                    None => port(text).map(|p| (p, p)).ok_or_else(bad),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Clears the host bits of `addr` beyond `len`.
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+/// The valid key nearest to `key` by edit distance, if it is near enough to be a typo.
+fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (edit_distance(key, v), *v))
+        .filter(|(d, v)| *d <= (v.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse("p.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn full_policy() {
+        let p = parse(
+            "p.yaml",
+            "mode: audit\nagents:\n  - name: a\n    match:\n      cgroup: \"guard/a/*\"\n    exec:\n      deny:\n        - path: /usr/bin/shred\n          message: no\n        - basename: mkfs.ext4\n    network:\n      default: deny\n      allow:\n        - cidr: 127.0.0.0/8\n          ports: [80, \"1000-2000\"]\n      deny:\n        - cidr: ::1\n",
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Audit);
+        let a = &p.agents[0];
+        assert_eq!(a.cgroups, vec![CgroupMatch { dir: "guard/a".into(), this: false, below: true, pos: Pos { line: 5, col: 15 } }]);
+        assert_eq!(a.exec_deny[0].matcher, ExecMatcher::Path("/usr/bin/shred".into()));
+        assert_eq!(a.exec_deny[0].message.as_deref(), Some("no"));
+        assert_eq!(a.exec_deny[1].matcher, ExecMatcher::Basename("mkfs.ext4".into()));
+        assert_eq!(a.network.default, NetAction::Deny);
+        assert_eq!(a.network.rules.len(), 2);
+        assert_eq!(a.network.rules[0].ports, vec![(80, 80), (1000, 2000)]);
+        assert_eq!(a.network.rules[1].action, NetAction::Deny);
+        assert_eq!(a.network.rules[1].cidr.to_string(), "::1/128");
+        assert_eq!(p.hash.len(), 64);
+    }
+
+    #[test]
+    fn default_cgroup_is_launch_dir() {
+        let p = parse("p.yaml", "agents:\n  - name: claude\n").unwrap();
+        assert_eq!(p.agents[0].cgroups[0].dir, "guard/claude");
+        assert!(!p.agents[0].cgroups[0].this && p.agents[0].cgroups[0].below);
+    }
+
+    #[test]
+    fn errors_name_file_line_column() {
+        assert_eq!(err("agents:\n  - name: a\n    exce: {}\n"), "p.yaml:3:5: unknown key `exce` in an agent (did you mean `exec`?); valid keys: name, mode, match, exec, network");
+        assert!(err("agents: [\n").starts_with("p.yaml:2:1: YAML syntax error"), "{}", err("agents: [\n"));
+        assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: 10.0.0.0/33\n"), "p.yaml:5:17: `10.0.0.0/33` is not a valid CIDR: bad prefix length");
+        assert_eq!(err("agents:\n  - name: a\n  - name: a\n"), "p.yaml:3:5: agent `a` is defined twice");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {}\n"), "p.yaml:5:11: an exec rule needs a matcher: `path` or `basename`");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - path: rm\n"), "p.yaml:5:17: `path` must be absolute, `rm` is not");
+        assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: ::1\n          ports: [0]\n"), "p.yaml:6:19: `0` is not a port (1-65535) or range (`lo-hi`)");
+        assert_eq!(err("mode: loud\nagents: []\n"), "p.yaml:1:7: `mode` must be `enforce` or `audit`, not `loud`");
+        assert_eq!(err("agents: []\n"), "p.yaml:1:9: `agents` is empty: a policy needs at least one agent");
+        assert_eq!(err(""), "p.yaml:1:1: the policy is empty; it needs at least `agents:`");
+        assert_eq!(err("agents:\n  - name: a\n    match: {cgroup: \"x/*/y\"}\n"), "p.yaml:3:21: cgroup glob `x/*/y`: a wildcard is only supported as the whole last component (`dir/*` or `dir/**`)");
+        assert_eq!(err("agents:\n  - name: \"a/b\"\n"), "p.yaml:2:13: agent name `a/b` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)");
+    }
+
+    #[test]
+    fn cidr_host_bits_cleared() {
+        let p = parse("p", "agents:\n  - name: a\n    network:\n      deny:\n        - cidr: 10.1.2.3/8\n").unwrap();
+        assert_eq!(p.agents[0].network.rules[0].cidr.to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn embedded_default_policy_is_valid() {
+        let p = super::super::default_policy();
+        assert!(!p.agents.is_empty());
+    }
+}

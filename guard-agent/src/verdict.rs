@@ -1,0 +1,188 @@
+//! Verdicts: what guard decided about one event, with everything a reader needs to act on it,
+//! and its OCSF-shaped JSON form (Process Activity 1007 for execs, Network Activity 4001 for
+//! connections).
+use std::net::IpAddr;
+
+use guard_common::Decision;
+use serde_json::{Value, json};
+
+use crate::{loader::TIER, policy::compile::RuleInfo};
+
+const OCSF_VERSION: &str = "1.3.0";
+
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub decision: Decision,
+    pub agent: String,
+    pub rule: Option<RuleInfo>,
+    pub policy_hash: String,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub cgroup_path: Option<String>,
+    pub subject: Subject,
+    /// Something went wrong carrying out the decision (e.g. the kill signal failed).
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Exec { filename: String, truncated: bool },
+    Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String> },
+}
+
+pub fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+        Decision::Killed => "killed",
+        Decision::WouldDeny => "would-deny",
+        Decision::WouldKill => "would-kill",
+    }
+}
+
+fn protocol_name(p: u32) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "ipv6-icmp",
+        _ => "other",
+    }
+}
+
+impl Verdict {
+    pub fn to_ocsf(&self) -> Value {
+        // OCSF action_id: 1 Allowed, 2 Denied, 3 Observed. disposition_id: 1 Allowed,
+        // 2 Blocked, 15 Detected. severity_id: 1 Informational, 3 Medium, 4 High.
+        let (action_id, disposition_id, severity_id, status_id) = match self.decision {
+            Decision::Allowed => (1, 1, 1, 1),
+            Decision::Denied | Decision::Killed => (2, 2, 4, 2),
+            Decision::WouldDeny | Decision::WouldKill => (3, 15, 3, 1),
+        };
+        let user = json!({ "uid": self.uid.to_string() });
+        let rule = self.rule.as_ref().map(|r| json!({
+            "id": r.id,
+            "section": r.section,
+            "matcher": r.matcher,
+            "message": r.message,
+            "location": r.location,
+        }));
+        let unmapped = json!({
+            "verdict": decision_name(self.decision),
+            "agent": self.agent,
+            "rule": rule,
+            "tier": TIER,
+            "policy_hash": self.policy_hash,
+            "cgroup": { "id": self.cgroup_id, "path": self.cgroup_path },
+            "gid": self.gid,
+            "error": self.error,
+        });
+        let metadata = json!({
+            "version": OCSF_VERSION,
+            "product": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
+        });
+        let parent = json!({ "pid": self.ppid });
+        match &self.subject {
+            Subject::Exec { filename, truncated } => {
+                let name = filename.rsplit('/').next().unwrap_or(filename);
+                // Process Activity: Launch.
+                json!({
+                    "class_uid": 1007, "class_name": "Process Activity",
+                    "category_uid": 1, "category_name": "System Activity",
+                    "activity_id": 1, "activity_name": "Launch", "type_uid": 100701,
+                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
+                    "action_id": action_id, "disposition_id": disposition_id,
+                    "metadata": metadata,
+                    "actor": { "process": parent, "user": user },
+                    "process": {
+                        "pid": self.pid,
+                        "file": { "path": filename, "name": name, "type_id": 1 },
+                        "parent_process": parent,
+                        "user": user,
+                    },
+                    "unmapped": merge(unmapped, json!({ "filename_truncated": truncated })),
+                })
+            }
+            Subject::Connect { addr, port, protocol, exe } => {
+                // Network Activity: Open when allowed, Refuse when refused.
+                let (activity_id, activity_name) = if self.decision == Decision::Denied { (5, "Refuse") } else { (1, "Open") };
+                json!({
+                    "class_uid": 4001, "class_name": "Network Activity",
+                    "category_uid": 4, "category_name": "Network Activity",
+                    "activity_id": activity_id, "activity_name": activity_name, "type_uid": 400100 + activity_id,
+                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
+                    "action_id": action_id, "disposition_id": disposition_id,
+                    "metadata": metadata,
+                    "actor": {
+                        "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
+                        "user": user,
+                    },
+                    "dst_endpoint": { "ip": addr.to_string(), "port": port },
+                    "connection_info": {
+                        "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
+                        "direction_id": 2, "direction": "Outbound",
+                    },
+                    "unmapped": unmapped,
+                })
+            }
+        }
+    }
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(decision: Decision, subject: Subject) -> Verdict {
+        Verdict {
+            time_ms: 1_700_000_000_000,
+            decision,
+            agent: "a".into(),
+            rule: Some(RuleInfo { id: 3, section: "exec.deny", matcher: "basename: shred".into(), message: None, location: "p.yaml:9".into() }),
+            policy_hash: "ab".into(),
+            pid: 10,
+            ppid: 9,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 77,
+            cgroup_path: Some("/guard/a/s1".into()),
+            subject,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn exec_killed_is_process_activity() {
+        let v = verdict(Decision::Killed, Subject::Exec { filename: "/usr/bin/shred".into(), truncated: false }).to_ocsf();
+        assert_eq!(v["class_uid"], 1007);
+        assert_eq!(v["type_uid"], 100701);
+        assert_eq!(v["process"]["file"]["name"], "shred");
+        assert_eq!(v["process"]["parent_process"]["pid"], 9);
+        assert_eq!(v["disposition_id"], 2);
+        assert_eq!(v["unmapped"]["verdict"], "killed");
+        assert_eq!(v["unmapped"]["rule"]["matcher"], "basename: shred");
+        assert_eq!(v["unmapped"]["cgroup"]["path"], "/guard/a/s1");
+    }
+
+    #[test]
+    fn connect_denied_is_network_refuse() {
+        let v = verdict(Decision::Denied, Subject::Connect { addr: "::1".parse().unwrap(), port: 22, protocol: 6, exe: None }).to_ocsf();
+        assert_eq!(v["class_uid"], 4001);
+        assert_eq!(v["type_uid"], 400105);
+        assert_eq!(v["dst_endpoint"]["ip"], "::1");
+        assert_eq!(v["connection_info"]["protocol_name"], "tcp");
+        assert_eq!(v["action_id"], 2);
+    }
+}

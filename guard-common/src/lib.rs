@@ -1,0 +1,303 @@
+//! The kernel/user ABI of guard: every type that crosses the boundary between the eBPF programs
+//! (`guard-ebpf`) and the daemon (`guard-agent`) is defined here and only here.
+//!
+//! Rules for this file: `#[repr(C)]`, `Copy`, explicit padding fields, sizes asserted at compile
+//! time, flags as `u32` (never `bool`), and enum discriminants that are never reused.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Longest exec filename (as passed to `execve`) carried in an event and used as a map key.
+pub const FILENAME_LEN: usize = 256;
+/// Longest basename used as a map key (longer basenames never match a basename rule).
+pub const BASENAME_LEN: usize = 64;
+/// Longest cgroup directory name (kernfs node name) carried in an event.
+pub const CGROUP_NAME_LEN: usize = 64;
+/// How many cgroup levels (from the root) the programs walk to find an agent ancestor.
+pub const MAX_CGROUP_DEPTH: u32 = 32;
+/// Port ranges held by one network trie entry (its own plus those inherited from shorter
+/// prefixes, flattened by the policy compiler so one lookup decides).
+pub const MAX_PORT_RANGES: usize = 16;
+/// `rule_id` of a decision that no rule made (a policy default, or an allowed exec).
+pub const NO_RULE: u32 = 0;
+
+/// Kind of a ring-buffer record. Values are stable: never reuse one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Connect = 2,
+}
+
+impl EventKind {
+    /// One past the largest discriminant: the size of the per-kind drop counter array.
+    pub const COUNT: u32 = 3;
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Connect),
+            _ => None,
+        }
+    }
+}
+
+/// What the kernel did. Values are stable: never reuse one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed = 1,
+    /// A connect refused with `EPERM`.
+    Denied = 2,
+    /// An exec killed with SIGKILL before its first user-space instruction.
+    Killed = 3,
+    /// Audit mode: the connect would have been refused.
+    WouldDeny = 4,
+    /// Audit mode: the exec would have been killed.
+    WouldKill = 5,
+}
+
+impl Decision {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Allowed),
+            2 => Some(Self::Denied),
+            3 => Some(Self::Killed),
+            4 => Some(Self::WouldDeny),
+            5 => Some(Self::WouldKill),
+            _ => None,
+        }
+    }
+}
+
+/// `EventHeader::flags`: `bpf_send_signal` failed, the denied process was not killed.
+pub const EVENT_FLAG_SIGNAL_FAILED: u32 = 1 << 0;
+/// `EventHeader::flags`: the filename did not fit in `FILENAME_LEN` bytes.
+pub const EVENT_FLAG_FILENAME_TRUNCATED: u32 = 1 << 1;
+
+/// Fields every ring-buffer record starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// A [`Decision`] value.
+    pub decision: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event was made.
+    pub boot_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The agent policy that matched (index into the daemon's compiled policy, from 1).
+    pub policy_id: u32,
+    /// The task's own cgroup v2 id.
+    pub cgroup_id: u64,
+    /// The ancestor (or self) cgroup whose registration matched.
+    pub matched_cgroup_id: u64,
+    /// The rule that decided, or [`NO_RULE`].
+    pub rule_id: u32,
+    /// `EVENT_FLAG_*` bits.
+    pub flags: u32,
+    /// Levels from the matched cgroup down to the task's own (0: the same cgroup; `u32::MAX`:
+    /// unknown, deeper than `MAX_CGROUP_DEPTH`).
+    pub depth_below_match: u32,
+    pub _pad: u32,
+    /// The kernfs name of the task's own cgroup, NUL-padded.
+    pub cgroup_name: [u8; CGROUP_NAME_LEN],
+}
+const _: () = assert!(size_of::<EventHeader>() == 72 + CGROUP_NAME_LEN);
+
+/// The map key for exact-path exec rules: `policy_id` then the NUL-padded path. The exec
+/// program builds it in place inside [`ExecEvent`], so the event is the key plus a header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecPathKey {
+    pub policy_id: u32,
+    pub path: [u8; FILENAME_LEN],
+}
+const _: () = assert!(size_of::<ExecPathKey>() == 4 + FILENAME_LEN);
+
+/// The map key for basename exec rules: `policy_id` then the NUL-padded basename.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecNameKey {
+    pub policy_id: u32,
+    pub name: [u8; BASENAME_LEN],
+}
+const _: () = assert!(size_of::<ExecNameKey>() == 4 + BASENAME_LEN);
+
+/// What an exec rule map entry says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRule {
+    pub rule_id: u32,
+    /// Reserved for per-rule actions; must be 0.
+    pub _reserved: u32,
+}
+const _: () = assert!(size_of::<ExecRule>() == 8);
+
+/// An exec of a process in an agent workload (`EventKind::Exec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Length of the filename in `key.path`, without the NUL.
+    pub filename_len: u32,
+    /// `key.policy_id` is the header's `policy_id`; `key.path` the filename passed to `execve`.
+    pub key: ExecPathKey,
+}
+const _: () = assert!(size_of::<ExecEvent>() == size_of::<EventHeader>() + 8 + FILENAME_LEN);
+
+/// A connect (or, later, sendmsg) of a process in an agent workload (`EventKind::Connect`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `AF_INET` or `AF_INET6`: the family the address is judged in (a v4-mapped v6 address is
+    /// reported as `AF_INET`).
+    pub family: u32,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, ... as the socket says.
+    pub protocol: u32,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+    /// Destination address, network byte order; an IPv4 address uses the first 4 bytes.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ConnectEvent>() == size_of::<EventHeader>() + 32);
+
+/// `CgroupPolicy::flags`: the registered cgroup itself is an agent workload.
+pub const CGROUP_MATCH_SELF: u32 = 1 << 0;
+/// `CgroupPolicy::flags`: every cgroup below the registered one is an agent workload.
+pub const CGROUP_MATCH_DESCENDANTS: u32 = 1 << 1;
+
+/// Value of the cgroup-id -> policy map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupPolicy {
+    pub policy_id: u32,
+    /// `CGROUP_MATCH_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<CgroupPolicy>() == 8);
+
+/// `PolicyConfig::flags`: audit mode, decisions are reported as `would-*` and not enforced.
+pub const POLICY_FLAG_AUDIT: u32 = 1 << 0;
+
+/// `PolicyConfig::net_default` and `PortRange::action`.
+pub const NET_ALLOW: u32 = 1;
+pub const NET_DENY: u32 = 2;
+
+/// Per-policy settings, indexed by policy id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyConfig {
+    /// `POLICY_FLAG_*` bits.
+    pub flags: u32,
+    /// `NET_ALLOW` or `NET_DENY` when no network rule matches; 0 means the slot is unused.
+    pub net_default: u32,
+}
+const _: () = assert!(size_of::<PolicyConfig>() == 8);
+
+/// One port range of a network rule, inclusive on both ends, host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+    /// `NET_ALLOW` or `NET_DENY`.
+    pub action: u32,
+    pub rule_id: u32,
+}
+const _: () = assert!(size_of::<PortRange>() == 12);
+
+/// The value of a network trie entry: the ranges to try in order, first match decides.
+///
+/// The compiler puts this prefix's own deny ranges first, then its allow ranges, then those of
+/// each shorter enclosing prefix of the same policy: one longest-prefix lookup then gives the
+/// complete answer ("longest prefix whose ports match wins; deny wins at equal length").
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetRule {
+    pub count: u32,
+    pub _pad: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+const _: () = assert!(size_of::<NetRule>() == 8 + 12 * MAX_PORT_RANGES);
+
+/// Trie key data for IPv4: the policy id (big-endian, so it forms the leading 32 bits of the
+/// prefix) and the address in network byte order. Prefix length = 32 + CIDR length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetKeyV4 {
+    pub policy_id_be: [u8; 4],
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<NetKeyV4>() == 8);
+
+/// Trie key data for IPv6, laid out like [`NetKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetKeyV6 {
+    pub policy_id_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetKeyV6>() == 20);
+
+/// Names of the maps and programs in the eBPF object, shared so neither side spells them twice.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const DROPS: &str = "DROPS";
+    pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
+    pub const POLICIES: &str = "POLICIES";
+    pub const EXEC_PATHS: &str = "EXEC_PATHS";
+    pub const EXEC_NAMES: &str = "EXEC_NAMES";
+    pub const NET_V4: &str = "NET_V4";
+    pub const NET_V6: &str = "NET_V6";
+
+    pub const PROG_EXEC: &str = "guard_exec";
+    pub const PROG_CONNECT4: &str = "guard_connect4";
+    pub const PROG_CONNECT6: &str = "guard_connect6";
+}
+
+/// Names of the globals the loader fills in from the running kernel (tracefs formats and BTF).
+/// A value of 0 for an offset means "not resolved": the program then leaves that field 0.
+pub mod globals {
+    /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
+    pub const EXEC_FILENAME_LOC: &str = "EXEC_FILENAME_LOC";
+    pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
+    pub const TASK_TGID: &str = "TASK_TGID";
+    pub const TASK_CGROUPS: &str = "TASK_CGROUPS";
+    pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP";
+    pub const CGROUP_KN: &str = "CGROUP_KN";
+    pub const KERNFS_NODE_NAME: &str = "KERNFS_NODE_NAME";
+    pub const TASK_MM: &str = "TASK_MM";
+    pub const MM_EXE_FILE: &str = "MM_EXE_FILE";
+    /// `file.f_path` + `path.dentry`.
+    pub const FILE_DENTRY: &str = "FILE_DENTRY";
+    /// `dentry.d_name` + `qstr.name`.
+    pub const DENTRY_NAME: &str = "DENTRY_NAME";
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: every type below is `#[repr(C)]`, `Copy`, made only of integers and arrays of
+    // integers, with padding written out as fields (sizes asserted above), so any bit pattern is
+    // a valid value and there are no uninitialised bytes.
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for ExecPathKey {}
+    unsafe impl aya::Pod for ExecNameKey {}
+    unsafe impl aya::Pod for ExecRule {}
+    unsafe impl aya::Pod for ExecEvent {}
+    unsafe impl aya::Pod for ConnectEvent {}
+    unsafe impl aya::Pod for CgroupPolicy {}
+    unsafe impl aya::Pod for PolicyConfig {}
+    unsafe impl aya::Pod for PortRange {}
+    unsafe impl aya::Pod for NetRule {}
+    unsafe impl aya::Pod for NetKeyV4 {}
+    unsafe impl aya::Pod for NetKeyV6 {}
+}

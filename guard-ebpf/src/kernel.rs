@@ -1,0 +1,137 @@
+//! Safe wrappers around the kernel reads the programs need. All kernel-side `unsafe` for reading
+//! kernel memory lives here.
+//!
+//! Struct offsets are globals the loader fills from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`); 0 means "not resolved" and the read is skipped.
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
+};
+use guard_common::{BASENAME_LEN, CGROUP_NAME_LEN, EventHeader, EventKind};
+
+use crate::workload::Workload;
+
+#[unsafe(no_mangle)]
+static TASK_REAL_PARENT: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_CGROUPS: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_NAME: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_MM: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_EXE_FILE: u32 = 0;
+/// `file.f_path.dentry`, one offset.
+#[unsafe(no_mangle)]
+static FILE_DENTRY: u32 = 0;
+/// `dentry.d_name.name`, one offset.
+#[unsafe(no_mangle)]
+static DENTRY_NAME: u32 = 0;
+
+/// `TASK_COMM_LEN - 1`: a comm this long may have been cut short.
+const COMM_MAX: usize = 15;
+
+/// Reads a global the loader may have overridden. The volatile read keeps the compiler from
+/// folding the default value in; the verifier then sees the real (frozen, read-only) value.
+#[inline(always)]
+pub fn global(g: &'static u32) -> u32 {
+    // SAFETY: `g` is a valid, aligned static.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
+/// Reads a `T` at `base + off` of kernel memory, or `None` if the offset is unresolved or the
+/// read faults.
+#[inline(always)]
+fn read_field<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+/// Fills the fields every event has. Only for tracing programs (it reads the current task).
+#[inline(always)]
+pub fn fill_task_header(h: &mut EventHeader, kind: EventKind, w: &Workload) {
+    fill_header(h, kind, w);
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    h.ppid = read_field::<u64>(task, global(&TASK_REAL_PARENT))
+        .and_then(|parent| read_field::<u32>(parent, global(&TASK_TGID)))
+        .unwrap_or(0);
+    h.cgroup_name = [0; CGROUP_NAME_LEN];
+    let name_ptr = read_field::<u64>(task, global(&TASK_CGROUPS))
+        .and_then(|css_set| read_field::<u64>(css_set, global(&CSS_SET_DFL_CGRP)))
+        .and_then(|cgrp| read_field::<u64>(cgrp, global(&CGROUP_KN)))
+        .and_then(|kn| read_field::<u64>(kn, global(&KERNFS_NODE_NAME)));
+    if let Some(p) = name_ptr {
+        // SAFETY: reads a NUL-terminated kernel string into a bounded buffer; faults are errors.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(p as *const u8, &mut h.cgroup_name) };
+    }
+}
+
+/// Fills the fields any program type can get. `ppid` and `cgroup_name` stay 0: the daemon
+/// resolves them for live processes (connects come from a live process).
+#[inline(always)]
+pub fn fill_header(h: &mut EventHeader, kind: EventKind, w: &Workload) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    h.kind = kind as u32;
+    h.decision = 0;
+    // SAFETY: no arguments, no memory access.
+    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.pid = pid_tgid as u32;
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.ppid = 0;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.policy_id = w.policy_id;
+    h.cgroup_id = w.cgroup_id;
+    h.matched_cgroup_id = w.matched_cgroup_id;
+    h.rule_id = guard_common::NO_RULE;
+    h.flags = 0;
+    h.depth_below_match = w.depth_below_match;
+    h._pad = 0;
+}
+
+/// The current task's `comm` as a NUL-padded basename key. False when it may be truncated.
+#[inline(always)]
+pub fn comm_name(name: &mut [u8; BASENAME_LEN]) -> bool {
+    let Ok(comm) = bpf_get_current_comm() else { return false };
+    // The helper pads with NULs; a NUL within the first COMM_MAX bytes means the name is whole.
+    if comm[COMM_MAX - 1] != 0 {
+        return false;
+    }
+    *name = [0; BASENAME_LEN];
+    name[..comm.len()].copy_from_slice(&comm);
+    true
+}
+
+/// The executed file's own name (`task->mm->exe_file->f_path.dentry->d_name.name`) as a
+/// NUL-padded basename key. False when unresolved or too long to compare whole.
+#[inline(always)]
+pub fn exe_name(name: &mut [u8; BASENAME_LEN]) -> bool {
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(ptr) = read_field::<u64>(task, global(&TASK_MM))
+        .and_then(|mm| read_field::<u64>(mm, global(&MM_EXE_FILE)))
+        .and_then(|file| read_field::<u64>(file, global(&FILE_DENTRY)))
+        .and_then(|dentry| read_field::<u64>(dentry, global(&DENTRY_NAME)))
+    else {
+        return false;
+    };
+    *name = [0; BASENAME_LEN];
+    // SAFETY: reads a NUL-terminated kernel string into a bounded buffer; faults are errors.
+    match unsafe { bpf_probe_read_kernel_str_bytes(ptr as *const u8, name) } {
+        // A name that filled the buffer was cut: never match a rule by its prefix.
+        Ok(s) => !s.is_empty() && s.len() < BASENAME_LEN - 1,
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,68 @@
+//! Every map of the object. Sizes here are defaults; the loader may resize them.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use guard_common::{
+    CgroupPolicy, EventKind, ExecEvent, ExecNameKey, ExecPathKey, ExecRule, NetKeyV4, NetKeyV6,
+    NetRule, PolicyConfig,
+};
+
+/// The one ring buffer every event goes through.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Events that did not fit in `EVENTS`, per CPU, indexed by `EventKind`.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
+
+/// Registered agent cgroups: cgroup id -> policy and how the registration matches.
+#[map]
+pub static AGENT_CGROUPS: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries(4096, 0);
+
+/// Per-policy settings, indexed by policy id.
+#[map]
+pub static POLICIES: Array<PolicyConfig> = Array::with_max_entries(1024, 0);
+
+/// Exact-path exec rules.
+#[map]
+pub static EXEC_PATHS: HashMap<ExecPathKey, ExecRule> = HashMap::with_max_entries(16384, 0);
+
+/// Basename exec rules.
+#[map]
+pub static EXEC_NAMES: HashMap<ExecNameKey, ExecRule> = HashMap::with_max_entries(16384, 0);
+
+/// Network rules, IPv4 and IPv6, keyed by (policy id, prefix).
+#[map]
+pub static NET_V4: LpmTrie<NetKeyV4, NetRule> = LpmTrie::with_max_entries(16384, 0);
+#[map]
+pub static NET_V6: LpmTrie<NetKeyV6, NetRule> = LpmTrie::with_max_entries(16384, 0);
+
+/// Per-CPU room for the exec event (too large for the 512-byte BPF stack) and the basename key.
+#[repr(C)]
+pub struct ExecScratch {
+    pub event: ExecEvent,
+    pub name_key: ExecNameKey,
+}
+
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts an event lost because the ring buffer was full.
+#[inline(always)]
+pub fn count_drop(kind: EventKind) {
+    if let Some(n) = DROPS.get_ptr_mut(kind as u32) {
+        // SAFETY: a per-CPU array slot is only touched by programs on this CPU, and BPF programs
+        // are not preempted by each other on one CPU for these program types.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Looks up policy settings; a missing slot reads as enforce mode, default allow.
+#[inline(always)]
+pub fn policy_config(policy_id: u32) -> PolicyConfig {
+    match POLICIES.get(policy_id) {
+        Some(c) => *c,
+        None => PolicyConfig { flags: 0, net_default: guard_common::NET_ALLOW },
+    }
+}
