@@ -19,8 +19,12 @@ use crate::{
     events::{self, Event},
     loader, paths,
     policy::compile::Compiled,
+    proctable::{ProcInfo, ProcTable},
     verdict::{Subject, Verdict},
 };
+
+/// Processes of agent workloads remembered for naming them in verdicts after they are gone.
+const PROC_TABLE_CAP: usize = 65_536;
 
 /// Events buffered between the ring-buffer reader and the verdict writer. When full, the reader
 /// waits, and the kernel's ring buffer (which counts its drops) absorbs the burst.
@@ -125,20 +129,39 @@ pub async fn run(policy: Compiled) -> anyhow::Result<()> {
 struct VerdictBuilder {
     policy: Compiled,
     cgroups: PathCache,
+    procs: ProcTable,
     /// CLOCK_REALTIME - CLOCK_BOOTTIME, to turn event timestamps into wall-clock time.
     boot_to_epoch_ns: i128,
 }
 
 impl VerdictBuilder {
     fn new(policy: Compiled, cgroup_root: PathBuf) -> Self {
-        Self { policy, cgroups: PathCache::new(cgroup_root), boot_to_epoch_ns: boot_to_epoch_ns() }
+        Self {
+            policy,
+            cgroups: PathCache::new(cgroup_root),
+            procs: ProcTable::new(PROC_TABLE_CAP),
+            boot_to_epoch_ns: boot_to_epoch_ns(),
+        }
     }
 
     fn build(&mut self, ev: &Event) -> Verdict {
         let h = ev.header();
         let (subject, ppid) = match ev {
-            Event::Exec(e) => (exec_subject(e), h.ppid),
-            Event::Connect(c) => (connect_subject(c), if h.ppid != 0 { h.ppid } else { parent_of(h.pid) }),
+            Event::Exec(e) => {
+                let subject = exec_subject(e);
+                if let Subject::Exec { filename, .. } = &subject {
+                    self.procs.insert(h.tgid, ProcInfo { ppid: h.ppid, exe: filename.clone() });
+                }
+                (subject, h.ppid)
+            }
+            Event::Connect(c) => {
+                // The kernel cannot read these in a sock_addr program; the process may already
+                // be gone when this runs, so what its exec told us comes first.
+                let known = self.procs.get(h.tgid).cloned();
+                let ppid = known.as_ref().map(|p| p.ppid).filter(|p| *p != 0).unwrap_or_else(|| parent_of(h.tgid));
+                let exe = known.map(|p| p.exe).or_else(|| exe_of(h.tgid));
+                (connect_subject(c, exe), ppid)
+            }
         };
         let leaf = nul_terminated(&h.cgroup_name);
         let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.matched_cgroup_id, h.depth_below_match, &leaf);
@@ -173,14 +196,18 @@ fn exec_subject(e: &ExecEvent) -> Subject {
     }
 }
 
-fn connect_subject(c: &ConnectEvent) -> Subject {
+fn connect_subject(c: &ConnectEvent, exe: Option<String>) -> Subject {
     let addr = if c.family == libc::AF_INET as u32 {
         IpAddr::V4(Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]))
     } else {
         IpAddr::V6(Ipv6Addr::from(c.addr))
     };
-    let exe = std::fs::read_link(format!("/proc/{}/exe", c.header.tgid)).ok().map(|p| p.to_string_lossy().into_owned());
     Subject::Connect { addr, port: c.port, protocol: c.protocol, exe }
+}
+
+/// The executable of a live process.
+fn exe_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The parent pid of a live process, 0 if it is gone.

@@ -6,6 +6,7 @@ mod events;
 mod loader;
 mod paths;
 mod policy;
+mod proctable;
 mod verdict;
 
 use std::process::ExitCode;

@@ -18,7 +18,10 @@ pub struct Workload {
 pub fn current() -> Option<Workload> {
     // SAFETY: both helpers only read the current task's cgroup and take no pointers.
     let cur = unsafe { bpf_get_current_cgroup_id() };
-    let mut found: Option<Workload> = None;
+    // Every field stays initialised on every path (policy_id 0 = no match): the verifier rejects
+    // reads of registers LLVM would leave unset for an `Option`'s absent payload.
+    let mut w = Workload { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, depth_below_match: u32::MAX };
+    let mut matched_level = 0;
     for level in 0..MAX_CGROUP_DEPTH {
         // SAFETY: as above; a level past the task's own returns 0.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
@@ -30,19 +33,17 @@ pub fn current() -> Option<Workload> {
         if let Some(entry) = unsafe { AGENT_CGROUPS.get(&id) } {
             let wanted = if id == cur { CGROUP_MATCH_SELF } else { CGROUP_MATCH_DESCENDANTS };
             if entry.flags & wanted != 0 {
-                found = Some(Workload { policy_id: entry.policy_id, cgroup_id: cur, matched_cgroup_id: id, depth_below_match: level });
+                w.policy_id = entry.policy_id;
+                w.matched_cgroup_id = id;
+                matched_level = level;
             }
         }
         if id == cur {
-            if let Some(w) = found.as_mut() {
-                w.depth_below_match = level - w.depth_below_match;
-            }
-            return found;
+            // Below the root the task's own level is known: how far below the match it is.
+            w.depth_below_match = level - matched_level;
+            break;
         }
     }
-    // Deeper than MAX_CGROUP_DEPTH: the match stands, the distance to it is unknown.
-    if let Some(w) = found.as_mut() {
-        w.depth_below_match = u32::MAX;
-    }
-    found
+    // A task deeper than MAX_CGROUP_DEPTH keeps depth_below_match = u32::MAX (unknown).
+    if w.policy_id == 0 { None } else { Some(w) }
 }

@@ -1,1 +1,242 @@
+//! Harness for the privileged end-to-end tests: runs the real `guard-agent` binary as root,
+//! collects the verdicts it prints, and checks that nothing is left behind.
+//!
+//! Tests panic on failure (they do not return `Result`); every guard here cleans up on drop.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
+use serde_json::Value;
+
+/// The guard-agent binary under test: `$GUARD_AGENT_BIN` (set by `cargo xtask test`), else the
+/// debug build next to this test's target directory.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GUARD_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> -> target/debug/guard-agent
+    exe.parent().and_then(Path::parent).expect("target dir").join("guard-agent")
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    text.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let ty = f.iter().skip_while(|x| **x != "-").nth(1)?;
+            (*ty == "cgroup2").then(|| PathBuf::from(f[4]))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A name no other test (or test run) uses: agents, cgroups and files are named from it.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A scratch directory removed (with its contents) on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("guard-{}", unique(name)));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `guard-agent daemon`, stopped with SIGINT on [`Daemon::stop`] (or killed on drop).
+pub struct Daemon {
+    child: Option<Child>,
+    verdicts: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `policy` (YAML text) and waits until it says it is enforcing.
+    pub fn start(dir: &TempDir, policy: &str) -> Self {
+        let policy_path = dir.path("policy.yaml");
+        std::fs::write(&policy_path, policy).expect("write policy");
+        let mut child = Command::new(agent_bin())
+            .args(["daemon", "--policy"])
+            .arg(&policy_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn guard-agent daemon");
+        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let v = Arc::clone(&verdicts);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {line}"));
+                v.lock().unwrap().push(value);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let s = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("ready: enforcing") {
+                    let _ = ready_tx.send(());
+                }
+                s.lock().unwrap().push(line);
+            }
+        });
+        let mut daemon = Self { child: Some(child), verdicts, stderr };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
+        }
+        daemon
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// All verdicts so far that satisfy `pred`.
+    pub fn verdicts(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.verdicts.lock().unwrap().iter().filter(|v| pred(v)).cloned().collect()
+    }
+
+    /// Waits for verdicts matching `pred`, then a little longer so a duplicate would show, and
+    /// returns all of them.
+    pub fn wait_verdicts(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.verdicts(&pred).is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(300));
+        self.verdicts(pred)
+    }
+
+    /// Waits for exactly one verdict matching `pred` and returns it.
+    pub fn one_verdict(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = self.wait_verdicts(pred);
+        assert_eq!(found.len(), 1, "expected exactly one verdict for {what}, got {found:#?}\nall: {:#?}", self.verdicts(|_| true));
+        found.into_iter().next().unwrap()
+    }
+
+    /// SIGINT, wait for a clean exit, then check that nothing guard made is left.
+    pub fn stop(mut self) {
+        let child = self.child.take().expect("running");
+        match interrupt_and_wait(child) {
+            Some(status) => assert!(status.success(), "daemon exited with {status}; stderr:\n{}", self.stderr_text()),
+            None => panic!("daemon did not stop within 15 s of SIGINT; stderr:\n{}", self.stderr_text()),
+        }
+        assert_nothing_left();
+    }
+}
+
+/// Sends SIGINT (the daemon then detaches and removes its cgroups) and waits up to 15 s;
+/// SIGKILL after that. `None` if it had to be killed.
+fn interrupt_and_wait(mut child: Child) -> Option<std::process::ExitStatus> {
+    // SAFETY: signals the daemon process this harness started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Daemon {
+    /// A failed test still stops its daemon cleanly, so it leaves nothing for the next test.
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = interrupt_and_wait(child);
+        }
+    }
+}
+
+/// No agent cgroups, no guard programs or links remain.
+pub fn assert_nothing_left() {
+    let guard_dir = cgroup2_root().join("guard");
+    if guard_dir.exists() {
+        let children: Vec<_> = std::fs::read_dir(&guard_dir)
+            .expect("read guard cgroup")
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        assert!(children.is_empty(), "cgroups left under {}: {children:?}", guard_dir.display());
+    }
+    let programs: Vec<(u32, String)> = aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_owned())))
+        .filter(|(_, name)| name.starts_with("guard_"))
+        .collect();
+    assert!(programs.is_empty(), "guard programs still loaded: {programs:?}");
+    let links: Vec<u32> = aya::programs::loaded_links()
+        .flatten()
+        .filter(|l| programs.iter().any(|(id, _)| *id == l.program_id()))
+        .map(|l| l.id())
+        .collect();
+    assert!(links.is_empty(), "guard links still attached: {links:?}");
+}
+
+/// Runs `guard-agent launch --agent AGENT -- CMD...` with extra environment and waits for it.
+pub fn launch(agent: &str, cmd: &[&str], env: &[(&str, &str)]) -> (u32, Output) {
+    let mut c = Command::new(agent_bin());
+    c.args(["launch", "--agent", agent, "--"]).args(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn launch");
+    let pid = child.id();
+    (pid, child.wait_with_output().expect("wait for launch"))
+}
+
+/// The agent's cgroup directory holds no session cgroups (launch removed its own).
+pub fn assert_no_sessions(agent: &str) {
+    let dir = cgroup2_root().join("guard").join(agent);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let sessions: Vec<_> = entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect();
+        assert!(sessions.is_empty(), "session cgroups left: {sessions:?}");
+    }
+}
+
+/// A verdict field by JSON pointer, as a string ("" if absent).
+pub fn field(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}

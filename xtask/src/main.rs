@@ -1,1 +1,114 @@
-fn main(){}
+//! `cargo xtask <command>`: everything a fresh machine needs to build, run and test guard.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what is missing (Debian llvm-22-dev, nightly rust-src, bpf-linker for LLVM 22) and
+    /// mount bpffs and tracefs if absent. Idempotent; quick when everything is present.
+    Setup,
+    /// Set up, build, and run `guard-agent daemon` in the foreground (Ctrl-C stops it and
+    /// detaches everything). Arguments after `--` go to the daemon.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every unit test and every privileged end-to-end test.
+    Test {
+        /// Arguments after `--` go to the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Setup => {
+            setup::ensure(&["setup"])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { args } => {
+            setup::ensure(&["run"])?;
+            cargo(&root, &["build", "--package", "guard-agent"])?;
+            let bin = root.join("target/debug/guard-agent");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("daemon").args(&args);
+            // Ctrl-C reaches the daemon through the terminal's process group; this process
+            // waits for the daemon to detach and exit instead of dying first.
+            ignore_interrupts();
+            let status = cmd.status().with_context(|| format!("running {}", bin.display()))?;
+            Ok(exit_code(status))
+        }
+        Cmd::Test { args } => {
+            setup::ensure(&["test"])?;
+            // Unit tests of every host crate, in parallel (guard-ebpf only builds for BPF).
+            cargo(&root, &["test", "--workspace", "--exclude", "guard-tests", "--exclude", "guard-ebpf"])?;
+            // The binary the end-to-end tests run.
+            cargo(&root, &["build", "--package", "guard-agent"])?;
+            let bin = root.join("target/debug/guard-agent");
+            // Privileged end-to-end tests: one at a time, because each one attaches programs
+            // at the cgroup root and checks that nothing is left behind afterwards.
+            let mut cmd = Command::new("cargo");
+            cmd.current_dir(&root)
+                .args(["test", "--package", "guard-tests", "--", "--test-threads=1"])
+                .args(&args)
+                .env("GUARD_AGENT_BIN", &bin);
+            let status = cmd.status().context("running cargo test")?;
+            if !status.success() {
+                bail!("privileged end-to-end tests failed");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("cargo").current_dir(root).args(args).status().context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ignore_interrupts() {
+    // SAFETY: sets SIGINT's disposition to "ignore"; no handler code runs.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c as u8),
+        (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}

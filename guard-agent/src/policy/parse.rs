@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(err("agents: []\n"), "p.yaml:1:9: `agents` is empty: a policy needs at least one agent");
         assert_eq!(err(""), "p.yaml:1:1: the policy is empty; it needs at least `agents:`");
         assert_eq!(err("agents:\n  - name: a\n    match: {cgroup: \"x/*/y\"}\n"), "p.yaml:3:21: cgroup glob `x/*/y`: a wildcard is only supported as the whole last component (`dir/*` or `dir/**`)");
-        assert_eq!(err("agents:\n  - name: \"a/b\"\n"), "p.yaml:2:13: agent name `a/b` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)");
+        assert_eq!(err("agents:\n  - name: \"a/b\"\n"), "p.yaml:2:11: agent name `a/b` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)");
     }
 
     #[test]
