@@ -45,6 +45,16 @@ pub fn is_empty(dir: &Path) -> io::Result<bool> {
     Ok(events.lines().any(|l| l == "populated 0"))
 }
 
+/// What the kernel says about a task's cgroup.
+pub struct CgroupRef<'a> {
+    pub id: u64,
+    /// The registered ancestor that matched, whose path is known.
+    pub under: u64,
+    pub depth: u32,
+    pub parent: u64,
+    pub leaf: &'a str,
+}
+
 /// Resolves cgroup ids to paths (relative to the cgroup v2 root, with a leading `/`), caching
 /// what it found. Bounded: the cache is cleared when it grows past `CAP` entries.
 pub struct PathCache {
@@ -69,26 +79,30 @@ impl PathCache {
         self.known.insert(id, rel);
     }
 
-    /// The path of cgroup `id`, `depth` levels below the known cgroup `under`, whose own
-    /// directory name the kernel reported as `leaf`. A direct child's path is known without
-    /// the filesystem (the cgroup may be gone already); deeper ones are searched for, and if
-    /// gone, reported as `<under>/…/<leaf>`.
-    pub fn resolve(&mut self, id: u64, under: u64, depth: u32, leaf: &str) -> Option<String> {
-        if let Some(p) = self.known.get(&id) {
+    /// The path of cgroup `c.id`, `c.depth` levels below the known cgroup `c.under`. The
+    /// cgroup itself may be gone already (a short-lived session), so its path is built from its
+    /// parent's (long-lived, found on the filesystem) and the leaf name the kernel reported;
+    /// failing that it is searched for, and reported as `<under>/…/<leaf>` if gone.
+    pub fn resolve(&mut self, c: &CgroupRef<'_>) -> Option<String> {
+        if let Some(p) = self.known.get(&c.id) {
             return Some(p.clone());
         }
-        let base = self.known.get(&under)?.clone();
-        let valid_leaf = !leaf.is_empty() && !leaf.contains('/');
-        let found = match depth {
-            0 => base,
-            1 if valid_leaf => format!("{base}/{leaf}"),
-            _ => match self.find_below(&base, id, leaf) {
+        let base = self.known.get(&c.under)?.clone();
+        let valid_leaf = !c.leaf.is_empty() && !c.leaf.contains('/');
+        let parent = match c.depth {
+            0 => return Some(base),
+            1 => Some(base.clone()),
+            _ => self.known.get(&c.parent).cloned().or_else(|| self.find_below(&base, c.parent, "")),
+        };
+        let found = match parent {
+            Some(parent) if valid_leaf => format!("{parent}/{}", c.leaf),
+            _ => match self.find_below(&base, c.id, c.leaf) {
                 Some(p) => p,
-                None if valid_leaf => return Some(format!("{base}/…/{leaf}")),
+                None if valid_leaf => return Some(format!("{base}/…/{}", c.leaf)),
                 None => return None,
             },
         };
-        self.insert(id, found.clone());
+        self.insert(c.id, found.clone());
         Some(found)
     }
 

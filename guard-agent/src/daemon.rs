@@ -15,7 +15,7 @@ use guard_common::{
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
-    cgroup::PathCache,
+    cgroup::{CgroupRef, PathCache},
     events::{self, Event},
     loader, paths,
     policy::compile::Compiled,
@@ -107,7 +107,7 @@ pub async fn run(policy: Compiled) -> anyhow::Result<()> {
                 write_errors += 1;
             }
         }
-        write_errors
+        (write_errors, builder.procs.len())
     });
 
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -117,9 +117,9 @@ pub async fn run(policy: Compiled) -> anyhow::Result<()> {
         _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
     }
     reader.abort();
-    let write_errors = writer.await.unwrap_or(0);
+    let (write_errors, process_table) = writer.await.unwrap_or_default();
     let drops = loaded.drops()?;
-    tracing::info!(?drops, stdout_write_errors = write_errors, "stopped; detaching programs");
+    tracing::info!(?drops, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
     drop(loaded);
     Ok(())
 }
@@ -164,7 +164,13 @@ impl VerdictBuilder {
             }
         };
         let leaf = nul_terminated(&h.cgroup_name);
-        let cgroup_path = self.cgroups.resolve(h.cgroup_id, h.matched_cgroup_id, h.depth_below_match, &leaf);
+        let cgroup_path = self.cgroups.resolve(&CgroupRef {
+            id: h.cgroup_id,
+            under: h.matched_cgroup_id,
+            depth: h.depth_below_match,
+            parent: h.parent_cgroup_id,
+            leaf: &leaf,
+        });
         let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
         Verdict {
             time_ms: u64::try_from((i128::from(h.boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0),

@@ -96,6 +96,8 @@ pub struct EventHeader {
     pub cgroup_id: u64,
     /// The ancestor (or self) cgroup whose registration matched.
     pub matched_cgroup_id: u64,
+    /// The parent of the task's own cgroup (0 for the root).
+    pub parent_cgroup_id: u64,
     /// The rule that decided, or [`NO_RULE`].
     pub rule_id: u32,
     /// `EVENT_FLAG_*` bits.
@@ -107,7 +109,7 @@ pub struct EventHeader {
     /// The kernfs name of the task's own cgroup, NUL-padded.
     pub cgroup_name: [u8; CGROUP_NAME_LEN],
 }
-const _: () = assert!(size_of::<EventHeader>() == 72 + CGROUP_NAME_LEN);
+const _: () = assert!(size_of::<EventHeader>() == 80 + CGROUP_NAME_LEN);
 
 /// The map key for exact-path exec rules: `policy_id` then the NUL-padded path. The exec
 /// program builds it in place inside [`ExecEvent`], so the event is the key plus a header.

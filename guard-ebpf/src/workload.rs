@@ -9,6 +9,7 @@ pub struct Workload {
     pub policy_id: u32,
     pub cgroup_id: u64,
     pub matched_cgroup_id: u64,
+    pub parent_cgroup_id: u64,
     pub depth_below_match: u32,
 }
 
@@ -20,8 +21,9 @@ pub fn current() -> Option<Workload> {
     let cur = unsafe { bpf_get_current_cgroup_id() };
     // Every field stays initialised on every path (policy_id 0 = no match): the verifier rejects
     // reads of registers LLVM would leave unset for an `Option`'s absent payload.
-    let mut w = Workload { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, depth_below_match: u32::MAX };
+    let mut w = Workload { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX };
     let mut matched_level = 0;
+    let mut parent = 0;
     for level in 0..MAX_CGROUP_DEPTH {
         // SAFETY: as above; a level past the task's own returns 0.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
@@ -41,8 +43,10 @@ pub fn current() -> Option<Workload> {
         if id == cur {
             // Below the root the task's own level is known: how far below the match it is.
             w.depth_below_match = level - matched_level;
+            w.parent_cgroup_id = parent;
             break;
         }
+        parent = id;
     }
     // A task deeper than MAX_CGROUP_DEPTH keeps depth_below_match = u32::MAX (unknown).
     if w.policy_id == 0 { None } else { Some(w) }
