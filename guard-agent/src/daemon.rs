@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use guard_common::{
     ConnectEvent, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED, EventHeader,
-    ExecEvent,
+    ExecEvent, NET_OP_SENDMSG,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
@@ -144,6 +144,14 @@ impl VerdictBuilder {
         }
     }
 
+    /// Parent pid and executable of a process seen in a socket hook, where the kernel cannot
+    /// read them. The process may be gone already, so what its exec told us comes first.
+    fn identify(&self, tgid: u32) -> (u32, Option<String>) {
+        let known = self.procs.get(tgid).cloned();
+        let ppid = known.as_ref().map(|p| p.ppid).filter(|p| *p != 0).unwrap_or_else(|| parent_of(tgid));
+        (ppid, known.map(|p| p.exe).or_else(|| exe_of(tgid)))
+    }
+
     fn build(&mut self, ev: &Event) -> Verdict {
         let h = ev.header();
         let (subject, ppid) = match ev {
@@ -155,12 +163,12 @@ impl VerdictBuilder {
                 (subject, h.ppid)
             }
             Event::Connect(c) => {
-                // The kernel cannot read these in a sock_addr program; the process may already
-                // be gone when this runs, so what its exec told us comes first.
-                let known = self.procs.get(h.tgid).cloned();
-                let ppid = known.as_ref().map(|p| p.ppid).filter(|p| *p != 0).unwrap_or_else(|| parent_of(h.tgid));
-                let exe = known.map(|p| p.exe).or_else(|| exe_of(h.tgid));
+                let (ppid, exe) = self.identify(h.tgid);
                 (connect_subject(c, exe), ppid)
+            }
+            Event::Socket(s) => {
+                let (ppid, exe) = self.identify(h.tgid);
+                (Subject::Socket { family: s.family, sock_type: s.sock_type, protocol: s.protocol, exe }, ppid)
             }
         };
         let leaf = nul_terminated(&h.cgroup_name);
@@ -208,7 +216,7 @@ fn connect_subject(c: &ConnectEvent, exe: Option<String>) -> Subject {
     } else {
         IpAddr::V6(Ipv6Addr::from(c.addr))
     };
-    Subject::Connect { addr, port: c.port, protocol: c.protocol, exe }
+    Subject::Connect { addr, port: c.port, protocol: c.protocol, exe, sendmsg: c.op == NET_OP_SENDMSG }
 }
 
 /// The executable of a live process.

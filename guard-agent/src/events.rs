@@ -2,12 +2,13 @@
 //! still checked: a short or unknown record is an error, never a panic.
 use std::mem::size_of;
 
-use guard_common::{ConnectEvent, EventHeader, EventKind, ExecEvent};
+use guard_common::{ConnectEvent, EventHeader, EventKind, ExecEvent, SocketEvent};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
     Exec(ExecEvent),
     Connect(ConnectEvent),
+    Socket(SocketEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +25,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     match EventKind::from_u32(kind) {
         Some(EventKind::Exec) => read::<ExecEvent>(buf, "exec event").map(Event::Exec),
         Some(EventKind::Connect) => read::<ConnectEvent>(buf, "connect event").map(Event::Connect),
+        Some(EventKind::Socket) => read::<SocketEvent>(buf, "socket event").map(Event::Socket),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -33,6 +35,7 @@ impl Event {
         match self {
             Event::Exec(e) => &e.header,
             Event::Connect(e) => &e.header,
+            Event::Socket(e) => &e.header,
         }
     }
 }

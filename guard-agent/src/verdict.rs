@@ -32,7 +32,10 @@ pub struct Verdict {
 #[derive(Debug, Clone)]
 pub enum Subject {
     Exec { filename: String, truncated: bool },
-    Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String> },
+    /// A `connect()`, or with `sendmsg` a datagram sent to an address.
+    Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String>, sendmsg: bool },
+    /// A raw or packet socket creation.
+    Socket { family: u32, sock_type: u32, protocol: u32, exe: Option<String> },
 }
 
 pub fn decision_name(d: Decision) -> &'static str {
@@ -108,9 +111,13 @@ impl Verdict {
                     "unmapped": merge(unmapped, json!({ "filename_truncated": truncated })),
                 })
             }
-            Subject::Connect { addr, port, protocol, exe } => {
-                // Network Activity: Open when allowed, Refuse when refused.
-                let (activity_id, activity_name) = if self.decision == Decision::Denied { (5, "Refuse") } else { (1, "Open") };
+            Subject::Connect { addr, port, protocol, exe, sendmsg } => {
+                // Network Activity: Refuse when refused, else Open (connect) or Traffic (send).
+                let (activity_id, activity_name) = match (self.decision == Decision::Denied, sendmsg) {
+                    (true, _) => (5, "Refuse"),
+                    (false, false) => (1, "Open"),
+                    (false, true) => (6, "Traffic"),
+                };
                 json!({
                     "class_uid": 4001, "class_name": "Network Activity",
                     "category_uid": 4, "category_name": "Network Activity",
@@ -127,10 +134,49 @@ impl Verdict {
                         "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
                         "direction_id": 2, "direction": "Outbound",
                     },
-                    "unmapped": unmapped,
+                    "unmapped": merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } })),
+                })
+            }
+            Subject::Socket { family, sock_type, protocol, exe } => {
+                // Network Activity: Refuse (the socket was never created).
+                let (activity_id, activity_name) = if self.decision == Decision::Denied { (5, "Refuse") } else { (99, "Other") };
+                json!({
+                    "class_uid": 4001, "class_name": "Network Activity",
+                    "category_uid": 4, "category_name": "Network Activity",
+                    "activity_id": activity_id, "activity_name": activity_name, "type_uid": 400100 + activity_id,
+                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
+                    "action_id": action_id, "disposition_id": disposition_id,
+                    "metadata": metadata,
+                    "actor": {
+                        "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
+                        "user": user,
+                    },
+                    "connection_info": { "protocol_num": protocol, "protocol_name": protocol_name(*protocol) },
+                    "unmapped": merge(unmapped, json!({
+                        "operation": "socket",
+                        "socket": { "family": family_name(*family), "type": sock_type_name(*sock_type) },
+                    })),
                 })
             }
         }
+    }
+}
+
+fn family_name(f: u32) -> &'static str {
+    match f {
+        2 => "inet",
+        10 => "inet6",
+        17 => "packet",
+        _ => "other",
+    }
+}
+
+fn sock_type_name(t: u32) -> &'static str {
+    match t {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        _ => "other",
     }
 }
 
@@ -178,7 +224,7 @@ mod tests {
 
     #[test]
     fn connect_denied_is_network_refuse() {
-        let v = verdict(Decision::Denied, Subject::Connect { addr: "::1".parse().unwrap(), port: 22, protocol: 6, exe: None }).to_ocsf();
+        let v = verdict(Decision::Denied, Subject::Connect { addr: "::1".parse().unwrap(), port: 22, protocol: 6, exe: None, sendmsg: false }).to_ocsf();
         assert_eq!(v["class_uid"], 4001);
         assert_eq!(v["type_uid"], 400105);
         assert_eq!(v["dst_endpoint"]["ip"], "::1");

@@ -26,17 +26,21 @@ pub const NO_RULE: u32 = 0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Exec = 1,
+    /// A connect or a sendmsg (see `ConnectEvent::op`).
     Connect = 2,
+    /// A socket creation refused (raw and packet sockets).
+    Socket = 3,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Exec),
             2 => Some(Self::Connect),
+            3 => Some(Self::Socket),
             _ => None,
         }
     }
@@ -164,11 +168,32 @@ pub struct ConnectEvent {
     pub protocol: u32,
     /// Destination port, host byte order.
     pub port: u16,
-    pub _pad: [u8; 6],
+    /// `NET_OP_CONNECT` or `NET_OP_SENDMSG`.
+    pub op: u16,
+    pub _pad: [u8; 4],
     /// Destination address, network byte order; an IPv4 address uses the first 4 bytes.
     pub addr: [u8; 16],
 }
 const _: () = assert!(size_of::<ConnectEvent>() == size_of::<EventHeader>() + 32);
+
+/// `ConnectEvent::op`: a `connect()` (TCP, or UDP `connect`).
+pub const NET_OP_CONNECT: u16 = 1;
+/// `ConnectEvent::op`: a `sendmsg()`/`sendto()` with an address (unconnected UDP, e.g. DNS).
+/// Only refusals are reported: allowed datagrams are too many to report one by one.
+pub const NET_OP_SENDMSG: u16 = 2;
+
+/// A socket creation refused in an agent workload (`EventKind::Socket`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketEvent {
+    pub header: EventHeader,
+    pub family: u32,
+    /// `SOCK_RAW`, `SOCK_DGRAM`, ...
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<SocketEvent>() == size_of::<EventHeader>() + 16);
 
 /// `CgroupPolicy::flags`: the registered cgroup itself is an agent workload.
 pub const CGROUP_MATCH_SELF: u32 = 1 << 0;
@@ -187,6 +212,8 @@ const _: () = assert!(size_of::<CgroupPolicy>() == 8);
 
 /// `PolicyConfig::flags`: audit mode, decisions are reported as `would-*` and not enforced.
 pub const POLICY_FLAG_AUDIT: u32 = 1 << 0;
+/// `PolicyConfig::flags`: raw (`SOCK_RAW`) and packet (`AF_PACKET`) sockets are allowed.
+pub const POLICY_FLAG_ALLOW_RAW_SOCKETS: u32 = 1 << 1;
 
 /// `PolicyConfig::net_default` and `PortRange::action`.
 pub const NET_ALLOW: u32 = 1;
@@ -262,6 +289,10 @@ pub mod names {
     pub const PROG_EXEC: &str = "guard_exec";
     pub const PROG_CONNECT4: &str = "guard_connect4";
     pub const PROG_CONNECT6: &str = "guard_connect6";
+    pub const PROG_SENDMSG4: &str = "guard_sendmsg4";
+    pub const PROG_SENDMSG6: &str = "guard_sendmsg6";
+    pub const PROG_SOCK_CREATE: &str = "guard_sock_create";
+    pub const PROG_SOCKET_ENTER: &str = "guard_socket_enter";
 }
 
 /// Names of the globals the loader fills in from the running kernel (tracefs formats and BTF).
@@ -269,6 +300,10 @@ pub mod names {
 pub mod globals {
     /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
     pub const EXEC_FILENAME_LOC: &str = "EXEC_FILENAME_LOC";
+    /// Offsets of `family`, `type`, `protocol` in the `sys_enter_socket` record.
+    pub const SOCKET_FAMILY: &str = "SOCKET_FAMILY";
+    pub const SOCKET_TYPE: &str = "SOCKET_TYPE";
+    pub const SOCKET_PROTOCOL: &str = "SOCKET_PROTOCOL";
     pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
     pub const TASK_TGID: &str = "TASK_TGID";
     pub const TASK_CGROUPS: &str = "TASK_CGROUPS";
@@ -296,6 +331,7 @@ mod user {
     unsafe impl aya::Pod for ExecRule {}
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for ConnectEvent {}
+    unsafe impl aya::Pod for SocketEvent {}
     unsafe impl aya::Pod for CgroupPolicy {}
     unsafe impl aya::Pod for PolicyConfig {}
     unsafe impl aya::Pod for PortRange {}

@@ -7,12 +7,14 @@ mod exec;
 mod kernel;
 mod maps;
 mod net;
+mod sock;
 mod workload;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, tracepoint},
-    programs::{SockAddrContext, TracePointContext},
+    macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
+    programs::{SockAddrContext, SockContext, TracePointContext},
 };
+use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 
 /// `sched/sched_process_exec`: decides a new image of an agent workload before it runs.
 ///
@@ -30,14 +32,45 @@ pub fn guard_exec(ctx: TracePointContext) -> u32 {
 /// Fails open: the only failure is an impossible per-CPU map miss.
 #[cgroup_sock_addr(connect4)]
 pub fn guard_connect4(ctx: SockAddrContext) -> i32 {
-    net::try_connect4(&ctx).unwrap_or(net::ALLOW)
+    net::ret(net::try_v4(&ctx, NET_OP_CONNECT))
 }
 
 /// `cgroup/connect6` at the cgroup v2 root; v4-mapped destinations are judged as IPv4.
 /// Fails open, like `guard_connect4`.
 #[cgroup_sock_addr(connect6)]
 pub fn guard_connect6(ctx: SockAddrContext) -> i32 {
-    net::try_connect6(&ctx).unwrap_or(net::ALLOW)
+    net::ret(net::try_v6(&ctx, NET_OP_CONNECT))
+}
+
+/// `cgroup/sendmsg4`: datagrams sent with a destination address (unconnected UDP, DNS).
+/// Returns 1 to send, 0 to fail the send with `EPERM`. Fails open, like `guard_connect4`.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn guard_sendmsg4(ctx: SockAddrContext) -> i32 {
+    net::ret(net::try_v4(&ctx, NET_OP_SENDMSG))
+}
+
+/// `cgroup/sendmsg6`, like `guard_sendmsg4`; v4-mapped destinations are judged as IPv4.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn guard_sendmsg6(ctx: SockAddrContext) -> i32 {
+    net::ret(net::try_v6(&ctx, NET_OP_SENDMSG))
+}
+
+/// `syscalls/sys_enter_socket`: kills an agent workload asking for an `AF_PACKET` socket (which
+/// `cgroup/sock_create` never sees) unless its policy allows raw sockets. Fails open: the only
+/// failure is reading the tracepoint record.
+#[tracepoint]
+pub fn guard_socket_enter(ctx: TracePointContext) -> u32 {
+    match sock::try_socket_enter(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup/sock_create` at the cgroup v2 root: refuses raw and packet sockets to agent
+/// workloads unless their policy allows them. Returns 1 to allow, 0 for `EPERM`. Fails open
+/// (nothing in it can fail).
+#[cgroup_sock(sock_create)]
+pub fn guard_sock_create(ctx: SockContext) -> i32 {
+    sock::try_sock_create(&ctx)
 }
 
 #[cfg(not(test))]

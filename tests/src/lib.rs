@@ -139,6 +139,14 @@ impl Daemon {
         self.verdicts(pred)
     }
 
+    /// Gives a verdict time to arrive (the ring buffer is read within milliseconds), then checks
+    /// that none matching `pred` did.
+    pub fn assert_no_verdict(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+        thread::sleep(Duration::from_millis(500));
+        let found = self.verdicts(pred);
+        assert!(found.is_empty(), "expected no verdict for {what}, got {found:#?}");
+    }
+
     /// Waits for exactly one verdict matching `pred` and returns it.
     pub fn one_verdict(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let found = self.wait_verdicts(pred);
@@ -239,4 +247,19 @@ pub fn field(v: &Value, pointer: &str) -> String {
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     }
+}
+
+/// Runs a network test helper (inside `agent`, if given) that prints `pid N` and, on failure,
+/// `errno N` and exits 3. Returns (exit code, its pid, errno).
+pub fn net_call(agent: Option<&str>, helper: &str, args: &[&str]) -> (i32, String, Option<i32>) {
+    let mut cmd = vec![helper];
+    cmd.extend_from_slice(args);
+    let out = match agent {
+        Some(agent) => launch(agent, &cmd, &[]).1,
+        None => Command::new(helper).args(args).output().expect("run helper"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).unwrap_or_default().to_owned();
+    let errno = stdout.lines().find_map(|l| l.strip_prefix("errno ")).and_then(|e| e.parse().ok());
+    (out.status.code().unwrap_or(-1), pid, errno)
 }

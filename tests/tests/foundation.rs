@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use guard_tests::{Daemon, TempDir, assert_no_sessions, assert_nothing_left, field, launch, unique};
+use guard_tests::{Daemon, TempDir, assert_no_sessions, assert_nothing_left, field, launch, net_call, unique};
 
 const MARKER: &str = env!("CARGO_BIN_EXE_guard-test-marker");
 const CONNECT: &str = env!("CARGO_BIN_EXE_guard-test-connect");
@@ -64,8 +64,8 @@ fn denied_binary_is_killed_before_its_first_instruction() {
 
     // Outside any agent the denied binary runs, and no verdict is printed for it.
     let marker_out = dir.path("marker-outside");
-    let status = Command::new(&denied).env("GUARD_MARKER", &marker_out).status().unwrap();
-    assert!(status.success() && marker_out.exists(), "the binary did not run outside the agent");
+    let out = Command::new(&denied).env("GUARD_MARKER", &marker_out).output().unwrap();
+    assert!(out.status.success() && marker_out.exists(), "the binary did not run outside the agent");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let outside = daemon.verdicts(|v| is_exec_of(v, &denied));
     assert_eq!(outside.len(), 1, "an untagged exec produced a verdict: {outside:#?}");
@@ -104,23 +104,6 @@ fn listeners(addr: &str) -> Listeners {
     Listeners { denied: a.local_addr().unwrap().port(), allowed: b.local_addr().unwrap().port(), _sockets: vec![a, b] }
 }
 
-/// Runs the connect helper (inside `agent` if given); returns (exit code, its pid, errno).
-fn connect(agent: Option<&str>, addr: &str, port: u16, udp: bool) -> (i32, String, Option<i32>) {
-    let port = port.to_string();
-    let mut args = vec![CONNECT, addr, port.as_str()];
-    if udp {
-        args.push("udp");
-    }
-    let out = match agent {
-        Some(agent) => launch(agent, &args, &[]).1,
-        None => Command::new(args[0]).args(&args[1..]).output().unwrap(),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).unwrap_or_default().to_owned();
-    let errno = stdout.lines().find_map(|l| l.strip_prefix("errno ")).and_then(|e| e.parse().ok());
-    (out.status.code().unwrap_or(-1), pid, errno)
-}
-
 #[test]
 fn denied_connect_is_refused_with_eperm_v4_and_v6() {
     let dir = TempDir::new("connect");
@@ -135,7 +118,7 @@ fn denied_connect_is_refused_with_eperm_v4_and_v6() {
 
     for (addr, l, rule) in [("127.0.0.1", &v4, format!("cidr: 127.0.0.1/32 ports: {}", v4.denied)), ("::1", &v6, format!("cidr: ::1/128 ports: {}", v6.denied))] {
         // Inside the agent: the denied port gets EPERM...
-        let (code, pid, errno) = connect(Some(&agent), addr, l.denied, false);
+        let (code, pid, errno) = net_call(Some(&agent), CONNECT, &[addr, &l.denied.to_string()]);
         assert_eq!((code, errno), (3, Some(libc::EPERM)), "denied connect to {addr}:{}", l.denied);
         let v = daemon.one_verdict("the denied connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
         assert_eq!(field(&v, "/unmapped/verdict"), "denied");
@@ -148,17 +131,16 @@ fn denied_connect_is_refused_with_eperm_v4_and_v6() {
         assert!(field(&v, "/actor/process/file/path").ends_with("guard-test-connect"), "{v:#}");
 
         // ...the allowed port connects...
-        let (code, pid, _) = connect(Some(&agent), addr, l.allowed, false);
+        let (code, pid, _) = net_call(Some(&agent), CONNECT, &[addr, &l.allowed.to_string()]);
         assert_eq!(code, 0, "allowed connect to {addr}:{}", l.allowed);
         let v = daemon.one_verdict("the allowed connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
         assert_eq!(field(&v, "/unmapped/verdict"), "allowed");
         assert_eq!(field(&v, "/unmapped/rule"), "");
 
         // ...and outside the agent the denied port connects too, with no verdict.
-        let (code, pid, _) = connect(None, addr, l.denied, false);
+        let (code, pid, _) = net_call(None, CONNECT, &[addr, &l.denied.to_string()]);
         assert_eq!(code, 0, "untagged connect to {addr}:{}", l.denied);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(daemon.verdicts(|v| field(v, "/actor/process/pid") == pid).is_empty());
+        daemon.assert_no_verdict("an untagged connect", |v| field(v, "/actor/process/pid") == pid);
     }
     assert_no_sessions(&agent);
     daemon.stop();
@@ -177,12 +159,12 @@ fn v4_mapped_v6_is_judged_as_v4() {
         "agents:\n  - name: {agent}\n    network:\n      deny:\n        - cidr: 127.0.0.0/8\n          ports: [{port}, {udp_port}]\n"
     );
     let daemon = Daemon::start(&dir, &policy);
-    let (code, pid, errno) = connect(Some(&agent), "::ffff:127.0.0.1", port, false);
+    let (code, pid, errno) = net_call(Some(&agent), CONNECT, &["::ffff:127.0.0.1", &port.to_string()]);
     assert_eq!((code, errno), (3, Some(libc::EPERM)));
     let v = daemon.one_verdict("the mapped connect", |v| field(v, "/actor/process/pid") == pid);
     assert_eq!(field(&v, "/dst_endpoint/ip"), "127.0.0.1");
     // UDP connect() goes through the same hook.
-    let (code, _, errno) = connect(Some(&agent), "127.0.0.1", udp_port, true);
+    let (code, _, errno) = net_call(Some(&agent), CONNECT, &["127.0.0.1", &udp_port.to_string(), "udp"]);
     assert_eq!((code, errno), (3, Some(libc::EPERM)));
     daemon.stop();
 }

@@ -66,24 +66,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Test { args } => {
             setup::ensure(&["test"])?;
+            let mut tally = Tally::default();
             // Unit tests of every host crate, in parallel (guard-ebpf only builds for BPF).
-            cargo(&root, &["test", "--workspace", "--exclude", "guard-tests", "--exclude", "guard-ebpf"])?;
+            let mut unit = Command::new("cargo");
+            unit.current_dir(&root)
+                .args(["test", "--workspace", "--exclude", "guard-tests", "--exclude", "guard-ebpf", "--"])
+                .args(&args);
+            let unit_ok = tally.run(&mut unit)?;
             // The binary the end-to-end tests run.
             cargo(&root, &["build", "--package", "guard-agent"])?;
             let bin = root.join("target/debug/guard-agent");
             // Privileged end-to-end tests: one at a time, because each one attaches programs
             // at the cgroup root and checks that nothing is left behind afterwards.
-            let mut cmd = Command::new("cargo");
-            cmd.current_dir(&root)
+            let mut e2e = Command::new("cargo");
+            e2e.current_dir(&root)
                 .args(["test", "--package", "guard-tests", "--", "--test-threads=1"])
                 .args(&args)
                 .env("GUARD_AGENT_BIN", &bin);
-            let status = cmd.status().context("running cargo test")?;
-            if !status.success() {
-                bail!("privileged end-to-end tests failed");
+            let e2e_ok = tally.run(&mut e2e)?;
+            // One closing line for the whole run (cargo prints one per test binary).
+            println!("summary: {} passed, {} failed, {} ignored", tally.passed, tally.failed, tally.ignored);
+            if !(unit_ok && e2e_ok) {
+                bail!("tests failed");
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Test counts added up over every `test result:` line cargo test prints.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Runs `cmd`, passing its output through, and counts its results. Ok(false) if it failed.
+    fn run(&mut self, cmd: &mut Command) -> anyhow::Result<bool> {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
+        let stdout = child.stdout.take().context("test output")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading test output")?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => self.passed += n,
+                        "failed" => self.failed += n,
+                        "ignored" => self.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(child.wait().context("waiting for cargo test")?.success())
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
 };
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecNameKey, ExecPathKey,
@@ -96,11 +96,19 @@ impl Drop for Loaded {
 
 /// Loads everything and starts enforcing `policy`.
 pub fn load(cgroup_root: &Path, policy: &Compiled) -> Result<Loaded, LoadError> {
-    let filename_loc = tracefs::field_offset(&paths::tracefs()?, "sched", "sched_process_exec", "filename")
-        .map_err(|source| LoadError::Tracefs { tracepoint: "sched/sched_process_exec", source })?;
-    let offsets = kernel_offsets();
+    let tracefs = paths::tracefs()?;
+    let record = |tracepoint: &'static str, field: &str| {
+        let (category, name) = tracepoint.split_once('/').unwrap_or(("", tracepoint));
+        tracefs::field_offset(&tracefs, category, name, field).map_err(|source| LoadError::Tracefs { tracepoint, source })
+    };
+    let mut offsets = vec![
+        (globals::EXEC_FILENAME_LOC, record("sched/sched_process_exec", "filename")?),
+        (globals::SOCKET_FAMILY, record("syscalls/sys_enter_socket", "family")?),
+        (globals::SOCKET_TYPE, record("syscalls/sys_enter_socket", "type")?),
+        (globals::SOCKET_PROTOCOL, record("syscalls/sys_enter_socket", "protocol")?),
+    ];
+    offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
-    loader.override_global(globals::EXEC_FILENAME_LOC, &filename_loc, true);
     for (name, value) in &offsets {
         loader.override_global(name, value, true);
     }
@@ -216,17 +224,22 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
     let ebpf = &mut loaded.ebpf;
     let prog_err = |name| move |source| LoadError::Program { name, source };
 
-    let exec: &mut TracePoint = ebpf
-        .program_mut(names::PROG_EXEC)
-        .ok_or(LoadError::Missing { kind: "program", name: names::PROG_EXEC })?
-        .try_into()
-        .map_err(prog_err(names::PROG_EXEC))?;
-    exec.load().map_err(prog_err(names::PROG_EXEC))?;
-    exec.attach("sched", "sched_process_exec").map_err(prog_err(names::PROG_EXEC))?;
-    loaded.attached.push(names::PROG_EXEC);
+    for (name, category, tracepoint) in [
+        (names::PROG_EXEC, "sched", "sched_process_exec"),
+        (names::PROG_SOCKET_ENTER, "syscalls", "sys_enter_socket"),
+    ] {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        loaded.attached.push(name);
+    }
 
     let cgroup_fd = File::open(root).map_err(|source| LoadError::Cgroup { path: root.to_path_buf(), source })?;
-    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6, names::PROG_SENDMSG4, names::PROG_SENDMSG6] {
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
             .ok_or(LoadError::Missing { kind: "program", name })?
@@ -238,5 +251,14 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
         prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
         loaded.attached.push(name);
     }
+    let name = names::PROG_SOCK_CREATE;
+    let prog: &mut CgroupSock = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Missing { kind: "program", name })?
+        .try_into()
+        .map_err(prog_err(name))?;
+    prog.load().map_err(prog_err(name))?;
+    prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
+    loaded.attached.push(name);
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use guard_common::{
     BASENAME_LEN, ExecNameKey, ExecPathKey, ExecRule as KernelExecRule, FILENAME_LEN,
     MAX_PORT_RANGES, NET_ALLOW, NET_DENY, NetKeyV4, NetKeyV6, NetRule as KernelNetRule,
-    POLICY_FLAG_AUDIT, PolicyConfig, PortRange,
+    POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT, PolicyConfig, PortRange,
 };
 
 use super::{Agent, CgroupMatch, ExecMatcher, Mode, NetAction, Policy, PolicyError, Pos};
@@ -69,8 +69,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     for (i, agent) in policy.agents.iter().enumerate() {
         let policy_id = i as u32 + 1;
         let audit = agent.mode.unwrap_or(policy.mode) == Mode::Audit;
+        let raw = agent.network.raw_sockets == NetAction::Allow;
         let config = PolicyConfig {
-            flags: if audit { POLICY_FLAG_AUDIT } else { 0 },
+            flags: (if audit { POLICY_FLAG_AUDIT } else { 0 }) | (if raw { POLICY_FLAG_ALLOW_RAW_SOCKETS } else { 0 }),
             net_default: match agent.network.default {
                 NetAction::Allow => NET_ALLOW,
                 NetAction::Deny => NET_DENY,

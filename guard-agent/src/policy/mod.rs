@@ -89,6 +89,8 @@ pub enum NetAction {
 #[derive(Debug, Clone)]
 pub struct Network {
     pub default: NetAction,
+    /// Raw (`SOCK_RAW`) and packet (`AF_PACKET`) sockets; denied unless set to allow.
+    pub raw_sockets: NetAction,
     /// Allow and deny rules in document order.
     pub rules: Vec<NetRule>,
 }

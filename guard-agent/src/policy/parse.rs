@@ -144,7 +144,7 @@ impl Parser<'_> {
         };
         let network = match m.get("network") {
             Some(n) => self.network(n)?,
-            None => Network { default: NetAction::Allow, rules: Vec::new() },
+            None => Network { default: NetAction::Allow, raw_sockets: NetAction::Deny, rules: Vec::new() },
         };
         Ok(Agent { name, pos: node.pos, mode, cgroups, exec_deny, network })
     }
@@ -226,15 +226,9 @@ impl Parser<'_> {
     }
 
     fn network(&self, node: &Node) -> Result<Network, PolicyError> {
-        let m = self.map(node, "`network`", &["default", "allow", "deny"])?;
-        let default = match m.get("default") {
-            None => NetAction::Allow,
-            Some(n) => match self.str(n, "`default`")? {
-                "allow" => NetAction::Allow,
-                "deny" => NetAction::Deny,
-                other => return Err(self.err(n.pos, format!("`default` must be `allow` or `deny`, not `{other}`"))),
-            },
-        };
+        let m = self.map(node, "`network`", &["default", "raw_sockets", "allow", "deny"])?;
+        let default = m.get("default").map(|n| self.net_action(n, "default")).transpose()?.unwrap_or(NetAction::Allow);
+        let raw_sockets = m.get("raw_sockets").map(|n| self.net_action(n, "raw_sockets")).transpose()?.unwrap_or(NetAction::Deny);
         let mut rules = Vec::new();
         for (key, action) in [("deny", NetAction::Deny), ("allow", NetAction::Allow)] {
             if let Some(list) = m.get(key) {
@@ -244,7 +238,15 @@ impl Parser<'_> {
             }
         }
         rules.sort_by_key(|r| (r.pos.line, r.pos.col));
-        Ok(Network { default, rules })
+        Ok(Network { default, raw_sockets, rules })
+    }
+
+    fn net_action(&self, node: &Node, key: &str) -> Result<NetAction, PolicyError> {
+        match self.str(node, &format!("`{key}`"))? {
+            "allow" => Ok(NetAction::Allow),
+            "deny" => Ok(NetAction::Deny),
+            other => Err(self.err(node.pos, format!("`{key}` must be `allow` or `deny`, not `{other}`"))),
+        }
     }
 
     fn net_rule(&self, node: &Node, action: NetAction) -> Result<NetRule, PolicyError> {
