@@ -31,6 +31,9 @@ const PROC_TABLE_CAP: usize = 65_536;
 const CHANNEL_DEPTH: usize = 4096;
 
 pub async fn run(policy: Compiled) -> anyhow::Result<()> {
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
     let cgroup_root = paths::cgroup2_root()?;
     let mut loaded = loader::load(&cgroup_root, &policy).context("starting enforcement")?;
     let ring = loaded.take_events()?;

@@ -134,6 +134,42 @@ pub struct ExecNameKey {
 }
 const _: () = assert!(size_of::<ExecNameKey>() == 4 + BASENAME_LEN);
 
+/// Data of the exec path-prefix trie key: the policy id (big-endian, leading 32 bits of the
+/// prefix) then the filename. Prefix length = 32 + 8 * (bytes of the rule's prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecPrefixKey {
+    pub policy_id_be: [u8; 4],
+    pub path: [u8; PREFIX_PATH_LEN],
+}
+/// Filename bytes in an [`ExecPrefixKey`]: an LPM trie key holds at most 256 bytes of data.
+pub const PREFIX_PATH_LEN: usize = 252;
+const _: () = assert!(size_of::<ExecPrefixKey>() == 256);
+
+/// Data of the basename-prefix trie key, laid out like [`ExecPrefixKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecNamePrefixKey {
+    pub policy_id_be: [u8; 4],
+    pub name: [u8; BASENAME_LEN],
+}
+const _: () = assert!(size_of::<ExecNamePrefixKey>() == 4 + BASENAME_LEN);
+
+/// The identity of a file or directory: the policy id, the kernel's `s_dev` of its filesystem
+/// (`MAJOR << 20 | MINOR`) and its inode number. Keys of the exec identity map: a file named by
+/// a `path` rule, or a directory named by a `path_prefix` rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecInodeKey {
+    pub policy_id: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+const _: () = assert!(size_of::<ExecInodeKey>() == 16);
+
+/// Directory levels above an executed file compared against `path_prefix` directories.
+pub const MAX_DIR_DEPTH: u32 = 16;
+
 /// What an exec rule map entry says.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -283,6 +319,9 @@ pub mod names {
     pub const POLICIES: &str = "POLICIES";
     pub const EXEC_PATHS: &str = "EXEC_PATHS";
     pub const EXEC_NAMES: &str = "EXEC_NAMES";
+    pub const EXEC_PREFIXES: &str = "EXEC_PREFIXES";
+    pub const EXEC_NAME_PREFIXES: &str = "EXEC_NAME_PFX";
+    pub const EXEC_INODES: &str = "EXEC_INODES";
     pub const NET_V4: &str = "NET_V4";
     pub const NET_V6: &str = "NET_V6";
 
@@ -316,6 +355,11 @@ pub mod globals {
     pub const FILE_DENTRY: &str = "FILE_DENTRY";
     /// `dentry.d_name` + `qstr.name`.
     pub const DENTRY_NAME: &str = "DENTRY_NAME";
+    pub const DENTRY_PARENT: &str = "DENTRY_PARENT";
+    pub const DENTRY_INODE: &str = "DENTRY_INODE";
+    pub const INODE_INO: &str = "INODE_INO";
+    pub const INODE_SB: &str = "INODE_SB";
+    pub const SB_DEV: &str = "SB_DEV";
 }
 
 #[cfg(feature = "user")]
@@ -329,6 +373,9 @@ mod user {
     unsafe impl aya::Pod for ExecPathKey {}
     unsafe impl aya::Pod for ExecNameKey {}
     unsafe impl aya::Pod for ExecRule {}
+    unsafe impl aya::Pod for ExecPrefixKey {}
+    unsafe impl aya::Pod for ExecNamePrefixKey {}
+    unsafe impl aya::Pod for ExecInodeKey {}
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for ConnectEvent {}
     unsafe impl aya::Pod for SocketEvent {}

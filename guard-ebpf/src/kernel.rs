@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use guard_common::{BASENAME_LEN, CGROUP_NAME_LEN, EventHeader, EventKind};
+use guard_common::{BASENAME_LEN, CGROUP_NAME_LEN, EventHeader, EventKind, ExecInodeKey};
 
 use crate::workload::Workload;
 
@@ -34,6 +34,17 @@ static FILE_DENTRY: u32 = 0;
 /// `dentry.d_name.name`, one offset.
 #[unsafe(no_mangle)]
 static DENTRY_NAME: u32 = 0;
+
+#[unsafe(no_mangle)]
+static DENTRY_PARENT: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_INO: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_SB: u32 = 0;
+#[unsafe(no_mangle)]
+static SB_DEV: u32 = 0;
 
 /// `TASK_COMM_LEN - 1`: a comm this long may have been cut short.
 const COMM_MAX: usize = 15;
@@ -115,17 +126,26 @@ pub fn comm_name(name: &mut [u8; BASENAME_LEN]) -> bool {
     true
 }
 
-/// The executed file's own name (`task->mm->exe_file->f_path.dentry->d_name.name`) as a
-/// NUL-padded basename key. False when unresolved or too long to compare whole.
+/// The current task's executable's dentry (`task->mm->exe_file->f_path.dentry`), set by
+/// begin_new_exec() before `sched_process_exec` fires; 0 if unknown.
+///
+/// Kernel pointers are passed around as plain `u64` with 0 for "none": LLVM may copy the
+/// uninitialised payload of an `Option::None`, and the verifier rejects reading it.
 #[inline(always)]
-pub fn exe_name(name: &mut [u8; BASENAME_LEN]) -> bool {
+pub fn exe_dentry() -> u64 {
     // SAFETY: returns a pointer to the current task, only ever passed to read_field.
     let task = unsafe { bpf_get_current_task() };
-    let Some(ptr) = read_field::<u64>(task, global(&TASK_MM))
+    read_field::<u64>(task, global(&TASK_MM))
         .and_then(|mm| read_field::<u64>(mm, global(&MM_EXE_FILE)))
         .and_then(|file| read_field::<u64>(file, global(&FILE_DENTRY)))
-        .and_then(|dentry| read_field::<u64>(dentry, global(&DENTRY_NAME)))
-    else {
+        .unwrap_or(0)
+}
+
+/// The dentry's own name as a NUL-padded basename key. False when unresolved or too long to
+/// compare whole.
+#[inline(always)]
+pub fn dentry_name(dentry: u64, name: &mut [u8; BASENAME_LEN]) -> bool {
+    let Some(ptr) = read_field::<u64>(dentry, global(&DENTRY_NAME)) else {
         return false;
     };
     *name = [0; BASENAME_LEN];
@@ -134,5 +154,24 @@ pub fn exe_name(name: &mut [u8; BASENAME_LEN]) -> bool {
         // A name that filled the buffer was cut: never match a rule by its prefix.
         Ok(s) => !s.is_empty() && s.len() < BASENAME_LEN - 1,
         Err(_) => false,
+    }
+}
+
+/// Writes (`s_dev`, inode number) of the dentry's inode into `key`; false if unreadable.
+#[inline(always)]
+pub fn dentry_identity(dentry: u64, key: &mut ExecInodeKey) -> bool {
+    let inode = read_field::<u64>(dentry, global(&DENTRY_INODE)).unwrap_or(0);
+    let sb = read_field::<u64>(inode, global(&INODE_SB)).unwrap_or(0);
+    key.ino = read_field::<u64>(inode, global(&INODE_INO)).unwrap_or(0);
+    key.dev = read_field::<u32>(sb, global(&SB_DEV)).unwrap_or(0);
+    key.ino != 0
+}
+
+/// The dentry's parent, or 0 at the root of its filesystem (where it is its own parent).
+#[inline(always)]
+pub fn dentry_parent(dentry: u64) -> u64 {
+    match read_field::<u64>(dentry, global(&DENTRY_PARENT)) {
+        Some(p) if p != dentry => p,
+        _ => 0,
     }
 }

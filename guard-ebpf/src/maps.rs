@@ -3,9 +3,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use aya_ebpf::maps::lpm_trie::Key;
 use guard_common::{
-    CgroupPolicy, EventKind, ExecEvent, ExecNameKey, ExecPathKey, ExecRule, NetKeyV4, NetKeyV6,
-    NetRule, PolicyConfig,
+    CgroupPolicy, EventKind, ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
+    ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig,
 };
 
 /// The one ring buffer every event goes through.
@@ -32,17 +33,31 @@ pub static EXEC_PATHS: HashMap<ExecPathKey, ExecRule> = HashMap::with_max_entrie
 #[map]
 pub static EXEC_NAMES: HashMap<ExecNameKey, ExecRule> = HashMap::with_max_entries(16384, 0);
 
+/// `path_prefix` rules, by filename prefix.
+#[map]
+pub static EXEC_PREFIXES: LpmTrie<ExecPrefixKey, ExecRule> = LpmTrie::with_max_entries(4096, 0);
+
+/// `basename_prefix` rules.
+#[map(name = "EXEC_NAME_PFX")]
+pub static EXEC_NAME_PREFIXES: LpmTrie<ExecNamePrefixKey, ExecRule> = LpmTrie::with_max_entries(4096, 0);
+
+/// Files named by `path` rules and directories named by `path_prefix` rules, by identity.
+#[map]
+pub static EXEC_INODES: HashMap<ExecInodeKey, ExecRule> = HashMap::with_max_entries(16384, 0);
+
 /// Network rules, IPv4 and IPv6, keyed by (policy id, prefix).
 #[map]
 pub static NET_V4: LpmTrie<NetKeyV4, NetRule> = LpmTrie::with_max_entries(16384, 0);
 #[map]
 pub static NET_V6: LpmTrie<NetKeyV6, NetRule> = LpmTrie::with_max_entries(16384, 0);
 
-/// Per-CPU room for the exec event (too large for the 512-byte BPF stack) and the basename key.
+/// Per-CPU room for the exec event and the lookup keys (too large for the 512-byte BPF stack).
 #[repr(C)]
 pub struct ExecScratch {
     pub event: ExecEvent,
     pub name_key: ExecNameKey,
+    pub prefix_key: Key<ExecPrefixKey>,
+    pub name_prefix_key: Key<ExecNamePrefixKey>,
 }
 
 #[map]

@@ -122,8 +122,16 @@ fn finish(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     remove_dir_retrying(dir)
 }
 
-/// A cgroup can report `populated 0` a moment before rmdir stops returning EBUSY.
+/// Removes the session cgroup and any cgroups the workload made below it, deepest first. A
+/// cgroup can report `populated 0` a moment before rmdir stops returning EBUSY.
 fn remove_dir_retrying(dir: &Path) -> anyhow::Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dir_retrying(&entry.path())?;
+            }
+        }
+    }
     let mut last = None;
     for _ in 0..50 {
         match fs::remove_dir(dir) {

@@ -17,6 +17,9 @@ pub fn run(cmd: PolicyCommand) -> Result<(), policy::PolicyError> {
         PolicyCommand::Check { file } => {
             let model = policy::load_file(&file)?;
             let compiled = policy::compile::compile(&model)?;
+            for w in &compiled.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} agents, {} rules, sha256 {})",
                 file.display(),

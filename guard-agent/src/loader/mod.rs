@@ -16,8 +16,9 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
 };
 use guard_common::{
-    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecNameKey, ExecPathKey,
-    ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig, globals, names,
+    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecInodeKey,
+    ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6,
+    NetRule, PolicyConfig, globals, names,
 };
 
 use crate::{cgroup, paths, policy::compile::Compiled};
@@ -126,9 +127,12 @@ pub fn load(cgroup_root: &Path, policy: &Compiled) -> Result<Loaded, LoadError> 
 fn kernel_offsets() -> Vec<(&'static str, u32)> {
     const PARENT: &str = "exec verdicts lack the parent pid";
     const CGROUP: &str = "exec verdicts may lack the cgroup path";
-    const EXE: &str = "basename rules match only the invoked name, not the executed file's own name";
+    const EXE: &str = "basename rules match only the invoked name, and path rules only the filename \
+                       (not the executed file's identity, so links to denied binaries are not caught)";
+    const IDENTITY: &str = "links to denied binaries and binaries under denied directories reached by \
+                            another path are not caught";
     /// (global, the members whose offsets add up to it, what is lost without it)
-    const FIELDS: [(&str, &[(&str, &str)], &str); 10] = [
+    const FIELDS: [(&str, &[(&str, &str)], &str); 15] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_CGROUPS, &[("task_struct", "cgroups")], CGROUP),
@@ -139,6 +143,11 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         (globals::MM_EXE_FILE, &[("mm_struct", "exe_file")], EXE),
         (globals::FILE_DENTRY, &[("file", "f_path"), ("path", "dentry")], EXE),
         (globals::DENTRY_NAME, &[("dentry", "d_name"), ("qstr", "name")], EXE),
+        (globals::DENTRY_PARENT, &[("dentry", "d_parent")], IDENTITY),
+        (globals::DENTRY_INODE, &[("dentry", "d_inode")], IDENTITY),
+        (globals::INODE_INO, &[("inode", "i_ino")], IDENTITY),
+        (globals::INODE_SB, &[("inode", "i_sb")], IDENTITY),
+        (globals::SB_DEV, &[("super_block", "s_dev")], IDENTITY),
     ];
     let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
         Ok(btf) => Some(btf),
@@ -181,6 +190,21 @@ fn write_policy(ebpf: &mut Ebpf, policy: &Compiled) -> Result<(), LoadError> {
         HashMap::try_from(map_mut(ebpf, names::EXEC_NAMES)?).map_err(map_err(names::EXEC_NAMES))?;
     for (k, v) in &policy.exec_names {
         names_map.insert(k, v, 0).map_err(insert_err(names::EXEC_NAMES))?;
+    }
+    let mut prefixes: LpmTrie<_, ExecPrefixKey, ExecRule> =
+        LpmTrie::try_from(map_mut(ebpf, names::EXEC_PREFIXES)?).map_err(map_err(names::EXEC_PREFIXES))?;
+    for (len, k, v) in &policy.exec_prefixes {
+        prefixes.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::EXEC_PREFIXES))?;
+    }
+    let mut name_prefixes: LpmTrie<_, ExecNamePrefixKey, ExecRule> =
+        LpmTrie::try_from(map_mut(ebpf, names::EXEC_NAME_PREFIXES)?).map_err(map_err(names::EXEC_NAME_PREFIXES))?;
+    for (len, k, v) in &policy.exec_name_prefixes {
+        name_prefixes.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::EXEC_NAME_PREFIXES))?;
+    }
+    let mut inodes: HashMap<_, ExecInodeKey, ExecRule> =
+        HashMap::try_from(map_mut(ebpf, names::EXEC_INODES)?).map_err(map_err(names::EXEC_INODES))?;
+    for (k, v) in &policy.exec_inodes {
+        inodes.insert(k, v, 0).map_err(insert_err(names::EXEC_INODES))?;
     }
     let mut v4: LpmTrie<_, NetKeyV4, NetRule> =
         LpmTrie::try_from(map_mut(ebpf, names::NET_V4)?).map_err(map_err(names::NET_V4))?;

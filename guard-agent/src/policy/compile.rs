@@ -2,7 +2,8 @@
 use std::net::IpAddr;
 
 use guard_common::{
-    BASENAME_LEN, ExecNameKey, ExecPathKey, ExecRule as KernelExecRule, FILENAME_LEN,
+    BASENAME_LEN, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey,
+    ExecRule as KernelExecRule, FILENAME_LEN, PREFIX_PATH_LEN,
     MAX_PORT_RANGES, NET_ALLOW, NET_DENY, NetKeyV4, NetKeyV6, NetRule as KernelNetRule,
     POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT, PolicyConfig, PortRange,
 };
@@ -41,6 +42,14 @@ pub struct Compiled {
     pub exec_paths: Vec<(ExecPathKey, KernelExecRule)>,
     pub exec_names: Vec<(ExecNameKey, KernelExecRule)>,
     /// (trie prefix length, key, value)
+    pub exec_prefixes: Vec<(u32, ExecPrefixKey, KernelExecRule)>,
+    pub exec_name_prefixes: Vec<(u32, ExecNamePrefixKey, KernelExecRule)>,
+    /// Files of `path` rules and directories of `path_prefix` rules, by identity.
+    pub exec_inodes: Vec<(ExecInodeKey, KernelExecRule)>,
+    /// What compiled but may not do what its author expects (e.g. a path that does not exist:
+    /// only its name can match until the policy is reloaded).
+    pub warnings: Vec<String>,
+    /// (trie prefix length, key, value)
     pub net_v4: Vec<(u32, NetKeyV4, KernelNetRule)>,
     pub net_v6: Vec<(u32, NetKeyV6, KernelNetRule)>,
 }
@@ -63,6 +72,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
         rules: Vec::new(),
         exec_paths: Vec::new(),
         exec_names: Vec::new(),
+        exec_prefixes: Vec::new(),
+        exec_name_prefixes: Vec::new(),
+        exec_inodes: Vec::new(),
+        warnings: Vec::new(),
         net_v4: Vec::new(),
         net_v6: Vec::new(),
     };
@@ -78,7 +91,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
             },
         };
         out.agents.push(AgentEntry { name: agent.name.clone(), policy_id, config, cgroups: agent.cgroups.clone() });
-        compile_exec(&mut out, policy, agent, policy_id);
+        compile_exec(&mut out, policy, agent, policy_id)?;
         compile_net(&mut out, policy, agent, policy_id)?;
     }
     Ok(out)
@@ -96,16 +109,42 @@ fn add_rule(out: &mut Compiled, policy: &Policy, section: &'static str, matcher:
     id
 }
 
-fn compile_exec(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u32) {
+fn compile_exec(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u32) -> Result<(), PolicyError> {
     for rule in &agent.exec_deny {
         let rule_id = add_rule(out, policy, "exec.deny", rule.matcher.to_string(), &rule.message, rule.pos);
         let value = KernelExecRule { rule_id, _reserved: 0 };
+        let policy_id_be = policy_id.to_be_bytes();
         // The first rule for a key decides; a later duplicate keeps its id but is shadowed.
         match &rule.matcher {
             ExecMatcher::Path(p) => {
                 let key = ExecPathKey { policy_id, path: padded::<FILENAME_LEN>(p) };
                 if !out.exec_paths.iter().any(|(k, _)| k.policy_id == policy_id && k.path == key.path) {
                     out.exec_paths.push((key, value));
+                }
+                match identity(p) {
+                    Some((_, _, true)) => {
+                        return Err(PolicyError {
+                            file: policy.source.clone(),
+                            pos: rule.pos,
+                            message: format!("`path: {p}` names a directory; use `path_prefix` for what lies below it"),
+                        });
+                    }
+                    Some((dev, ino, false)) => push_inode(out, ExecInodeKey { policy_id, dev, ino }, value),
+                    None => out.warnings.push(format!(
+                        "{}:{}: `{p}` does not exist: only execs naming exactly this path are denied, not links to it",
+                        policy.source, rule.pos.line
+                    )),
+                }
+            }
+            ExecMatcher::PathPrefix(p) => {
+                let len = 32 + 8 * p.len() as u32;
+                out.exec_prefixes.push((len, ExecPrefixKey { policy_id_be, path: padded_exact::<PREFIX_PATH_LEN>(p) }, value));
+                match identity(p) {
+                    Some((dev, ino, true)) => push_inode(out, ExecInodeKey { policy_id, dev, ino }, value),
+                    _ => out.warnings.push(format!(
+                        "{}:{}: directory `{p}` does not exist: only execs naming a path under it are denied",
+                        policy.source, rule.pos.line
+                    )),
                 }
             }
             ExecMatcher::Basename(b) => {
@@ -114,8 +153,38 @@ fn compile_exec(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u
                     out.exec_names.push((key, value));
                 }
             }
+            ExecMatcher::BasenamePrefix(b) => {
+                let len = 32 + 8 * b.len() as u32;
+                out.exec_name_prefixes.push((len, ExecNamePrefixKey { policy_id_be, name: padded_exact::<BASENAME_LEN>(b) }, value));
+            }
         }
     }
+    Ok(())
+}
+
+fn push_inode(out: &mut Compiled, key: ExecInodeKey, value: KernelExecRule) {
+    if !out.exec_inodes.iter().any(|(k, _)| *k == key) {
+        out.exec_inodes.push((key, value));
+    }
+}
+
+/// (kernel `s_dev`, inode, is a directory) of what `path` names, following symlinks.
+fn identity(path: &str) -> Option<(u32, u64, bool)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    // The kernel's dev_t is MAJOR << 20 | MINOR; userspace's st_dev encodes them differently.
+    let kdev = (libc::major(dev) << 20) | libc::minor(dev);
+    Some((kdev, meta.ino(), meta.is_dir()))
+}
+
+/// `s` in a zeroed buffer, without requiring a terminating NUL (prefix keys compare only the
+/// prefix's bits).
+fn padded_exact<const N: usize>(s: &str) -> [u8; N] {
+    let mut buf = [0u8; N];
+    let n = s.len().min(N);
+    buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+    buf
 }
 
 /// The parser bounds lengths below N, so the string always ends in at least one NUL.
@@ -250,6 +319,29 @@ mod tests {
         let text = format!("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: ::1\n          ports: [{}]\n", ports.join(", "));
         let e = compile(&parse("p.yaml", &text).unwrap()).unwrap_err();
         assert!(e.to_string().starts_with("p.yaml:5:11: 17 port ranges apply to ::1/128"), "{e}");
+    }
+
+    #[test]
+    fn paths_resolve_to_identities_and_prefixes_to_trie_keys() {
+        let dir = std::env::temp_dir().join(format!("guard-compile-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tools")).unwrap();
+        std::fs::write(dir.join("tool"), b"").unwrap();
+        let d = dir.display();
+        let c = compiled(&format!(
+            "agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tool\n        - path_prefix: {d}/tools\n        - basename_prefix: mkfs\n        - path: {d}/missing\n"
+        ));
+        use std::os::unix::fs::MetadataExt as _;
+        let inos: Vec<u64> = c.exec_inodes.iter().map(|(k, _)| k.ino).collect();
+        assert_eq!(inos, vec![std::fs::metadata(dir.join("tool")).unwrap().ino(), std::fs::metadata(dir.join("tools")).unwrap().ino()]);
+        let prefix = format!("{d}/tools/");
+        assert_eq!(c.exec_prefixes[0].0, 32 + 8 * prefix.len() as u32);
+        assert_eq!(&c.exec_prefixes[0].1.path[..prefix.len()], prefix.as_bytes());
+        assert_eq!(c.exec_name_prefixes[0].0, 32 + 32);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("missing` does not exist"), "{:?}", c.warnings);
+        let e = compile(&parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tools\n")).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("names a directory; use `path_prefix`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -57,17 +57,29 @@ pub struct CgroupMatch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecMatcher {
-    /// The filename passed to `execve`, exactly.
+    /// The filename passed to `execve` exactly, and the file it names (by identity, so links
+    /// to it are matched too).
     Path(String),
-    /// The last component of that filename.
+    /// Filenames starting with this (a directory, ending in `/`), and files below that
+    /// directory by identity.
+    PathPrefix(String),
+    /// The name the binary was invoked as, or the executed file's own name.
     Basename(String),
+    /// Names (as for `Basename`) starting with this.
+    BasenamePrefix(String),
+}
+
+impl ExecMatcher {
+    pub const KEYS: [&'static str; 4] = ["path", "path_prefix", "basename", "basename_prefix"];
 }
 
 impl fmt::Display for ExecMatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Path(p) => write!(f, "path: {p}"),
+            Self::PathPrefix(p) => write!(f, "path_prefix: {p}"),
             Self::Basename(b) => write!(f, "basename: {b}"),
+            Self::BasenamePrefix(b) => write!(f, "basename_prefix: {b}"),
         }
     }
 }

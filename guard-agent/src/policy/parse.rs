@@ -193,33 +193,46 @@ impl Parser<'_> {
     }
 
     fn exec_rule(&self, node: &Node) -> Result<ExecRule, PolicyError> {
-        let m = self.map(node, "an exec rule", &["path", "basename", "message"])?;
+        let m = self.map(node, "an exec rule", &["path", "path_prefix", "basename", "basename_prefix", "message"])?;
         let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
-        let matcher = match (m.get("path"), m.get("basename")) {
-            (Some(_), Some(b)) => {
-                return Err(self.err(b.pos, "an exec rule takes one matcher: `path` or `basename`, not both"));
+        let given: Vec<(&str, &Node)> = ExecMatcher::KEYS.iter().filter_map(|k| m.get(k).map(|n| (*k, n))).collect();
+        let (key, value) = match given.as_slice() {
+            [one] => *one,
+            [] => return Err(self.err(node.pos, "an exec rule needs a matcher: `path`, `path_prefix`, `basename` or `basename_prefix`")),
+            [_, (second, n), ..] => {
+                return Err(self.err(n.pos, format!("an exec rule takes one matcher; `{second}` is a second one")));
             }
-            (Some(p), None) => {
-                let path = self.nonempty_str(p, "`path`")?;
-                if !path.starts_with('/') {
-                    return Err(self.err(p.pos, format!("`path` must be absolute, `{path}` is not")));
+        };
+        let text = self.nonempty_str(value, &format!("`{key}`"))?;
+        if text.contains('\0') {
+            return Err(self.err(value.pos, format!("`{key}` must not contain a NUL byte")));
+        }
+        let matcher = match key {
+            "path" | "path_prefix" => {
+                if !text.starts_with('/') {
+                    return Err(self.err(value.pos, format!("`{key}` must be absolute, `{text}` is not")));
                 }
-                if path.len() > MAX_RULE_PATH || path.contains('\0') {
-                    return Err(self.err(p.pos, format!("`path` is longer than {MAX_RULE_PATH} bytes or holds a NUL")));
+                if key == "path" {
+                    if text.len() > MAX_RULE_PATH {
+                        return Err(self.err(value.pos, format!("`path` is longer than {MAX_RULE_PATH} bytes")));
+                    }
+                    ExecMatcher::Path(text.to_owned())
+                } else {
+                    // A prefix names a directory: `/opt/tools` means `/opt/tools/`, never `/opt/toolsX`.
+                    let dir = if text.ends_with('/') { text.to_owned() } else { format!("{text}/") };
+                    if dir.len() > guard_common::PREFIX_PATH_LEN {
+                        return Err(self.err(value.pos, format!("`path_prefix` is longer than {} bytes", guard_common::PREFIX_PATH_LEN)));
+                    }
+                    ExecMatcher::PathPrefix(dir)
                 }
-                ExecMatcher::Path(path.to_owned())
             }
-            (None, Some(b)) => {
-                let name = self.nonempty_str(b, "`basename`")?;
-                if name.contains(['/', '\0']) || name.len() > MAX_RULE_BASENAME {
-                    return Err(self.err(b.pos, format!(
-                        "`basename` `{name}` must not contain `/` and is at most {MAX_RULE_BASENAME} bytes"
+            _ => {
+                if text.contains('/') || text.len() > MAX_RULE_BASENAME {
+                    return Err(self.err(value.pos, format!(
+                        "`{key}` `{text}` must not contain `/` and is at most {MAX_RULE_BASENAME} bytes"
                     )));
                 }
-                ExecMatcher::Basename(name.to_owned())
-            }
-            (None, None) => {
-                return Err(self.err(node.pos, "an exec rule needs a matcher: `path` or `basename`"));
+                if key == "basename" { ExecMatcher::Basename(text.to_owned()) } else { ExecMatcher::BasenamePrefix(text.to_owned()) }
             }
         };
         Ok(ExecRule { matcher, message, pos: node.pos })
@@ -381,7 +394,9 @@ mod tests {
         assert!(err("agents: [\n").starts_with("p.yaml:2:1: YAML syntax error"), "{}", err("agents: [\n"));
         assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: 10.0.0.0/33\n"), "p.yaml:5:17: `10.0.0.0/33` is not a valid CIDR: bad prefix length");
         assert_eq!(err("agents:\n  - name: a\n  - name: a\n"), "p.yaml:3:5: agent `a` is defined twice");
-        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {}\n"), "p.yaml:5:11: an exec rule needs a matcher: `path` or `basename`");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {}\n"), "p.yaml:5:11: an exec rule needs a matcher: `path`, `path_prefix`, `basename` or `basename_prefix`");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {path: /a, basename: b}\n"), "p.yaml:5:32: an exec rule takes one matcher; `basename` is a second one");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - basename_prefix: a/b\n"), "p.yaml:5:28: `basename_prefix` `a/b` must not contain `/` and is at most 63 bytes");
         assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - path: rm\n"), "p.yaml:5:17: `path` must be absolute, `rm` is not");
         assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: ::1\n          ports: [0]\n"), "p.yaml:6:19: `0` is not a port (1-65535) or range (`lo-hi`)");
         assert_eq!(err("mode: loud\nagents: []\n"), "p.yaml:1:7: `mode` must be `enforce` or `audit`, not `loud`");
