@@ -2,13 +2,15 @@
 //! still checked: a short or unknown record is an error, never a panic.
 use std::mem::size_of;
 
-use guard_common::{ConnectEvent, EventHeader, EventKind, ExecEvent, SocketEvent};
+use guard_common::{ConnectEvent, EventHeader, EventKind, ExecEvent, ProcEvent, SocketEvent};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
     Exec(ExecEvent),
     Connect(ConnectEvent),
     Socket(SocketEvent),
+    Fork(ProcEvent),
+    Exit(ProcEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Exec) => read::<ExecEvent>(buf, "exec event").map(Event::Exec),
         Some(EventKind::Connect) => read::<ConnectEvent>(buf, "connect event").map(Event::Connect),
         Some(EventKind::Socket) => read::<SocketEvent>(buf, "socket event").map(Event::Socket),
+        Some(EventKind::Fork) => read::<ProcEvent>(buf, "fork event").map(Event::Fork),
+        Some(EventKind::Exit) => read::<ProcEvent>(buf, "exit event").map(Event::Exit),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -36,6 +40,7 @@ impl Event {
             Event::Exec(e) => &e.header,
             Event::Connect(e) => &e.header,
             Event::Socket(e) => &e.header,
+            Event::Fork(e) | Event::Exit(e) => &e.header,
         }
     }
 }

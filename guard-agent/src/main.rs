@@ -1,6 +1,7 @@
 //! guard-agent: the daemon and command line of guard.
 mod cgroup;
 mod cli;
+mod correlate;
 mod daemon;
 mod events;
 mod loader;

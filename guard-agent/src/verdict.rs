@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use guard_common::Decision;
 use serde_json::{Value, json};
 
-use crate::{loader::TIER, policy::compile::RuleInfo};
+use crate::{loader::TIER, policy::compile::RuleInfo, proctable::Ancestor};
 
 const OCSF_VERSION: &str = "1.3.0";
 
@@ -25,6 +25,8 @@ pub struct Verdict {
     pub cgroup_id: u64,
     pub cgroup_path: Option<String>,
     pub subject: Subject,
+    /// The parent and its ancestors, nearest first, up to the launch.
+    pub ancestry: Vec<Ancestor>,
     /// Something went wrong carrying out the decision (e.g. the kill signal failed).
     pub error: Option<&'static str>,
 }
@@ -84,6 +86,7 @@ impl Verdict {
             "cgroup": { "id": self.cgroup_id, "path": self.cgroup_path },
             "gid": self.gid,
             "error": self.error,
+            "ancestry": self.ancestry.iter().map(|a| json!({ "pid": a.pid, "exe": a.exe })).collect::<Vec<_>>(),
         });
         let metadata = json!({
             "version": OCSF_VERSION,
@@ -205,6 +208,7 @@ mod tests {
             cgroup_id: 77,
             cgroup_path: Some("/guard/a/s1".into()),
             subject,
+            ancestry: vec![Ancestor { pid: 9, exe: "/bin/sh".into() }],
             error: None,
         }
     }
@@ -220,6 +224,7 @@ mod tests {
         assert_eq!(v["unmapped"]["verdict"], "killed");
         assert_eq!(v["unmapped"]["rule"]["matcher"], "basename: shred");
         assert_eq!(v["unmapped"]["cgroup"]["path"], "/guard/a/s1");
+        assert_eq!(v["unmapped"]["ancestry"][0]["exe"], "/bin/sh");
     }
 
     #[test]

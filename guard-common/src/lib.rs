@@ -30,17 +30,23 @@ pub enum EventKind {
     Connect = 2,
     /// A socket creation refused (raw and packet sockets).
     Socket = 3,
+    /// A new process (not thread) in an agent workload (`ProcEvent::child`).
+    Fork = 4,
+    /// A process of an agent workload ended (its thread group leader exited).
+    Exit = 5,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Exec),
             2 => Some(Self::Connect),
             3 => Some(Self::Socket),
+            4 => Some(Self::Fork),
+            5 => Some(Self::Exit),
             _ => None,
         }
     }
@@ -231,6 +237,20 @@ pub struct SocketEvent {
 }
 const _: () = assert!(size_of::<SocketEvent>() == size_of::<EventHeader>() + 16);
 
+/// A fork or an exit of a process in an agent workload (`EventKind::Fork`, `EventKind::Exit`):
+/// lineage for the daemon's process table. The header describes the parent (fork) or the
+/// exiting process (exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcEvent {
+    pub header: EventHeader,
+    /// Fork: the new process's pid. Exit: 0.
+    pub child: u32,
+    /// Exit: the kernel's `task->exit_code` (status << 8, or the killing signal). Fork: 0.
+    pub exit_code: u32,
+}
+const _: () = assert!(size_of::<ProcEvent>() == size_of::<EventHeader>() + 8);
+
 /// `CgroupPolicy::flags`: the registered cgroup itself is an agent workload.
 pub const CGROUP_MATCH_SELF: u32 = 1 << 0;
 /// `CgroupPolicy::flags`: every cgroup below the registered one is an agent workload.
@@ -332,6 +352,8 @@ pub mod names {
     pub const PROG_SENDMSG6: &str = "guard_sendmsg6";
     pub const PROG_SOCK_CREATE: &str = "guard_sock_create";
     pub const PROG_SOCKET_ENTER: &str = "guard_socket_enter";
+    pub const PROG_FORK: &str = "guard_fork";
+    pub const PROG_EXIT: &str = "guard_exit";
 }
 
 /// Names of the globals the loader fills in from the running kernel (tracefs formats and BTF).
@@ -345,6 +367,8 @@ pub mod globals {
     pub const SOCKET_PROTOCOL: &str = "SOCKET_PROTOCOL";
     pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
     pub const TASK_TGID: &str = "TASK_TGID";
+    pub const TASK_PID: &str = "TASK_PID";
+    pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE";
     pub const TASK_CGROUPS: &str = "TASK_CGROUPS";
     pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP";
     pub const CGROUP_KN: &str = "CGROUP_KN";
@@ -379,6 +403,7 @@ mod user {
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for ConnectEvent {}
     unsafe impl aya::Pod for SocketEvent {}
+    unsafe impl aya::Pod for ProcEvent {}
     unsafe impl aya::Pod for CgroupPolicy {}
     unsafe impl aya::Pod for PolicyConfig {}
     unsafe impl aya::Pod for PortRange {}

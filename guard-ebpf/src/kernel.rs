@@ -17,6 +17,10 @@ static TASK_REAL_PARENT: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_TGID: u32 = 0;
 #[unsafe(no_mangle)]
+static TASK_PID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_EXIT_CODE: u32 = 0;
+#[unsafe(no_mangle)]
 static TASK_CGROUPS: u32 = 0;
 #[unsafe(no_mangle)]
 static CSS_SET_DFL_CGRP: u32 = 0;
@@ -174,4 +178,18 @@ pub fn dentry_parent(dentry: u64) -> u64 {
         Some(p) if p != dentry => p,
         _ => 0,
     }
+}
+
+/// (pid, tgid) of a task; (0, 0) if unreadable.
+#[inline(always)]
+pub fn task_ids(task: u64) -> (u32, u32) {
+    (read_field::<u32>(task, global(&TASK_PID)).unwrap_or(0), read_field::<u32>(task, global(&TASK_TGID)).unwrap_or(0))
+}
+
+/// The current task's `exit_code`; 0 if unreadable.
+#[inline(always)]
+pub fn current_exit_code() -> u32 {
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    read_field::<u32>(task, global(&TASK_EXIT_CODE)).unwrap_or(0)
 }

@@ -5,14 +5,15 @@
 
 mod exec;
 mod kernel;
+mod lineage;
 mod maps;
 mod net;
 mod sock;
 mod workload;
 
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
-    programs::{SockAddrContext, SockContext, TracePointContext},
+    macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, tracepoint},
+    programs::{BtfTracePointContext, SockAddrContext, SockContext, TracePointContext},
 };
 use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 
@@ -24,6 +25,22 @@ use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 #[tracepoint]
 pub fn guard_exec(ctx: TracePointContext) -> u32 {
     match exec::try_exec(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `tp_btf/sched_process_fork`: lineage only, decides nothing. Fails open.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn guard_fork(ctx: BtfTracePointContext) -> u32 {
+    match lineage::try_fork(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `sched/sched_process_exit`: lineage only, decides nothing. Fails open.
+#[tracepoint]
+pub fn guard_exit(ctx: TracePointContext) -> u32 {
+    match lineage::try_exit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

@@ -98,6 +98,18 @@ fn grandchildren_and_self_made_sub_cgroups_are_enforced() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived"), "the script goes on after its child is killed");
     let v = daemon.one_verdict("the grandchild", |v| field(v, "/process/file/path") == denied);
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
+    // Its ancestry, nearest first: the script, the shell that ran it, then the launcher.
+    let chain: Vec<(String, String)> = v["unmapped"]["ancestry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["pid"].to_string(), a["exe"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    assert_eq!(chain[0].0, field(&v, "/process/parent_process/pid"));
+    assert_eq!(chain[0].1, script.to_str().unwrap(), "{chain:?}");
+    assert!(chain[1].1.ends_with("/sh"), "{chain:?}");
+    assert!(chain[2].1.ends_with("/guard-agent"), "the chain ends at the launch: {chain:?}");
 
     // The workload makes a cgroup below its own, moves into it, and runs the binary there.
     let marker = dir.path("marker-subcgroup");

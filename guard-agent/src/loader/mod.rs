@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
 };
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecInodeKey,
@@ -46,6 +46,8 @@ pub enum LoadError {
     MapInsert { name: &'static str, #[source] source: aya::maps::MapError },
     #[error("cannot load or attach program {name}")]
     Program { name: &'static str, #[source] source: aya::programs::ProgramError },
+    #[error("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux), needed for tp_btf programs")]
+    KernelBtf(#[source] aya::BtfError),
     #[error("cannot prepare agent cgroup {path}")]
     Cgroup { path: PathBuf, #[source] source: std::io::Error },
 }
@@ -132,9 +134,12 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
     const IDENTITY: &str = "links to denied binaries and binaries under denied directories reached by \
                             another path are not caught";
     /// (global, the members whose offsets add up to it, what is lost without it)
-    const FIELDS: [(&str, &[(&str, &str)], &str); 15] = [
+    const LINEAGE: &str = "forks and exits are not reported: verdicts' ancestry may be incomplete";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 17] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
+        (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
+        (globals::TASK_EXIT_CODE, &[("task_struct", "exit_code")], LINEAGE),
         (globals::TASK_CGROUPS, &[("task_struct", "cgroups")], CGROUP),
         (globals::CSS_SET_DFL_CGRP, &[("css_set", "dfl_cgrp")], CGROUP),
         (globals::CGROUP_KN, &[("cgroup", "kn")], CGROUP),
@@ -250,6 +255,7 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
 
     for (name, category, tracepoint) in [
         (names::PROG_EXEC, "sched", "sched_process_exec"),
+        (names::PROG_EXIT, "sched", "sched_process_exit"),
         (names::PROG_SOCKET_ENTER, "syscalls", "sys_enter_socket"),
     ] {
         let prog: &mut TracePoint = ebpf
@@ -261,6 +267,16 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
         prog.attach(category, tracepoint).map_err(prog_err(name))?;
         loaded.attached.push(name);
     }
+
+    let btf = aya::Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
+    let fork: &mut BtfTracePoint = ebpf
+        .program_mut(names::PROG_FORK)
+        .ok_or(LoadError::Missing { kind: "program", name: names::PROG_FORK })?
+        .try_into()
+        .map_err(prog_err(names::PROG_FORK))?;
+    fork.load("sched_process_fork", &btf).map_err(prog_err(names::PROG_FORK))?;
+    fork.attach().map_err(prog_err(names::PROG_FORK))?;
+    loaded.attached.push(names::PROG_FORK);
 
     let cgroup_fd = File::open(root).map_err(|source| LoadError::Cgroup { path: root.to_path_buf(), source })?;
     for name in [names::PROG_CONNECT4, names::PROG_CONNECT6, names::PROG_SENDMSG4, names::PROG_SENDMSG6] {

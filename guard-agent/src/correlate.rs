@@ -1,0 +1,187 @@
+//! Correlation: kernel events -> verdicts with identity, lineage and the deciding rule.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use guard_common::{
+    ConnectEvent, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED, EventHeader,
+    ExecEvent, NET_OP_SENDMSG,
+};
+
+use crate::{
+    cgroup::{CgroupRef, PathCache},
+    events::Event,
+    loader::Registration,
+    policy::compile::Compiled,
+    proctable::{ProcInfo, ProcTable},
+    verdict::{Subject, Verdict},
+};
+
+/// Processes of agent workloads remembered for naming them in verdicts after they are gone.
+const PROC_TABLE_CAP: usize = 65_536;
+
+/// Turns kernel events into verdicts: names the agent and rule, resolves the cgroup path and
+/// what the kernel could not read (a socket hook's parent pid and executable), and keeps the
+/// process table that gives every verdict its ancestry.
+pub struct Correlator {
+    policy: Compiled,
+    cgroups: PathCache,
+    procs: ProcTable,
+    /// CLOCK_REALTIME - CLOCK_BOOTTIME, to turn event timestamps into wall-clock time.
+    boot_to_epoch_ns: i128,
+}
+
+impl Correlator {
+    pub fn new(policy: Compiled, cgroup_root: PathBuf, registrations: &[Registration]) -> Self {
+        let mut cgroups = PathCache::new(cgroup_root.clone());
+        for r in registrations {
+            cgroups.insert(r.id, r.path.clone());
+        }
+        let mut procs = ProcTable::new(PROC_TABLE_CAP);
+        bootstrap(&mut procs, registrations);
+        Self { policy, cgroups, procs, boot_to_epoch_ns: boot_to_epoch_ns() }
+    }
+
+    pub fn process_table_len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Updates the process table from `ev`, and returns its verdict if it is a decision.
+    pub fn handle(&mut self, ev: &Event) -> Option<Verdict> {
+        let h = ev.header();
+        let (subject, ppid) = match ev {
+            Event::Fork(f) => {
+                let parent = self.procs.get(h.tgid).map(|p| p.exe.clone()).or_else(|| exe_of(h.tgid));
+                self.procs.insert(f.child, ProcInfo { ppid: h.tgid, exe: parent.unwrap_or_default(), tagged: true });
+                return None;
+            }
+            Event::Exit(_) => {
+                self.procs.remove(h.tgid);
+                return None;
+            }
+            Event::Exec(e) => {
+                let subject = exec_subject(e);
+                if let Subject::Exec { filename, .. } = &subject {
+                    self.procs.insert(h.tgid, ProcInfo { ppid: h.ppid, exe: filename.clone(), tagged: true });
+                }
+                (subject, h.ppid)
+            }
+            Event::Connect(c) => {
+                let (ppid, exe) = self.identify(h.tgid);
+                (connect_subject(c, exe), ppid)
+            }
+            Event::Socket(s) => {
+                let (ppid, exe) = self.identify(h.tgid);
+                (Subject::Socket { family: s.family, sock_type: s.sock_type, protocol: s.protocol, exe }, ppid)
+            }
+        };
+        Some(self.verdict(h, subject, ppid))
+    }
+
+    /// Parent pid and executable of a process seen in a socket hook, where the kernel cannot
+    /// read them. The process may be gone already, so what its exec told us comes first.
+    fn identify(&self, tgid: u32) -> (u32, Option<String>) {
+        let known = self.procs.get(tgid).cloned();
+        let ppid = known.as_ref().map(|p| p.ppid).filter(|p| *p != 0).unwrap_or_else(|| parent_of(tgid));
+        (ppid, known.map(|p| p.exe).or_else(|| exe_of(tgid)))
+    }
+
+    fn verdict(&mut self, h: &EventHeader, subject: Subject, ppid: u32) -> Verdict {
+        let ancestry = self.procs.ancestry(ppid, describe);
+        let leaf = nul_terminated(&h.cgroup_name);
+        let cgroup_path = self.cgroups.resolve(&CgroupRef {
+            id: h.cgroup_id,
+            under: h.matched_cgroup_id,
+            depth: h.depth_below_match,
+            parent: h.parent_cgroup_id,
+            leaf: &leaf,
+        });
+        let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
+        Verdict {
+            time_ms: u64::try_from((i128::from(h.boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0),
+            decision,
+            agent: self.policy.agent(h.policy_id).map_or_else(|| format!("<policy {}>", h.policy_id), |a| a.name.clone()),
+            rule: self.policy.rule(h.rule_id).cloned(),
+            policy_hash: self.policy.hash.clone(),
+            pid: h.tgid,
+            ppid,
+            uid: h.uid,
+            gid: h.gid,
+            cgroup_id: h.cgroup_id,
+            cgroup_path,
+            subject,
+            ancestry,
+            error: signal_error(h),
+        }
+    }
+}
+
+/// A process outside the table, from /proc (alive) — cached as untagged.
+fn describe(pid: u32) -> Option<ProcInfo> {
+    Some(ProcInfo { ppid: parent_of(pid), exe: exe_of(pid)?, tagged: false })
+}
+
+/// Fills the table with the processes already in agent cgroups when the daemon starts.
+fn bootstrap(procs: &mut ProcTable, registrations: &[Registration]) {
+    let Ok(all) = procfs::process::all_processes() else { return };
+    for p in all.flatten() {
+        let Ok(cgroups) = p.cgroups() else { continue };
+        let Some(path) = cgroups.0.iter().find(|c| c.hierarchy == 0).map(|c| c.pathname.clone()) else { continue };
+        let tagged = registrations.iter().any(|r| path == r.path || path.starts_with(&format!("{}/", r.path)));
+        if !tagged {
+            continue;
+        }
+        let (Ok(stat), Some(exe)) = (p.stat(), exe_of(p.pid as u32)) else { continue };
+        procs.insert(p.pid as u32, ProcInfo { ppid: stat.ppid as u32, exe, tagged: true });
+    }
+}
+
+fn signal_error(h: &EventHeader) -> Option<&'static str> {
+    (h.flags & EVENT_FLAG_SIGNAL_FAILED != 0).then_some("bpf_send_signal failed: the process was not killed")
+}
+
+fn exec_subject(e: &ExecEvent) -> Subject {
+    let len = (e.filename_len as usize).min(e.key.path.len());
+    Subject::Exec {
+        filename: String::from_utf8_lossy(&e.key.path[..len]).into_owned(),
+        truncated: e.header.flags & EVENT_FLAG_FILENAME_TRUNCATED != 0,
+    }
+}
+
+fn connect_subject(c: &ConnectEvent, exe: Option<String>) -> Subject {
+    let addr = if c.family == libc::AF_INET as u32 {
+        IpAddr::V4(Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(c.addr))
+    };
+    Subject::Connect { addr, port: c.port, protocol: c.protocol, exe, sendmsg: c.op == NET_OP_SENDMSG }
+}
+
+/// The executable of a live process.
+fn exe_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The parent pid of a live process, 0 if it is gone.
+fn parent_of(pid: u32) -> u32 {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map(|s| s.ppid as u32)
+        .unwrap_or(0)
+}
+
+fn nul_terminated(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn boot_to_epoch_ns() -> i128 {
+    let now = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into memory we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}

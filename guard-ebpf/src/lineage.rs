@@ -1,0 +1,53 @@
+//! Forks and exits of processes in agent workloads: lineage for the daemon's process table, so
+//! every verdict can name the chain of ancestors up to the agent's launch.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use guard_common::{EventKind, ProcEvent};
+
+use crate::{
+    kernel::{current_exit_code, fill_task_header, task_ids},
+    maps::{EVENTS, count_drop},
+    workload,
+};
+
+/// `tp_btf/sched_process_fork(parent, child)`: runs in the parent, whose cgroup the child
+/// inherits. Threads are not processes: skipped.
+pub fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let child: u64 = ctx.arg(1);
+    let (pid, tgid) = task_ids(child);
+    if pid == 0 || pid != tgid {
+        return Ok(());
+    }
+    let Some(w) = workload::current() else {
+        return Ok(());
+    };
+    emit(EventKind::Fork, &w, pid, 0);
+    Ok(())
+}
+
+/// `sched/sched_process_exit`: reported once per process, when its thread group leader exits.
+pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
+        return Ok(());
+    }
+    let Some(w) = workload::current() else {
+        return Ok(());
+    };
+    emit(EventKind::Exit, &w, 0, current_exit_code());
+    Ok(())
+}
+
+#[inline(always)]
+fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32) {
+    // SAFETY: an all-zero ProcEvent is a valid value (integers and arrays only).
+    let mut ev: ProcEvent = unsafe { core::mem::zeroed() };
+    fill_task_header(&mut ev.header, kind, w);
+    ev.child = child;
+    ev.exit_code = exit_code;
+    if EVENTS.output::<ProcEvent>(&ev, 0).is_err() {
+        count_drop(kind);
+    }
+}
