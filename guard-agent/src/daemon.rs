@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
+    cli::daemon::DaemonArgs,
     correlate::Correlator,
     events::{self, Event},
-    loader, paths,
+    loader, lock, paths,
     policy::compile::Compiled,
 };
 
@@ -17,13 +18,14 @@ use crate::{
 /// waits, and the kernel's ring buffer (which counts its drops) absorbs the burst.
 const CHANNEL_DEPTH: usize = 4096;
 
-pub async fn run(policy: Compiled) -> anyhow::Result<()> {
+pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
+    let _lock = lock::acquire()?;
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
     let cgroup_root = paths::cgroup2_root()?;
-    let mut loaded = loader::load(&cgroup_root, &policy).context("starting enforcement")?;
-    let ring = loaded.take_events()?;
+    let loaded = loader::load(&cgroup_root, &args.pin_dir, &policy).context("starting enforcement")?;
+    let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register(ring) }
@@ -31,10 +33,13 @@ pub async fn run(policy: Compiled) -> anyhow::Result<()> {
         .context("polling the event ring buffer")?;
 
     let (source, hash) = (policy.source.clone(), policy.hash.clone());
-    let mut builder = Correlator::new(policy, cgroup_root, &loaded.registrations);
+    let mut builder = Correlator::new(policy, cgroup_root.clone(), &loaded.registrations);
     tracing::info!(
         tier = loader::TIER,
-        programs = ?loaded.attached,
+        pinned = %loaded.generation.dir.display(),
+        adopted = loaded.adopted,
+        replaced_generations = loaded.replaced,
+        programs = ?loader::PROGRAMS,
         cgroups = ?loaded.registrations.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
         policy = %source,
         policy_hash = %hash,
@@ -107,8 +112,18 @@ pub async fn run(policy: Compiled) -> anyhow::Result<()> {
     reader.abort();
     let (write_errors, process_table) = writer.await.unwrap_or_default();
     let drops = loaded.drops()?;
-    tracing::info!(?drops, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
-    drop(loaded);
+    if args.detach_on_exit {
+        tracing::info!(?drops, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
+        loaded.detach(&args.pin_dir, &cgroup_root)?;
+    } else {
+        tracing::info!(
+            ?drops,
+            stdout_write_errors = write_errors,
+            process_table,
+            pinned = %loaded.generation.dir.display(),
+            "stopped; enforcement stays attached (`guard-agent detach` removes it)"
+        );
+    }
     Ok(())
 }
 

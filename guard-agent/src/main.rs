@@ -5,6 +5,7 @@ mod correlate;
 mod daemon;
 mod events;
 mod loader;
+mod lock;
 mod paths;
 mod policy;
 mod proctable;
@@ -39,11 +40,15 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::from(e).context("starting the runtime")),
             };
-            match rt.block_on(daemon::run(compiled)) {
+            match rt.block_on(daemon::run(compiled, &args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
+        Command::Detach(args) => match cli::daemon::detach(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Launch(args) => match cli::launch::run(args) {
             Ok(status) => cli::launch::mirror(status),
             Err(e) => fail(&e),

@@ -8,6 +8,11 @@ use std::{
 pub const AGENT_CGROUP_DIR: &str = "guard";
 /// tracefs mount points, in order of preference.
 pub const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+/// Where pinned programs, links and maps live (see `loader::pins`).
+pub const PIN_DIR: &str = "/sys/fs/bpf/guard";
+/// Held (flock) by the running daemon: one daemon manages the pinned state at a time.
+pub const DAEMON_LOCK: &str = "/run/guard/daemon.lock";
+
 /// The running kernel's BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 

@@ -75,13 +75,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon with `policy` (YAML text) and waits until it says it is enforcing.
+    /// Starts the daemon with `policy` (YAML text), detaching everything when it stops, and
+    /// waits until it says it is enforcing.
     pub fn start(dir: &TempDir, policy: &str) -> Self {
+        Self::start_with(dir, policy, &["--detach-on-exit"])
+    }
+
+    /// Like [`Daemon::start`], with `extra` daemon arguments instead of `--detach-on-exit`.
+    pub fn start_with(dir: &TempDir, policy: &str, extra: &[&str]) -> Self {
         let policy_path = dir.path("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
         let mut child = Command::new(agent_bin())
             .args(["daemon", "--policy"])
             .arg(&policy_path)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,10 +108,13 @@ impl Daemon {
         let s = Arc::clone(&stderr);
         thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("ready: enforcing") {
+                let ready = line.contains("ready: enforcing");
+                // Stored before the ready signal, so a test reading stderr right after start
+                // sees the ready line.
+                s.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                s.lock().unwrap().push(line);
             }
         });
         let mut daemon = Self { child: Some(child), verdicts, stderr };
@@ -184,6 +194,23 @@ fn interrupt_and_wait(mut child: Child) -> Option<std::process::ExitStatus> {
     }
 }
 
+impl Daemon {
+    /// SIGKILL, as an OOM killer or a crash would: nothing is cleaned up.
+    pub fn kill_hard(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGINT and wait for a clean exit, without checking what is left (a daemon started
+    /// without --detach-on-exit leaves enforcement pinned on purpose).
+    pub fn stop_keeping_pins(mut self) {
+        let child = self.child.take().expect("running");
+        let status = interrupt_and_wait(child);
+        assert!(status.is_some_and(|s| s.success()), "daemon exit {status:?}; stderr:\n{}", self.stderr_text());
+    }
+}
+
 impl Drop for Daemon {
     /// A failed test still stops its daemon cleanly, so it leaves nothing for the next test.
     fn drop(&mut self) {
@@ -193,8 +220,22 @@ impl Drop for Daemon {
     }
 }
 
-/// No agent cgroups, no guard programs or links remain.
+/// No agent cgroups, no pinned state, no guard programs or links remain. The kernel frees
+/// programs after an RCU grace period (tracing programs a little later still), so this polls
+/// for a few seconds before it fails.
 pub fn assert_nothing_left() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match leftovers() {
+            None => return,
+            Some(what) if Instant::now() > deadline => panic!("{what}"),
+            Some(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// What guard left behind, if anything.
+pub fn leftovers() -> Option<String> {
     let guard_dir = cgroup2_root().join("guard");
     if guard_dir.exists() {
         let children: Vec<_> = std::fs::read_dir(&guard_dir)
@@ -203,21 +244,26 @@ pub fn assert_nothing_left() {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path())
             .collect();
-        assert!(children.is_empty(), "cgroups left under {}: {children:?}", guard_dir.display());
+        if !children.is_empty() {
+            return Some(format!("cgroups left under {}: {children:?}", guard_dir.display()));
+        }
+    }
+    if Path::new(PIN_DIR).exists() {
+        return Some(format!("pinned state left in {PIN_DIR}"));
     }
     let programs: Vec<(u32, String)> = aya::programs::loaded_programs()
         .flatten()
         .filter_map(|p| Some((p.id(), p.name_as_str()?.to_owned())))
         .filter(|(_, name)| name.starts_with("guard_"))
         .collect();
-    assert!(programs.is_empty(), "guard programs still loaded: {programs:?}");
-    let links: Vec<u32> = aya::programs::loaded_links()
-        .flatten()
-        .filter(|l| programs.iter().any(|(id, _)| *id == l.program_id()))
-        .map(|l| l.id())
-        .collect();
-    assert!(links.is_empty(), "guard links still attached: {links:?}");
+    if !programs.is_empty() {
+        return Some(format!("guard programs still loaded: {programs:?}"));
+    }
+    None
 }
+
+/// Where the daemon pins its programs, links and maps.
+pub const PIN_DIR: &str = "/sys/fs/bpf/guard";
 
 /// Runs `guard-agent launch --agent AGENT -- CMD...` with extra environment and waits for it.
 pub fn launch(agent: &str, cmd: &[&str], env: &[(&str, &str)]) -> (u32, Output) {

@@ -21,8 +21,8 @@ enum Cmd {
     /// Install what is missing (Debian llvm-22-dev, nightly rust-src, bpf-linker for LLVM 22) and
     /// mount bpffs and tracefs if absent. Idempotent; quick when everything is present.
     Setup,
-    /// Set up, build, and run `guard-agent daemon` in the foreground (Ctrl-C stops it and
-    /// detaches everything). Arguments after `--` go to the daemon.
+    /// Set up, build, and run `guard-agent daemon --detach-on-exit` in the foreground (Ctrl-C
+    /// stops it and detaches everything). Arguments after `--` go to the daemon.
     Run {
         #[arg(last = true)]
         args: Vec<String>,
@@ -57,7 +57,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cargo(&root, &["build", "--package", "guard-agent"])?;
             let bin = root.join("target/debug/guard-agent");
             let mut cmd = Command::new(&bin);
-            cmd.arg("daemon").args(&args);
+            // A developer's Ctrl-C means "stop guarding": detach everything on exit.
+            cmd.args(["daemon", "--detach-on-exit"]).args(&args);
             // Ctrl-C reaches the daemon through the terminal's process group; this process
             // waits for the daemon to detach and exit instead of dying first.
             ignore_interrupts();

@@ -8,6 +8,13 @@ pub struct DaemonArgs {
     /// Policy file (YAML). Without one, the embedded default policy for coding agents is used.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// On exit, detach every program and remove the pinned state. Without it, enforcement
+    /// stays pinned and attached after the daemon stops, and the next daemon adopts it.
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// Where programs, links and maps are pinned.
+    #[arg(long, value_name = "DIR", default_value = crate::paths::PIN_DIR)]
+    pub pin_dir: PathBuf,
 }
 
 /// Reads and compiles the policy the daemon will enforce. Runs before anything is loaded into
@@ -18,4 +25,21 @@ pub fn policy(args: &DaemonArgs) -> Result<Compiled, PolicyError> {
         None => policy::default_policy(),
     };
     policy::compile::compile(&model)
+}
+
+/// `guard-agent detach`: removes the pinned state, detaching every program.
+#[derive(Debug, clap::Args)]
+pub struct DetachArgs {
+    /// Where programs, links and maps are pinned.
+    #[arg(long, value_name = "DIR", default_value = crate::paths::PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+pub fn detach(args: &DetachArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    // A running daemon would go on believing it enforces: refuse while one holds the lock.
+    let _lock = crate::lock::acquire().context("a guard-agent daemon is running; stop it first")?;
+    let n = crate::loader::pins::remove_all(&args.pin_dir).with_context(|| format!("removing {}", args.pin_dir.display()))?;
+    println!("detached: removed {n} pinned generation(s) from {}", args.pin_dir.display());
+    Ok(())
 }

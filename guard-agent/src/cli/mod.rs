@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the enforcer in the foreground, printing verdicts as JSON lines on stdout.
     Daemon(daemon::DaemonArgs),
+    /// Detach every program and remove the pinned state (after the daemon stopped without
+    /// --detach-on-exit).
+    Detach(daemon::DetachArgs),
     /// Run a command as a tagged agent workload.
     Launch(launch::LaunchArgs),
     /// Work with policy files.

@@ -1,8 +1,9 @@
 //! Loads the eBPF object, fills in what it needs to know about the running kernel, writes the
-//! compiled policy into its maps, registers agent cgroups and attaches the programs.
-//!
-//! Dropping [`Loaded`] detaches every program and removes the cgroups it created.
+//! compiled policy into its maps, registers agent cgroups, attaches the programs and pins them
+//! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
+//! `guard-agent detach` removes it.
 mod btf;
+pub mod pins;
 mod tracefs;
 
 use std::{
@@ -12,9 +13,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint,
+        links::{FdLink, LinkError},
+    },
 };
+use sha2::{Digest as _, Sha256};
+
+use pins::Generation;
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecInodeKey,
     ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6,
@@ -29,6 +36,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 /// The enforcement tier this loader provides (see the design brief): exec kills from the
 /// `sched_process_exec` tracepoint, connect refusals from cgroup sock_addr hooks.
 pub const TIER: &str = "tracepoint";
+
+/// Every program, in attach order. A generation is complete when each has a pinned link.
+pub const PROGRAMS: [&str; 9] = [
+    names::PROG_EXEC,
+    names::PROG_EXIT,
+    names::PROG_SOCKET_ENTER,
+    names::PROG_FORK,
+    names::PROG_CONNECT4,
+    names::PROG_CONNECT6,
+    names::PROG_SENDMSG4,
+    names::PROG_SENDMSG6,
+    names::PROG_SOCK_CREATE,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -48,6 +68,12 @@ pub enum LoadError {
     Program { name: &'static str, #[source] source: aya::programs::ProgramError },
     #[error("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux), needed for tp_btf programs")]
     KernelBtf(#[source] aya::BtfError),
+    #[error("cannot pin or open pinned object {path}")]
+    Pin { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot pin or open pinned map {path}")]
+    PinMap { path: PathBuf, #[source] source: aya::maps::MapError },
+    #[error("cannot pin link of {name}")]
+    PinLink { name: &'static str, #[source] source: Box<dyn std::error::Error + Send + Sync> },
     #[error("cannot prepare agent cgroup {path}")]
     Cgroup { path: PathBuf, #[source] source: std::io::Error },
 }
@@ -61,24 +87,30 @@ pub struct Registration {
 }
 
 pub struct Loaded {
-    ebpf: Ebpf,
-    /// Programs attached, in attach order.
-    pub attached: Vec<&'static str>,
+    pub generation: Generation,
+    /// The generation was already pinned (by an earlier daemon) and was adopted as it was.
+    pub adopted: bool,
+    /// Older generations detached after this one was attached.
+    pub replaced: usize,
     pub registrations: Vec<Registration>,
-    created_cgroups: Vec<PathBuf>,
 }
 
 impl Loaded {
-    /// The ring buffer every event arrives on (can be taken once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map(names::EVENTS).ok_or(LoadError::Missing { kind: "map", name: names::EVENTS })?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: names::EVENTS, source })
+    fn pinned_map(&self, name: &'static str) -> Result<Map, LoadError> {
+        let path = self.generation.map(name);
+        let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
+        Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })
+    }
+
+    /// The ring buffer every event arrives on.
+    pub fn events(&self) -> Result<RingBuf<MapData>, LoadError> {
+        RingBuf::try_from(self.pinned_map(names::EVENTS)?).map_err(|source| LoadError::Map { name: names::EVENTS, source })
     }
 
     /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
     pub fn drops(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
-        let map = self.ebpf.map(names::DROPS).ok_or(LoadError::Missing { kind: "map", name: names::DROPS })?;
-        let drops = PerCpuArray::<_, u64>::try_from(map).map_err(|source| LoadError::Map { name: names::DROPS, source })?;
+        let drops = PerCpuArray::<_, u64>::try_from(self.pinned_map(names::DROPS)?)
+            .map_err(|source| LoadError::Map { name: names::DROPS, source })?;
         (1..EventKind::COUNT)
             .filter_map(|k| EventKind::from_u32(k).map(|kind| (k, kind)))
             .map(|(k, kind)| {
@@ -87,18 +119,72 @@ impl Loaded {
             })
             .collect()
     }
-}
 
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        // Programs are detached when `ebpf` is dropped (after this); the cgroups we made are
-        // removed now if empty. Agent cgroups with live processes stay.
-        cgroup::remove_created(&self.created_cgroups);
+    /// Detaches every program (unpins this generation) and removes the agent cgroups under
+    /// `guard/` that are empty.
+    pub fn detach(self, pin_dir: &Path, cgroup_root: &Path) -> Result<(), LoadError> {
+        self.generation.remove().map_err(|source| LoadError::Pin { path: self.generation.dir.clone(), source })?;
+        pins::remove_all(pin_dir).map_err(|source| LoadError::Pin { path: pin_dir.to_path_buf(), source })?;
+        // Only guard's own namespace: cgroups elsewhere (systemd slices) belong to others.
+        let mut ours: Vec<PathBuf> = self
+            .registrations
+            .iter()
+            .filter(|r| r.path.starts_with(&format!("/{}/", paths::AGENT_CGROUP_DIR)))
+            .map(|r| cgroup_root.join(r.path.trim_start_matches('/')))
+            .chain(std::iter::once(cgroup_root.join(paths::AGENT_CGROUP_DIR)))
+            .collect();
+        // Outermost first, as remove_created expects (it removes innermost first).
+        ours.sort_by_key(|p| p.components().count());
+        ours.dedup();
+        cgroup::remove_created(&ours);
+        Ok(())
     }
 }
 
-/// Loads everything and starts enforcing `policy`.
-pub fn load(cgroup_root: &Path, policy: &Compiled) -> Result<Loaded, LoadError> {
+/// Names the eBPF object and the policy together: a daemon finding this generation pinned can
+/// adopt it unchanged.
+fn generation_id(policy: &Compiled) -> String {
+    let mut h = Sha256::new();
+    h.update(OBJECT);
+    h.update(policy.hash.as_bytes());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts enforcing `policy`, or adopts the pinned generation that already does.
+pub fn load(cgroup_root: &Path, pin_dir: &Path, policy: &Compiled) -> Result<Loaded, LoadError> {
+    let generation = Generation::new(pin_dir, &generation_id(policy));
+    let pin_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Pin { path, source }
+    };
+    let adopted = generation.is_complete(&PROGRAMS);
+    let registrations = if adopted {
+        // Same object, same policy: nothing to load or attach. Agent cgroups recreated since
+        // (a new directory has a new id) are registered again.
+        let path = generation.map(names::AGENT_CGROUPS);
+        let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
+        let mut map = Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })?;
+        register_cgroups(&mut map, cgroup_root, policy)?
+    } else {
+        if generation.dir.exists() {
+            // An incomplete generation (a daemon died while attaching): start it over.
+            generation.remove().map_err(pin_err(&generation.dir))?;
+        }
+        generation.create_dirs().map_err(pin_err(&generation.dir))?;
+        load_fresh(cgroup_root, &generation, policy)?
+    };
+    // Make before break: the old generations go only now that this one enforces.
+    let mut replaced = 0;
+    for old in pins::generations(pin_dir).map_err(pin_err(pin_dir))? {
+        if old.dir != generation.dir {
+            old.remove().map_err(pin_err(&old.dir))?;
+            replaced += 1;
+        }
+    }
+    Ok(Loaded { generation, adopted, replaced, registrations })
+}
+
+fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled) -> Result<Vec<Registration>, LoadError> {
     let tracefs = paths::tracefs()?;
     let record = |tracepoint: &'static str, field: &str| {
         let (category, name) = tracepoint.split_once('/').unwrap_or(("", tracepoint));
@@ -115,13 +201,20 @@ pub fn load(cgroup_root: &Path, policy: &Compiled) -> Result<Loaded, LoadError> 
     for (name, value) in &offsets {
         loader.override_global(name, value, true);
     }
-    let ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
-    let mut loaded = Loaded { ebpf, attached: Vec::new(), registrations: Vec::new(), created_cgroups: Vec::new() };
-
-    write_policy(&mut loaded.ebpf, policy)?;
-    register_cgroups(&mut loaded, cgroup_root, policy)?;
-    attach(&mut loaded, cgroup_root)?;
-    Ok(loaded)
+    let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+    for (name, map) in ebpf.maps() {
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = generation.map(name);
+        map.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
+    }
+    write_policy(&mut ebpf, policy)?;
+    let registrations = register_cgroups(map_mut(&mut ebpf, names::AGENT_CGROUPS)?, cgroup_root, policy)?;
+    attach(&mut ebpf, cgroup_root, generation)?;
+    // Dropping `ebpf` closes our descriptors; the pinned links keep the programs attached and
+    // the pinned maps keep the state.
+    Ok(registrations)
 }
 
 /// Offsets of the kernel struct fields the programs read, from the running kernel's BTF. A field
@@ -230,28 +323,30 @@ fn write_policy(ebpf: &mut Ebpf, policy: &Compiled) -> Result<(), LoadError> {
 }
 
 /// Creates each agent's cgroup directory if missing and puts its id in the registration map.
-fn register_cgroups(loaded: &mut Loaded, root: &Path, policy: &Compiled) -> Result<(), LoadError> {
+fn register_cgroups(map: &mut Map, root: &Path, policy: &Compiled) -> Result<Vec<Registration>, LoadError> {
     let mut map: HashMap<_, u64, CgroupPolicy> =
-        HashMap::try_from(map_mut(&mut loaded.ebpf, names::AGENT_CGROUPS)?)
-            .map_err(|source| LoadError::Map { name: names::AGENT_CGROUPS, source })?;
+        HashMap::try_from(map).map_err(|source| LoadError::Map { name: names::AGENT_CGROUPS, source })?;
+    let mut registrations = Vec::new();
     for agent in &policy.agents {
         for m in &agent.cgroups {
             let abs = root.join(&m.dir);
-            let created = cgroup::create_all(root, &m.dir).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
-            loaded.created_cgroups.extend(created);
+            cgroup::create_all(root, &m.dir).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
             let id = cgroup::id_of(&abs).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
             let flags = (if m.this { CGROUP_MATCH_SELF } else { 0 }) | (if m.below { CGROUP_MATCH_DESCENDANTS } else { 0 });
             map.insert(id, CgroupPolicy { policy_id: agent.policy_id, flags }, 0)
                 .map_err(|source| LoadError::MapInsert { name: names::AGENT_CGROUPS, source })?;
-            loaded.registrations.push(Registration { id, path: format!("/{}", m.dir) });
+            registrations.push(Registration { id, path: format!("/{}", m.dir) });
         }
     }
-    Ok(())
+    Ok(registrations)
 }
 
-fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
-    let ebpf = &mut loaded.ebpf;
+fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), LoadError> {
     let prog_err = |name| move |source| LoadError::Program { name, source };
+    let pin = |name: &'static str, link: FdLink| -> Result<(), LoadError> {
+        link.pin(generation.link(name)).map(drop).map_err(|e| LoadError::PinLink { name, source: Box::new(e) })
+    };
+    let link_err = |name: &'static str| move |e: LinkError| LoadError::PinLink { name, source: Box::new(e) };
 
     for (name, category, tracepoint) in [
         (names::PROG_EXEC, "sched", "sched_process_exec"),
@@ -264,19 +359,21 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
             .try_into()
             .map_err(prog_err(name))?;
         prog.load().map_err(prog_err(name))?;
-        prog.attach(category, tracepoint).map_err(prog_err(name))?;
-        loaded.attached.push(name);
+        let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        let link = prog.take_link(id).map_err(prog_err(name))?;
+        pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
     }
 
     let btf = aya::Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
+    let name = names::PROG_FORK;
     let fork: &mut BtfTracePoint = ebpf
-        .program_mut(names::PROG_FORK)
-        .ok_or(LoadError::Missing { kind: "program", name: names::PROG_FORK })?
+        .program_mut(name)
+        .ok_or(LoadError::Missing { kind: "program", name })?
         .try_into()
-        .map_err(prog_err(names::PROG_FORK))?;
-    fork.load("sched_process_fork", &btf).map_err(prog_err(names::PROG_FORK))?;
-    fork.attach().map_err(prog_err(names::PROG_FORK))?;
-    loaded.attached.push(names::PROG_FORK);
+        .map_err(prog_err(name))?;
+    fork.load("sched_process_fork", &btf).map_err(prog_err(name))?;
+    let id = fork.attach().map_err(prog_err(name))?;
+    pin(name, fork.take_link(id).map_err(prog_err(name))?.into())?;
 
     let cgroup_fd = File::open(root).map_err(|source| LoadError::Cgroup { path: root.to_path_buf(), source })?;
     for name in [names::PROG_CONNECT4, names::PROG_CONNECT6, names::PROG_SENDMSG4, names::PROG_SENDMSG6] {
@@ -288,8 +385,9 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
         prog.load().map_err(prog_err(name))?;
         // aya attaches with a bpf_link, which the kernel always runs beside other programs at
         // the same cgroup (multi-attach) and which takes no attach flags: `Single` passes 0.
-        prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
-        loaded.attached.push(name);
+        let id = prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
+        let link = prog.take_link(id).map_err(prog_err(name))?;
+        pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
     }
     let name = names::PROG_SOCK_CREATE;
     let prog: &mut CgroupSock = ebpf
@@ -298,7 +396,8 @@ fn attach(loaded: &mut Loaded, root: &Path) -> Result<(), LoadError> {
         .try_into()
         .map_err(prog_err(name))?;
     prog.load().map_err(prog_err(name))?;
-    prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
-    loaded.attached.push(name);
+    let id = prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
+    let link = prog.take_link(id).map_err(prog_err(name))?;
+    pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
     Ok(())
 }
