@@ -24,7 +24,7 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let cgroup_root = paths::cgroup2_root()?;
-    let loaded = loader::load(&cgroup_root, &args.pin_dir, &policy).context("starting enforcement")?;
+    let loaded = loader::load(&cgroup_root, &args.load_options(), &policy).context("starting enforcement")?;
     let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the ring buffer.

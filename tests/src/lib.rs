@@ -164,6 +164,15 @@ impl Daemon {
         found.into_iter().next().unwrap()
     }
 
+    /// Like [`Daemon::stop`], returning everything the daemon wrote on stderr.
+    pub fn stop_and_stderr(self) -> String {
+        let stderr = Arc::clone(&self.stderr);
+        self.stop();
+        // The reader thread has seen the daemon's last line once its pipe closed.
+        thread::sleep(Duration::from_millis(100));
+        stderr.lock().unwrap().join("\n")
+    }
+
     /// SIGINT, wait for a clean exit, then check that nothing guard made is left.
     pub fn stop(mut self) {
         let child = self.child.take().expect("running");
@@ -195,6 +204,12 @@ fn interrupt_and_wait(mut child: Child) -> Option<std::process::ExitStatus> {
 }
 
 impl Daemon {
+    /// Stops (SIGSTOP) or continues (SIGCONT) the daemon: a stalled event consumer.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signals the daemon process this harness started.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
     /// SIGKILL, as an OOM killer or a crash would: nothing is cleaned up.
     pub fn kill_hard(mut self) {
         let mut child = self.child.take().expect("running");

@@ -15,6 +15,24 @@ pub struct DaemonArgs {
     /// Where programs, links and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = crate::paths::PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Size of the event ring buffer in KiB (a power of two, at least 4). When it is full,
+    /// events are dropped and counted per kind; enforcement never waits for it.
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = ring_buffer_kib)]
+    pub ring_buffer_kib: u32,
+}
+
+fn ring_buffer_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err(format!("{kib} is not a power of two between 4 and {}", 1 << 20));
+    }
+    Ok(kib)
+}
+
+impl DaemonArgs {
+    pub fn load_options(&self) -> crate::loader::Options {
+        crate::loader::Options { pin_dir: self.pin_dir.clone(), ring_buffer_bytes: self.ring_buffer_kib * 1024 }
+    }
 }
 
 /// Reads and compiles the policy the daemon will enforce. Runs before anything is loaded into

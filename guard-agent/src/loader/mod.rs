@@ -141,18 +141,28 @@ impl Loaded {
     }
 }
 
-/// Names the eBPF object and the policy together: a daemon finding this generation pinned can
-/// adopt it unchanged.
-fn generation_id(policy: &Compiled) -> String {
+/// What the loader may be told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub pin_dir: PathBuf,
+    /// Size of the event ring buffer (a power of two, a multiple of the page size).
+    pub ring_buffer_bytes: u32,
+}
+
+/// Names the eBPF object, the policy and the options together: a daemon finding this
+/// generation pinned can adopt it unchanged.
+fn generation_id(policy: &Compiled, opts: &Options) -> String {
     let mut h = Sha256::new();
     h.update(OBJECT);
     h.update(policy.hash.as_bytes());
+    h.update(opts.ring_buffer_bytes.to_le_bytes());
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts enforcing `policy`, or adopts the pinned generation that already does.
-pub fn load(cgroup_root: &Path, pin_dir: &Path, policy: &Compiled) -> Result<Loaded, LoadError> {
-    let generation = Generation::new(pin_dir, &generation_id(policy));
+pub fn load(cgroup_root: &Path, opts: &Options, policy: &Compiled) -> Result<Loaded, LoadError> {
+    let pin_dir = opts.pin_dir.as_path();
+    let generation = Generation::new(pin_dir, &generation_id(policy, opts));
     let pin_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoadError::Pin { path, source }
@@ -171,7 +181,7 @@ pub fn load(cgroup_root: &Path, pin_dir: &Path, policy: &Compiled) -> Result<Loa
             generation.remove().map_err(pin_err(&generation.dir))?;
         }
         generation.create_dirs().map_err(pin_err(&generation.dir))?;
-        load_fresh(cgroup_root, &generation, policy)?
+        load_fresh(cgroup_root, &generation, policy, opts)?
     };
     // Make before break: the old generations go only now that this one enforces.
     let mut replaced = 0;
@@ -184,7 +194,7 @@ pub fn load(cgroup_root: &Path, pin_dir: &Path, policy: &Compiled) -> Result<Loa
     Ok(Loaded { generation, adopted, replaced, registrations })
 }
 
-fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled) -> Result<Vec<Registration>, LoadError> {
+fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, opts: &Options) -> Result<Vec<Registration>, LoadError> {
     let tracefs = paths::tracefs()?;
     let record = |tracepoint: &'static str, field: &str| {
         let (category, name) = tracepoint.split_once('/').unwrap_or(("", tracepoint));
@@ -201,6 +211,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled) ->
     for (name, value) in &offsets {
         loader.override_global(name, value, true);
     }
+    loader.map_max_entries(names::EVENTS, opts.ring_buffer_bytes);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     for (name, map) in ebpf.maps() {
         if name.starts_with('.') {
