@@ -93,17 +93,33 @@ impl Verdict {
             "product": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
         });
         let parent = json!({ "pid": self.ppid });
+        let refused = matches!(self.decision, Decision::Denied | Decision::Killed);
+        // Fields every class shares; the class adds its own below.
+        let common = |class: (u32, &str, u32, &str), activity: (u32, &str), unmapped: Value| {
+            let (class_uid, class_name, category_uid, category_name) = class;
+            json!({
+                "class_uid": class_uid, "class_name": class_name,
+                "category_uid": category_uid, "category_name": category_name,
+                "activity_id": activity.0, "activity_name": activity.1, "type_uid": class_uid * 100 + activity.0,
+                "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
+                "action_id": action_id, "disposition_id": disposition_id,
+                "metadata": metadata,
+                "unmapped": unmapped,
+            })
+        };
+        const PROCESS_ACTIVITY: (u32, &str, u32, &str) = (1007, "Process Activity", 1, "System Activity");
+        const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network Activity");
+        let network_actor = |exe: &Option<String>| {
+            json!({
+                "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
+                "user": user,
+            })
+        };
         match &self.subject {
             Subject::Exec { filename, truncated } => {
                 let name = filename.rsplit('/').next().unwrap_or(filename);
-                // Process Activity: Launch.
-                json!({
-                    "class_uid": 1007, "class_name": "Process Activity",
-                    "category_uid": 1, "category_name": "System Activity",
-                    "activity_id": 1, "activity_name": "Launch", "type_uid": 100701,
-                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
-                    "action_id": action_id, "disposition_id": disposition_id,
-                    "metadata": metadata,
+                let unmapped = merge(unmapped, json!({ "filename_truncated": truncated }));
+                merge(common(PROCESS_ACTIVITY, (1, "Launch"), unmapped), json!({
                     "actor": { "process": parent, "user": user },
                     "process": {
                         "pid": self.pid,
@@ -111,55 +127,36 @@ impl Verdict {
                         "parent_process": parent,
                         "user": user,
                     },
-                    "unmapped": merge(unmapped, json!({ "filename_truncated": truncated })),
-                })
+                }))
             }
             Subject::Connect { addr, port, protocol, exe, sendmsg } => {
-                // Network Activity: Refuse when refused, else Open (connect) or Traffic (send).
-                let (activity_id, activity_name) = match (self.decision == Decision::Denied, sendmsg) {
+                // Refuse when refused, else Open (connect) or Traffic (send).
+                let activity = match (refused, sendmsg) {
                     (true, _) => (5, "Refuse"),
                     (false, false) => (1, "Open"),
                     (false, true) => (6, "Traffic"),
                 };
-                json!({
-                    "class_uid": 4001, "class_name": "Network Activity",
-                    "category_uid": 4, "category_name": "Network Activity",
-                    "activity_id": activity_id, "activity_name": activity_name, "type_uid": 400100 + activity_id,
-                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
-                    "action_id": action_id, "disposition_id": disposition_id,
-                    "metadata": metadata,
-                    "actor": {
-                        "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
-                        "user": user,
-                    },
+                let unmapped = merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } }));
+                merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
+                    "actor": network_actor(exe),
                     "dst_endpoint": { "ip": addr.to_string(), "port": port },
                     "connection_info": {
                         "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
                         "direction_id": 2, "direction": "Outbound",
                     },
-                    "unmapped": merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } })),
-                })
+                }))
             }
             Subject::Socket { family, sock_type, protocol, exe } => {
-                // Network Activity: Refuse (the socket was never created).
-                let (activity_id, activity_name) = if self.decision == Decision::Denied { (5, "Refuse") } else { (99, "Other") };
-                json!({
-                    "class_uid": 4001, "class_name": "Network Activity",
-                    "category_uid": 4, "category_name": "Network Activity",
-                    "activity_id": activity_id, "activity_name": activity_name, "type_uid": 400100 + activity_id,
-                    "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
-                    "action_id": action_id, "disposition_id": disposition_id,
-                    "metadata": metadata,
-                    "actor": {
-                        "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
-                        "user": user,
-                    },
+                // Refuse: the socket was never created.
+                let activity = if refused { (5, "Refuse") } else { (99, "Other") };
+                let unmapped = merge(unmapped, json!({
+                    "operation": "socket",
+                    "socket": { "family": family_name(*family), "type": sock_type_name(*sock_type) },
+                }));
+                merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
+                    "actor": network_actor(exe),
                     "connection_info": { "protocol_num": protocol, "protocol_name": protocol_name(*protocol) },
-                    "unmapped": merge(unmapped, json!({
-                        "operation": "socket",
-                        "socket": { "family": family_name(*family), "type": sock_type_name(*sock_type) },
-                    })),
-                })
+                }))
             }
         }
     }

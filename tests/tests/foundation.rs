@@ -191,8 +191,26 @@ fn bad_policy_is_rejected_with_its_position_and_nothing_is_attached() {
 }
 
 #[test]
+fn launch_refuses_when_nothing_enforces() {
+    let agent = unique("refuse");
+    let (_, out) = launch(&agent, &["sh", "-c", "exit 0"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no guard enforcement is attached"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!guard_tests::cgroup2_root().join("guard").join(&agent).exists(), "a cgroup was made for a refused launch");
+}
+
+#[test]
 fn launch_removes_its_cgroup_and_mirrors_the_exit_status() {
     let agent = unique("launch");
+    // No daemon in this test: --allow-unguarded, as a person who means it would.
+    let launch = |agent: &str, cmd: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(guard_tests::agent_bin());
+        c.args(["launch", "--allow-unguarded", "--agent", agent, "--"]).args(cmd);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        ((), c.output().unwrap())
+    };
     let (_, out) = launch(&agent, &["sh", "-c", "sleep 30 & exit 7"], &[]);
     assert_eq!(out.status.code(), Some(7));
     // The background sleep was ended with the session, and the session cgroup removed.

@@ -130,7 +130,16 @@ fn detach_removes_pinned_enforcement() {
     let out = Command::new(agent_bin()).arg("detach").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 pinned generation"));
-    assert!(!killed(&agent, &bin, &dir.path("m")), "still enforced after detach");
+    // Nothing enforces now: launch refuses unless told to run unguarded, and then the binary runs.
+    let (_, out) = launch(&agent, &[&bin], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no guard enforcement is attached"));
+    let marker = dir.path("m");
+    let out = Command::new(agent_bin())
+        .args(["launch", "--allow-unguarded", "--agent", &agent, "--", &bin])
+        .env("GUARD_MARKER", &marker)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && marker.exists(), "still enforced after detach: {:?}", out.status);
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard").join(&agent));
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard"));
     assert_nothing_left();

@@ -25,6 +25,9 @@ pub struct LaunchArgs {
     /// When CMD exits, wait for processes it left behind instead of killing them.
     #[arg(long)]
     pub keep_running: bool,
+    /// Run even if no guard enforcement is attached (the workload is then not guarded).
+    #[arg(long)]
+    pub allow_unguarded: bool,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -47,6 +50,14 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         bail!("agent name `{name}` may only use letters, digits, `-`, `_` and `.`");
     }
+    if !args.allow_unguarded && !enforcement_attached() {
+        bail!(
+            "no guard enforcement is attached (nothing pinned in {}): start `guard-agent daemon` first, \
+             or pass --allow-unguarded to run `{}` unguarded",
+            paths::PIN_DIR,
+            args.command[0].to_string_lossy()
+        );
+    }
     let root = paths::cgroup2_root()?;
     let parent = format!("{}/{name}", paths::AGENT_CGROUP_DIR);
     // The agent's directory is never removed by `launch`: a running daemon registered its id,
@@ -60,6 +71,12 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     let status = result?;
     cleanup?;
     Ok(status)
+}
+
+/// Is a complete generation of programs pinned (by a running or an earlier daemon)?
+fn enforcement_attached() -> bool {
+    crate::loader::pins::generations(Path::new(paths::PIN_DIR))
+        .is_ok_and(|gens| gens.iter().any(|g| g.is_complete(&crate::loader::PROGRAMS)))
 }
 
 fn run_in(dir: &Path, name: &str, session: &str, args: &LaunchArgs) -> anyhow::Result<ExitStatus> {

@@ -23,9 +23,8 @@ use sha2::{Digest as _, Sha256};
 
 use pins::Generation;
 use guard_common::{
-    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, ExecInodeKey,
-    ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6,
-    NetRule, PolicyConfig, globals, names,
+    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, PolicyConfig, globals,
+    names,
 };
 
 use crate::{cgroup, paths, policy::compile::Compiled};
@@ -284,51 +283,38 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::ma
     ebpf.map_mut(name).ok_or(LoadError::Missing { kind: "map", name })
 }
 
+/// Writes `entries` into the hash map `name`.
+fn fill_hash<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: &[(K, V)]) -> Result<(), LoadError> {
+    let mut map: HashMap<_, K, V> = HashMap::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+    for (k, v) in entries {
+        map.insert(k, v, 0).map_err(|source| LoadError::MapInsert { name, source })?;
+    }
+    Ok(())
+}
+
+/// Writes `(prefix length, key, value)` entries into the LPM trie `name`.
+fn fill_trie<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: &[(u32, K, V)]) -> Result<(), LoadError> {
+    let mut map: LpmTrie<_, K, V> = LpmTrie::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+    for (len, k, v) in entries {
+        map.insert(&Key::new(*len, *k), v, 0).map_err(|source| LoadError::MapInsert { name, source })?;
+    }
+    Ok(())
+}
+
 /// Rules first, then per-policy settings; registrations come after, so no workload is matched
 /// before its whole policy is in place.
 fn write_policy(ebpf: &mut Ebpf, policy: &Compiled) -> Result<(), LoadError> {
-    let insert_err = |name| move |source| LoadError::MapInsert { name, source };
-    let map_err = |name| move |source| LoadError::Map { name, source };
-
-    let mut paths_map: HashMap<_, ExecPathKey, ExecRule> =
-        HashMap::try_from(map_mut(ebpf, names::EXEC_PATHS)?).map_err(map_err(names::EXEC_PATHS))?;
-    for (k, v) in &policy.exec_paths {
-        paths_map.insert(k, v, 0).map_err(insert_err(names::EXEC_PATHS))?;
-    }
-    let mut names_map: HashMap<_, ExecNameKey, ExecRule> =
-        HashMap::try_from(map_mut(ebpf, names::EXEC_NAMES)?).map_err(map_err(names::EXEC_NAMES))?;
-    for (k, v) in &policy.exec_names {
-        names_map.insert(k, v, 0).map_err(insert_err(names::EXEC_NAMES))?;
-    }
-    let mut prefixes: LpmTrie<_, ExecPrefixKey, ExecRule> =
-        LpmTrie::try_from(map_mut(ebpf, names::EXEC_PREFIXES)?).map_err(map_err(names::EXEC_PREFIXES))?;
-    for (len, k, v) in &policy.exec_prefixes {
-        prefixes.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::EXEC_PREFIXES))?;
-    }
-    let mut name_prefixes: LpmTrie<_, ExecNamePrefixKey, ExecRule> =
-        LpmTrie::try_from(map_mut(ebpf, names::EXEC_NAME_PREFIXES)?).map_err(map_err(names::EXEC_NAME_PREFIXES))?;
-    for (len, k, v) in &policy.exec_name_prefixes {
-        name_prefixes.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::EXEC_NAME_PREFIXES))?;
-    }
-    let mut inodes: HashMap<_, ExecInodeKey, ExecRule> =
-        HashMap::try_from(map_mut(ebpf, names::EXEC_INODES)?).map_err(map_err(names::EXEC_INODES))?;
-    for (k, v) in &policy.exec_inodes {
-        inodes.insert(k, v, 0).map_err(insert_err(names::EXEC_INODES))?;
-    }
-    let mut v4: LpmTrie<_, NetKeyV4, NetRule> =
-        LpmTrie::try_from(map_mut(ebpf, names::NET_V4)?).map_err(map_err(names::NET_V4))?;
-    for (len, k, v) in &policy.net_v4 {
-        v4.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::NET_V4))?;
-    }
-    let mut v6: LpmTrie<_, NetKeyV6, NetRule> =
-        LpmTrie::try_from(map_mut(ebpf, names::NET_V6)?).map_err(map_err(names::NET_V6))?;
-    for (len, k, v) in &policy.net_v6 {
-        v6.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(names::NET_V6))?;
-    }
-    let mut configs: Array<_, PolicyConfig> =
-        Array::try_from(map_mut(ebpf, names::POLICIES)?).map_err(map_err(names::POLICIES))?;
+    fill_hash(ebpf, names::EXEC_PATHS, &policy.exec_paths)?;
+    fill_hash(ebpf, names::EXEC_NAMES, &policy.exec_names)?;
+    fill_hash(ebpf, names::EXEC_INODES, &policy.exec_inodes)?;
+    fill_trie(ebpf, names::EXEC_PREFIXES, &policy.exec_prefixes)?;
+    fill_trie(ebpf, names::EXEC_NAME_PREFIXES, &policy.exec_name_prefixes)?;
+    fill_trie(ebpf, names::NET_V4, &policy.net_v4)?;
+    fill_trie(ebpf, names::NET_V6, &policy.net_v6)?;
+    let name = names::POLICIES;
+    let mut configs: Array<_, PolicyConfig> = Array::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
     for agent in &policy.agents {
-        configs.set(agent.policy_id, agent.config, 0).map_err(insert_err(names::POLICIES))?;
+        configs.set(agent.policy_id, agent.config, 0).map_err(|source| LoadError::MapInsert { name, source })?;
     }
     Ok(())
 }
@@ -352,63 +338,57 @@ fn register_cgroups(map: &mut Map, root: &Path, policy: &Compiled) -> Result<Vec
     Ok(registrations)
 }
 
+/// The program `name` of the object, as program type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Missing { kind: "program", name })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
 fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), LoadError> {
     let prog_err = |name| move |source| LoadError::Program { name, source };
-    let pin = |name: &'static str, link: FdLink| -> Result<(), LoadError> {
-        link.pin(generation.link(name)).map(drop).map_err(|e| LoadError::PinLink { name, source: Box::new(e) })
+    // The link leaves our hands for bpffs: the program stays attached while the pin exists.
+    let pin = |name: &'static str, link: Result<FdLink, LinkError>| -> Result<(), LoadError> {
+        let pin_err = |e: Box<dyn std::error::Error + Send + Sync>| LoadError::PinLink { name, source: e };
+        link.map_err(|e| pin_err(Box::new(e)))?.pin(generation.link(name)).map(drop).map_err(|e| pin_err(Box::new(e)))
     };
-    let link_err = |name: &'static str| move |e: LinkError| LoadError::PinLink { name, source: Box::new(e) };
 
     for (name, category, tracepoint) in [
         (names::PROG_EXEC, "sched", "sched_process_exec"),
         (names::PROG_EXIT, "sched", "sched_process_exit"),
         (names::PROG_SOCKET_ENTER, "syscalls", "sys_enter_socket"),
     ] {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Missing { kind: "program", name })?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let prog: &mut TracePoint = program(ebpf, name)?;
         prog.load().map_err(prog_err(name))?;
         let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
-        let link = prog.take_link(id).map_err(prog_err(name))?;
-        pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
+        pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
     }
 
     let btf = aya::Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
     let name = names::PROG_FORK;
-    let fork: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(LoadError::Missing { kind: "program", name })?
-        .try_into()
-        .map_err(prog_err(name))?;
+    let fork: &mut BtfTracePoint = program(ebpf, name)?;
     fork.load("sched_process_fork", &btf).map_err(prog_err(name))?;
     let id = fork.attach().map_err(prog_err(name))?;
-    pin(name, fork.take_link(id).map_err(prog_err(name))?.into())?;
+    pin(name, Ok(fork.take_link(id).map_err(prog_err(name))?.into()))?;
 
+    // aya attaches cgroup programs with a bpf_link, which the kernel always runs beside other
+    // programs at the same cgroup (multi-attach) and which takes no attach flags: `Single`
+    // passes 0.
     let cgroup_fd = File::open(root).map_err(|source| LoadError::Cgroup { path: root.to_path_buf(), source })?;
     for name in [names::PROG_CONNECT4, names::PROG_CONNECT6, names::PROG_SENDMSG4, names::PROG_SENDMSG6] {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Missing { kind: "program", name })?
-            .try_into()
-            .map_err(prog_err(name))?;
+        let prog: &mut CgroupSockAddr = program(ebpf, name)?;
         prog.load().map_err(prog_err(name))?;
-        // aya attaches with a bpf_link, which the kernel always runs beside other programs at
-        // the same cgroup (multi-attach) and which takes no attach flags: `Single` passes 0.
         let id = prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
-        let link = prog.take_link(id).map_err(prog_err(name))?;
-        pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
+        pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
     }
     let name = names::PROG_SOCK_CREATE;
-    let prog: &mut CgroupSock = ebpf
-        .program_mut(name)
-        .ok_or(LoadError::Missing { kind: "program", name })?
-        .try_into()
-        .map_err(prog_err(name))?;
+    let prog: &mut CgroupSock = program(ebpf, name)?;
     prog.load().map_err(prog_err(name))?;
     let id = prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
-    let link = prog.take_link(id).map_err(prog_err(name))?;
-    pin(name, FdLink::try_from(link).map_err(link_err(name))?)?;
+    pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
     Ok(())
 }
