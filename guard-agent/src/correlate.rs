@@ -5,8 +5,9 @@ use std::{
 };
 
 use guard_common::{
-    ConnectEvent, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED, EventHeader,
-    ExecEvent, NET_OP_SENDMSG,
+    ARGV_LEN, CWD_PARTS, CWD_UNKNOWN, ConnectEvent, Decision, EVENT_FLAG_ARGV_TRUNCATED,
+    EVENT_FLAG_CWD_IN_MOUNT, EVENT_FLAG_CWD_TRUNCATED, EVENT_FLAG_FILENAME_TRUNCATED,
+    EVENT_FLAG_SIGNAL_FAILED, EventHeader, ExecEvent, NET_OP_SENDMSG, NO_LOGINUID,
 };
 
 use crate::{
@@ -15,7 +16,7 @@ use crate::{
     loader::Registration,
     policy::compile::Compiled,
     proctable::{ProcInfo, ProcTable},
-    verdict::{Subject, Verdict},
+    verdict::{ExecInfo, Subject, Verdict},
 };
 
 /// Processes of agent workloads remembered for naming them in verdicts after they are gone.
@@ -62,8 +63,8 @@ impl Correlator {
             }
             Event::Exec(e) => {
                 let subject = exec_subject(e);
-                if let Subject::Exec { filename, .. } = &subject {
-                    self.procs.insert(h.tgid, ProcInfo { ppid: h.ppid, exe: filename.clone(), tagged: true });
+                if let Subject::Exec(info) = &subject {
+                    self.procs.insert(h.tgid, ProcInfo { ppid: h.ppid, exe: info.filename.clone(), tagged: true });
                 }
                 (subject, h.ppid)
             }
@@ -143,10 +144,40 @@ fn signal_error(h: &EventHeader) -> Option<&'static str> {
 
 fn exec_subject(e: &ExecEvent) -> Subject {
     let len = (e.filename_len as usize).min(e.key.path.len());
-    Subject::Exec {
-        filename: String::from_utf8_lossy(&e.key.path[..len]).into_owned(),
-        truncated: e.header.flags & EVENT_FLAG_FILENAME_TRUNCATED != 0,
+    let flags = e.header.flags;
+    let argv_len = (e.argv_len as usize).min(ARGV_LEN);
+    let mut argv: Vec<String> = e.argv[..argv_len].split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    // cmdline ends with a NUL, which leaves one empty piece after it.
+    if argv.last().is_some_and(String::is_empty) {
+        argv.pop();
     }
+    Subject::Exec(ExecInfo {
+        filename: String::from_utf8_lossy(&e.key.path[..len]).into_owned(),
+        filename_truncated: flags & EVENT_FLAG_FILENAME_TRUNCATED != 0,
+        argv,
+        argv_truncated: flags & EVENT_FLAG_ARGV_TRUNCATED != 0,
+        cwd: cwd_of(e),
+        euid: e.euid,
+        loginuid: (e.loginuid != NO_LOGINUID).then_some(e.loginuid),
+        comm: nul_terminated(&e.comm),
+        identity: (e.exe_ino != 0).then_some((e.exe_dev, e.exe_ino)),
+    })
+}
+
+/// The cwd from its components (innermost first). One the kernel could only give relative to a
+/// mount, or cut short, is read from /proc while the process lives, else marked with `…`.
+fn cwd_of(e: &ExecEvent) -> Option<String> {
+    if e.cwd_depth == CWD_UNKNOWN {
+        return None;
+    }
+    let depth = (e.cwd_depth as usize).min(CWD_PARTS);
+    let parts: Vec<String> = e.cwd[..depth].iter().rev().map(|p| nul_terminated(p)).collect();
+    let path = format!("/{}", parts.join("/"));
+    if e.header.flags & (EVENT_FLAG_CWD_IN_MOUNT | EVENT_FLAG_CWD_TRUNCATED) == 0 {
+        return Some(path);
+    }
+    let live = std::fs::read_link(format!("/proc/{}/cwd", e.header.tgid)).ok();
+    Some(live.map_or_else(|| format!("…{path}"), |p| p.to_string_lossy().into_owned()))
 }
 
 fn connect_subject(c: &ConnectEvent, exe: Option<String>) -> Subject {

@@ -2,7 +2,7 @@
 //! still checked: a short or unknown record is an error, never a panic.
 use std::mem::size_of;
 
-use guard_common::{ConnectEvent, EventHeader, EventKind, ExecEvent, ProcEvent, SocketEvent};
+use guard_common::{ARGV_LEN, ConnectEvent, EventHeader, EventKind, ExecEvent, ProcEvent, SocketEvent};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
@@ -25,7 +25,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let kind_bytes = buf.get(..4).ok_or(DecodeError::Short { len: buf.len(), what: "record header" })?;
     let kind = u32::from_ne_bytes(kind_bytes.try_into().unwrap_or_default());
     match EventKind::from_u32(kind) {
-        Some(EventKind::Exec) => read::<ExecEvent>(buf, "exec event").map(Event::Exec),
+        Some(EventKind::Exec) => read_exec(buf).map(Event::Exec),
         Some(EventKind::Connect) => read::<ConnectEvent>(buf, "connect event").map(Event::Connect),
         Some(EventKind::Socket) => read::<SocketEvent>(buf, "socket event").map(Event::Socket),
         Some(EventKind::Fork) => read::<ProcEvent>(buf, "fork event").map(Event::Fork),
@@ -43,6 +43,22 @@ impl Event {
             Event::Fork(e) | Event::Exit(e) => &e.header,
         }
     }
+}
+
+/// An exec record ends after its argv bytes (`argv_len` of them): the rest stays zero.
+fn read_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
+    let fixed = size_of::<ExecEvent>() - ARGV_LEN;
+    let short = DecodeError::Short { len: buf.len(), what: "exec event" };
+    if buf.len() < fixed || buf.len() > size_of::<ExecEvent>() {
+        return Err(short);
+    }
+    let mut full = vec![0u8; size_of::<ExecEvent>()];
+    full[..buf.len()].copy_from_slice(buf);
+    let ev: ExecEvent = read(&full, "exec event")?;
+    if ev.argv_len as usize > buf.len() - fixed {
+        return Err(short);
+    }
+    Ok(ev)
 }
 
 fn read<T: aya::Pod>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -66,10 +82,18 @@ mod tests {
     }
 
     #[test]
-    fn exec_record_round_trips() {
-        let mut buf = vec![0u8; size_of::<ExecEvent>()];
+    fn exec_records_carry_only_their_argv() {
+        let fixed = size_of::<ExecEvent>() - ARGV_LEN;
+        let argv_len_at = std::mem::offset_of!(ExecEvent, argv_len);
+        let mut buf = vec![0u8; fixed + 5];
         buf[..4].copy_from_slice(&1u32.to_ne_bytes());
+        buf[argv_len_at..argv_len_at + 4].copy_from_slice(&5u32.to_ne_bytes());
+        buf[fixed..].copy_from_slice(b"ls\0-l");
         let Event::Exec(e) = decode(&buf).unwrap() else { panic!("not an exec") };
-        assert_eq!(e.header.kind, 1);
+        assert_eq!(&e.argv[..5], b"ls\0-l");
+        // An argv_len beyond the record is malformed, not trusted.
+        buf[argv_len_at..argv_len_at + 4].copy_from_slice(&6u32.to_ne_bytes());
+        assert!(decode(&buf).is_err());
+        assert!(decode(&buf[..fixed - 1]).is_err());
     }
 }

@@ -31,9 +31,27 @@ pub struct Verdict {
     pub error: Option<&'static str>,
 }
 
+/// What an exec verdict says about the new image.
+#[derive(Debug, Clone, Default)]
+pub struct ExecInfo {
+    /// The filename passed to `execve`.
+    pub filename: String,
+    pub filename_truncated: bool,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    /// The working directory; `None` if unknown.
+    pub cwd: Option<String>,
+    pub euid: u32,
+    /// The audit login uid, `None` if the task never logged in.
+    pub loginuid: Option<u32>,
+    pub comm: String,
+    /// The executed file's (kernel `s_dev`, inode).
+    pub identity: Option<(u32, u64)>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Subject {
-    Exec { filename: String, truncated: bool },
+    Exec(ExecInfo),
     /// A `connect()`, or with `sendmsg` a datagram sent to an address.
     Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String>, sendmsg: bool },
     /// A raw or packet socket creation.
@@ -116,14 +134,24 @@ impl Verdict {
             })
         };
         match &self.subject {
-            Subject::Exec { filename, truncated } => {
-                let name = filename.rsplit('/').next().unwrap_or(filename);
-                let unmapped = merge(unmapped, json!({ "filename_truncated": truncated }));
+            Subject::Exec(e) => {
+                let name = e.filename.rsplit('/').next().unwrap_or(&e.filename);
+                let unmapped = merge(unmapped, json!({
+                    "filename_truncated": e.filename_truncated,
+                    "argv": e.argv,
+                    "argv_truncated": e.argv_truncated,
+                    "euid": e.euid,
+                    "loginuid": e.loginuid,
+                    "exe_identity": e.identity.map(|(dev, ino)| json!({ "dev": dev, "ino": ino })),
+                }));
                 merge(common(PROCESS_ACTIVITY, (1, "Launch"), unmapped), json!({
                     "actor": { "process": parent, "user": user },
                     "process": {
                         "pid": self.pid,
-                        "file": { "path": filename, "name": name, "type_id": 1 },
+                        "name": e.comm,
+                        "cmd_line": e.argv.join(" "),
+                        "working_directory": e.cwd,
+                        "file": { "path": e.filename, "name": name, "type_id": 1 },
                         "parent_process": parent,
                         "user": user,
                     },
@@ -212,7 +240,10 @@ mod tests {
 
     #[test]
     fn exec_killed_is_process_activity() {
-        let v = verdict(Decision::Killed, Subject::Exec { filename: "/usr/bin/shred".into(), truncated: false }).to_ocsf();
+        let exec = ExecInfo { filename: "/usr/bin/shred".into(), argv: vec!["shred".into(), "-u".into()], cwd: Some("/tmp".into()), ..Default::default() };
+        let v = verdict(Decision::Killed, Subject::Exec(exec)).to_ocsf();
+        assert_eq!(v["process"]["cmd_line"], "shred -u");
+        assert_eq!(v["process"]["working_directory"], "/tmp");
         assert_eq!(v["class_uid"], 1007);
         assert_eq!(v["type_uid"], 100701);
         assert_eq!(v["process"]["file"]["name"], "shred");

@@ -84,6 +84,23 @@ impl Decision {
 pub const EVENT_FLAG_SIGNAL_FAILED: u32 = 1 << 0;
 /// `EventHeader::flags`: the filename did not fit in `FILENAME_LEN` bytes.
 pub const EVENT_FLAG_FILENAME_TRUNCATED: u32 = 1 << 1;
+/// `EventHeader::flags`: argv was longer than `ARGV_LEN` bytes; the event holds its start.
+pub const EVENT_FLAG_ARGV_TRUNCATED: u32 = 1 << 2;
+/// `EventHeader::flags`: the cwd has more than `CWD_PARTS` components, or a longer one.
+pub const EVENT_FLAG_CWD_TRUNCATED: u32 = 1 << 3;
+/// `EventHeader::flags`: the cwd walk ended at the root of a mounted filesystem, not at the
+/// task's root: the components are relative to that mount.
+pub const EVENT_FLAG_CWD_IN_MOUNT: u32 = 1 << 4;
+
+/// argv bytes carried in an exec event (NUL-separated, as in `/proc/PID/cmdline`).
+pub const ARGV_LEN: usize = 4096;
+/// cwd components carried in an exec event, innermost first, each NUL-padded.
+pub const CWD_PARTS: usize = 8;
+pub const CWD_PART_LEN: usize = 32;
+/// `ExecEvent::cwd_depth` when the cwd could not be read.
+pub const CWD_UNKNOWN: u32 = u32::MAX;
+/// `ExecEvent::loginuid` when the task has none (never logged in: the kernel's `(uid_t)-1`).
+pub const NO_LOGINUID: u32 = u32::MAX;
 
 /// Fields every ring-buffer record starts with.
 #[repr(C)]
@@ -187,6 +204,9 @@ pub struct ExecRule {
 const _: () = assert!(size_of::<ExecRule>() == 8);
 
 /// An exec of a process in an agent workload (`EventKind::Exec`).
+///
+/// The record on the ring buffer ends after `argv_len` bytes of `argv`: it is
+/// `size_of::<ExecEvent>() - ARGV_LEN + argv_len` bytes long.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
@@ -195,8 +215,24 @@ pub struct ExecEvent {
     pub filename_len: u32,
     /// `key.policy_id` is the header's `policy_id`; `key.path` the filename passed to `execve`.
     pub key: ExecPathKey,
+    pub euid: u32,
+    /// The audit login uid, or `NO_LOGINUID`.
+    pub loginuid: u32,
+    /// The new image's `comm`.
+    pub comm: [u8; 16],
+    /// The executed file's `s_dev` (kernel encoding) and inode; 0 if unknown.
+    pub exe_dev: u32,
+    /// Components of the cwd in `cwd`.
+    pub cwd_depth: u32,
+    pub exe_ino: u64,
+    /// The cwd, innermost component first.
+    pub cwd: [[u8; CWD_PART_LEN]; CWD_PARTS],
+    pub argv_len: u32,
+    pub _pad: u32,
+    pub argv: [u8; ARGV_LEN],
 }
-const _: () = assert!(size_of::<ExecEvent>() == size_of::<EventHeader>() + 8 + FILENAME_LEN);
+const _: () = assert!(core::mem::offset_of!(ExecEvent, exe_ino) % 8 == 0);
+const _: () = assert!(size_of::<ExecEvent>() == size_of::<EventHeader>() + 8 + FILENAME_LEN + 40 + CWD_PARTS * CWD_PART_LEN + 8 + ARGV_LEN);
 
 /// A connect (or, later, sendmsg) of a process in an agent workload (`EventKind::Connect`).
 #[repr(C)]
@@ -368,6 +404,16 @@ pub mod globals {
     pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
     pub const TASK_TGID: &str = "TASK_TGID";
     pub const TASK_PID: &str = "TASK_PID";
+    pub const TASK_CRED: &str = "TASK_CRED";
+    pub const CRED_EUID: &str = "CRED_EUID";
+    pub const TASK_LOGINUID: &str = "TASK_LOGINUID";
+    pub const TASK_FS: &str = "TASK_FS";
+    /// `fs_struct.pwd` + `path.dentry` / `path.mnt`; `fs_struct.root` + `path.mnt`.
+    pub const FS_PWD_DENTRY: &str = "FS_PWD_DENTRY";
+    pub const FS_PWD_MNT: &str = "FS_PWD_MNT";
+    pub const FS_ROOT_MNT: &str = "FS_ROOT_MNT";
+    pub const MM_ARG_START: &str = "MM_ARG_START";
+    pub const MM_ARG_END: &str = "MM_ARG_END";
     pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE";
     pub const TASK_CGROUPS: &str = "TASK_CGROUPS";
     pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP";

@@ -6,13 +6,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use guard_common::{
-    BASENAME_LEN, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED, EventKind,
-    ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecRule, FILENAME_LEN, MAX_DIR_DEPTH,
-    POLICY_FLAG_AUDIT, PREFIX_PATH_LEN,
+    ARGV_LEN, BASENAME_LEN, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED,
+    EventKind, ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecRule, FILENAME_LEN,
+    MAX_DIR_DEPTH, POLICY_FLAG_AUDIT, PREFIX_PATH_LEN,
 };
 
 use crate::{
-    kernel::{comm_name, dentry_identity, dentry_name, dentry_parent, exe_dentry, fill_task_header, global},
+    kernel::{
+        comm_name, dentry_identity, dentry_name, dentry_parent, exe_dentry, fill_exec_details,
+        fill_task_header, global,
+    },
     maps::{
         EVENTS, EXEC_INODES, EXEC_NAME_PREFIXES, EXEC_NAMES, EXEC_PATHS, EXEC_PREFIXES,
         EXEC_SCRATCH, ExecScratch, count_drop, policy_config,
@@ -53,6 +56,7 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         ev.header.flags |= EVENT_FLAG_FILENAME_TRUNCATED;
     }
 
+    fill_exec_details(&mut scratch.event);
     let rule = decide(ctx, off, &w, scratch);
     let ev = &mut scratch.event;
     ev.header.decision = match rule {
@@ -72,7 +76,11 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     };
-    if EVENTS.output::<guard_common::ExecEvent>(&*ev, 0).is_err() {
+    // Only the argv bytes read go out: most commands are far shorter than ARGV_LEN.
+    let size = size_of::<ExecEvent>() - ARGV_LEN + (ev.argv_len as usize).min(ARGV_LEN);
+    // SAFETY: `size` is at most the size of the event, which lives in a map value.
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count_drop(EventKind::Exec);
     }
     Ok(())
@@ -103,11 +111,15 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
     let dentry = exe_dentry();
     let mut d = dentry;
     let mut key = ExecInodeKey { policy_id: w.policy_id, dev: 0, ino: 0 };
-    for _ in 0..MAX_DIR_DEPTH {
+    for level in 0..MAX_DIR_DEPTH {
         if d == 0 {
             break;
         }
         if dentry_identity(d, &mut key) {
+            if level == 0 {
+                scratch.event.exe_dev = key.dev;
+                scratch.event.exe_ino = key.ino;
+            }
             // SAFETY: as above.
             if let Some(r) = unsafe { EXEC_INODES.get(&key) } {
                 return Some(*r);

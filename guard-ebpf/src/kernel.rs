@@ -5,10 +5,14 @@
 //! (`/sys/kernel/btf/vmlinux`); 0 means "not resolved" and the read is skipped.
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
     generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use guard_common::{BASENAME_LEN, CGROUP_NAME_LEN, EventHeader, EventKind, ExecInodeKey};
+use guard_common::{
+    ARGV_LEN, BASENAME_LEN, CGROUP_NAME_LEN, CWD_PART_LEN, CWD_PARTS, CWD_UNKNOWN, EVENT_FLAG_ARGV_TRUNCATED,
+    EVENT_FLAG_CWD_IN_MOUNT, EVENT_FLAG_CWD_TRUNCATED, EventHeader, EventKind, ExecEvent,
+    ExecInodeKey, NO_LOGINUID,
+};
 
 use crate::workload::Workload;
 
@@ -20,6 +24,24 @@ static TASK_TGID: u32 = 0;
 static TASK_PID: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_EXIT_CODE: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_CRED: u32 = 0;
+#[unsafe(no_mangle)]
+static CRED_EUID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_LOGINUID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_FS: u32 = 0;
+#[unsafe(no_mangle)]
+static FS_PWD_DENTRY: u32 = 0;
+#[unsafe(no_mangle)]
+static FS_PWD_MNT: u32 = 0;
+#[unsafe(no_mangle)]
+static FS_ROOT_MNT: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_ARG_START: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_ARG_END: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_CGROUPS: u32 = 0;
 #[unsafe(no_mangle)]
@@ -192,4 +214,77 @@ pub fn current_exit_code() -> u32 {
     // SAFETY: returns a pointer to the current task, only ever passed to read_field.
     let task = unsafe { bpf_get_current_task() };
     read_field::<u32>(task, global(&TASK_EXIT_CODE)).unwrap_or(0)
+}
+
+/// Fills what an exec event says about the new image beyond its filename: effective and login
+/// uids, comm, cwd (innermost component first) and argv (its first `ARGV_LEN` bytes).
+#[inline(always)]
+pub fn fill_exec_details(ev: &mut ExecEvent) {
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    ev.euid = read_field::<u64>(task, global(&TASK_CRED)).and_then(|c| read_field::<u32>(c, global(&CRED_EUID))).unwrap_or(0);
+    ev.loginuid = read_field::<u32>(task, global(&TASK_LOGINUID)).unwrap_or(NO_LOGINUID);
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Filled by the identity check in exec::decide when the executed file is readable.
+    ev.exe_dev = 0;
+    ev.exe_ino = 0;
+    fill_cwd(task, ev);
+    fill_argv(task, ev);
+}
+
+#[inline(always)]
+fn fill_cwd(task: u64, ev: &mut ExecEvent) {
+    ev.cwd = [[0; CWD_PART_LEN]; CWD_PARTS];
+    ev.cwd_depth = 0;
+    let fs = read_field::<u64>(task, global(&TASK_FS)).unwrap_or(0);
+    let mut d = read_field::<u64>(fs, global(&FS_PWD_DENTRY)).unwrap_or(0);
+    if d == 0 {
+        ev.cwd_depth = CWD_UNKNOWN;
+        return;
+    }
+    for i in 0..CWD_PARTS {
+        let parent = dentry_parent(d);
+        if parent == 0 {
+            break;
+        }
+        if let Some(name) = read_field::<u64>(d, global(&DENTRY_NAME)) {
+            // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
+            if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.cwd[i]) } {
+                if s.len() >= CWD_PART_LEN - 1 {
+                    ev.header.flags |= EVENT_FLAG_CWD_TRUNCATED;
+                }
+            }
+        }
+        ev.cwd_depth = i as u32 + 1;
+        d = parent;
+    }
+    if dentry_parent(d) != 0 {
+        ev.header.flags |= EVENT_FLAG_CWD_TRUNCATED;
+    }
+    let pwd_mnt = read_field::<u64>(fs, global(&FS_PWD_MNT)).unwrap_or(0);
+    let root_mnt = read_field::<u64>(fs, global(&FS_ROOT_MNT)).unwrap_or(0);
+    if pwd_mnt != root_mnt {
+        ev.header.flags |= EVENT_FLAG_CWD_IN_MOUNT;
+    }
+}
+
+#[inline(always)]
+fn fill_argv(task: u64, ev: &mut ExecEvent) {
+    ev.argv_len = 0;
+    let mm = read_field::<u64>(task, global(&TASK_MM)).unwrap_or(0);
+    let start = read_field::<u64>(mm, global(&MM_ARG_START)).unwrap_or(0);
+    let end = read_field::<u64>(mm, global(&MM_ARG_END)).unwrap_or(0);
+    if start == 0 || end <= start {
+        return;
+    }
+    let mut len = (end - start) as usize;
+    if len > ARGV_LEN {
+        len = ARGV_LEN;
+        ev.header.flags |= EVENT_FLAG_ARGV_TRUNCATED;
+    }
+    // The strings were copied onto the new stack by the kernel a moment ago: present in memory.
+    // SAFETY: bpf_probe_read_user checks the address and returns an error instead of faulting.
+    if unsafe { bpf_probe_read_user_buf(start as *const u8, &mut ev.argv[..len]) }.is_ok() {
+        ev.argv_len = len as u32;
+    }
 }

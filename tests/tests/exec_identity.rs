@@ -125,3 +125,40 @@ fn grandchildren_and_self_made_sub_cgroups_are_enforced() {
     assert!(Path::new(&denied).exists());
     daemon.stop();
 }
+
+#[test]
+fn exec_verdicts_carry_argv_cwd_ids_and_the_files_identity() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TempDir::new("details");
+    let agent = unique("details");
+    let bin = copy_to(&dir, "bin/guard-details");
+    let work = dir.path("work dir");
+    std::fs::create_dir_all(&work).unwrap();
+    let daemon = Daemon::start(&dir, &format!("agents:\n  - name: {agent}\n"));
+
+    let long = "x".repeat(5000);
+    let cmd = "cd \"$1\" && exec \"$2\" one 'two words'";
+    let (_, out) = launch(&agent, &["sh", "-c", cmd, "sh", work.to_str().unwrap(), &bin], &[]);
+    assert!(out.status.success(), "{:?}", out.status);
+    let v = daemon.one_verdict("the exec", |v| field(v, "/process/file/path") == bin);
+    let argv: Vec<&str> = v["unmapped"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(argv, [bin.as_str(), "one", "two words"]);
+    assert_eq!(field(&v, "/unmapped/argv_truncated"), "false");
+    assert_eq!(field(&v, "/process/working_directory"), work.to_str().unwrap());
+    assert_eq!(field(&v, "/process/name"), "guard-details");
+    assert_eq!(field(&v, "/unmapped/euid"), "0");
+    let loginuid = std::fs::read_to_string("/proc/self/loginuid").unwrap();
+    let expected = if loginuid.trim() == u32::MAX.to_string() { String::new() } else { loginuid.trim().to_owned() };
+    assert_eq!(field(&v, "/unmapped/loginuid"), expected, "the audit login uid is inherited");
+    assert_eq!(field(&v, "/unmapped/exe_identity/ino"), std::fs::metadata(&bin).unwrap().ino().to_string());
+
+    // An argv longer than the kernel carries is cut and says so.
+    let (_, out) = launch(&agent, &[&bin, &long], &[]);
+    assert!(out.status.success());
+    let v = daemon.one_verdict("the long exec", |v| field(v, "/process/file/path") == bin && field(v, "/unmapped/argv_truncated") == "true");
+    // Arguments and the NULs between them; a cut argv has no NUL after its last piece.
+    let args = v["unmapped"]["argv"].as_array().unwrap();
+    let carried: usize = args.iter().map(|a| a.as_str().unwrap().len()).sum::<usize>() + args.len() - 1;
+    assert_eq!(carried, guard_common::ARGV_LEN, "exactly the first ARGV_LEN bytes of argv");
+    daemon.stop();
+}

@@ -238,7 +238,8 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
                             another path are not caught";
     /// (global, the members whose offsets add up to it, what is lost without it)
     const LINEAGE: &str = "forks and exits are not reported: verdicts' ancestry may be incomplete";
-    const FIELDS: [(&str, &[(&str, &str)], &str); 17] = [
+    const DETAILS: &str = "exec verdicts lack this detail (euid, login uid, cwd or argv)";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 26] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
@@ -256,6 +257,15 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         (globals::INODE_INO, &[("inode", "i_ino")], IDENTITY),
         (globals::INODE_SB, &[("inode", "i_sb")], IDENTITY),
         (globals::SB_DEV, &[("super_block", "s_dev")], IDENTITY),
+        (globals::TASK_CRED, &[("task_struct", "cred")], DETAILS),
+        (globals::CRED_EUID, &[("cred", "euid")], DETAILS),
+        (globals::TASK_LOGINUID, &[("task_struct", "loginuid")], DETAILS),
+        (globals::TASK_FS, &[("task_struct", "fs")], DETAILS),
+        (globals::FS_PWD_DENTRY, &[("fs_struct", "pwd"), ("path", "dentry")], DETAILS),
+        (globals::FS_PWD_MNT, &[("fs_struct", "pwd"), ("path", "mnt")], DETAILS),
+        (globals::FS_ROOT_MNT, &[("fs_struct", "root"), ("path", "mnt")], DETAILS),
+        (globals::MM_ARG_START, &[("mm_struct", "arg_start")], DETAILS),
+        (globals::MM_ARG_END, &[("mm_struct", "arg_end")], DETAILS),
     ];
     let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
         Ok(btf) => Some(btf),
