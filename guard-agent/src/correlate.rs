@@ -102,7 +102,7 @@ impl Correlator {
         Verdict {
             time_ms: u64::try_from((i128::from(h.boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0),
             decision,
-            agent: self.policy.agent(h.policy_id).map_or_else(|| format!("<policy {}>", h.policy_id), |a| a.name.clone()),
+            agent: self.policy.agent(h.policy_id).map(|a| a.name.clone()),
             rule: self.policy.rule(h.rule_id).cloned(),
             policy_hash: self.policy.hash.clone(),
             pid: h.tgid,

@@ -15,7 +15,8 @@ pub struct Verdict {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub decision: Decision,
-    pub agent: String,
+    /// `None` for a process outside every agent workload (reported with --observe-all-execs).
+    pub agent: Option<String>,
     pub rule: Option<RuleInfo>,
     pub policy_hash: String,
     pub pid: u32,
@@ -223,7 +224,7 @@ mod tests {
         Verdict {
             time_ms: 1_700_000_000_000,
             decision,
-            agent: "a".into(),
+            agent: Some("a".into()),
             rule: Some(RuleInfo { id: 3, section: "exec.deny", matcher: "basename: shred".into(), message: None, location: "p.yaml:9".into() }),
             policy_hash: "ab".into(),
             pid: 10,

@@ -397,6 +397,8 @@ pub mod names {
 pub mod globals {
     /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
     pub const EXEC_FILENAME_LOC: &str = "EXEC_FILENAME_LOC";
+    /// Non-zero: execs outside agent workloads are reported too (policy id 0, never enforced).
+    pub const OBSERVE_ALL_EXECS: &str = "OBSERVE_ALL_EXECS";
     /// Offsets of `family`, `type`, `protocol` in the `sys_enter_socket` record.
     pub const SOCKET_FAMILY: &str = "SOCKET_FAMILY";
     pub const SOCKET_TYPE: &str = "SOCKET_TYPE";

@@ -27,11 +27,18 @@ use crate::{
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_LOC: u32 = 8;
 
+/// Non-zero: report execs outside agent workloads too (never enforced). A load-time constant,
+/// so when it is 0 the verifier drops the branch and untagged execs cost one cgroup walk.
+#[unsafe(no_mangle)]
+static OBSERVE_ALL_EXECS: u32 = 0;
+
 const SIGKILL: u32 = 9;
 
 pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(w) = workload::current() else {
-        return Ok(());
+    let w = match workload::current() {
+        Some(w) => w,
+        None if global(&OBSERVE_ALL_EXECS) != 0 => Workload::untagged(),
+        None => return Ok(()),
     };
     let scratch = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: the per-CPU slot is ours for the duration of this program run.

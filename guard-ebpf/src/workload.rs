@@ -13,6 +13,16 @@ pub struct Workload {
     pub depth_below_match: u32,
 }
 
+impl Workload {
+    /// The current task, outside every agent workload (policy 0: no rules, nothing enforced).
+    #[inline(always)]
+    pub fn untagged() -> Self {
+        // SAFETY: reads the current task's cgroup id; no pointers.
+        let cur = unsafe { bpf_get_current_cgroup_id() };
+        Self { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX }
+    }
+}
+
 /// The deepest registered cgroup that covers the current task wins, so a narrower registration
 /// under a broader one takes precedence.
 #[inline(always)]

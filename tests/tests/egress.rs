@@ -117,6 +117,25 @@ fn default_deny_with_an_allow_list_and_a_longer_deny_prefix() {
 }
 
 #[test]
+fn a_longer_allow_prefix_inside_a_denied_one_is_allowed() {
+    let dir = TempDir::new("allowin");
+    let agent = unique("allowin");
+    let one = TcpListener::bind("127.0.0.1:0").unwrap();
+    let two = TcpListener::bind("127.0.0.2:0").unwrap();
+    let (p1, p2) = (one.local_addr().unwrap().port(), two.local_addr().unwrap().port());
+    let daemon = Daemon::start(
+        &dir,
+        &format!("agents:\n  - name: {agent}\n    network:\n      deny:\n        - cidr: 127.0.0.0/8\n      allow:\n        - cidr: 127.0.0.1/32\n"),
+    );
+    let (code, pid, _) = net_call(Some(&agent), NET, &["127.0.0.1", &p1.to_string()]);
+    assert_eq!(code, 0, "the /32 allow is longer than the /8 deny");
+    assert_eq!(field(&daemon.one_verdict("127.0.0.1", by_pid(&pid)), "/unmapped/rule/matcher"), "cidr: 127.0.0.1/32");
+    let (code, _, errno) = net_call(Some(&agent), NET, &["127.0.0.2", &p2.to_string()]);
+    assert_eq!((code, errno), (3, Some(libc::EPERM)), "127.0.0.2 is only in the denied /8");
+    daemon.stop();
+}
+
+#[test]
 fn audit_mode_reports_what_it_would_do_and_stops_nothing() {
     let dir = TempDir::new("audit");
     let agent = unique("audit");

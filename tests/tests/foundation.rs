@@ -88,6 +88,10 @@ fn denied_basename_is_killed_wherever_it_lives() {
     let v = daemon.one_verdict("the killed exec", |v| is_exec_of(v, &named));
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
     assert_eq!(field(&v, "/unmapped/rule/matcher"), "basename: guard-denied-name");
+    // Outside agents the same copy runs.
+    let outside = dir.path("marker-outside");
+    let out = Command::new(&named).env("GUARD_MARKER", &outside).output().unwrap();
+    assert!(out.status.success() && outside.exists(), "the copy did not run outside agents");
     daemon.stop();
 }
 
@@ -224,4 +228,49 @@ fn launch_removes_its_cgroup_and_mirrors_the_exit_status() {
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard").join(&agent));
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard"));
     assert_nothing_left();
+}
+
+#[test]
+fn a_policy_larger_than_the_maps_is_refused_before_loading_and_fits_when_raised() {
+    let dir = TempDir::new("capacity");
+    let agent = unique("cap");
+    let rules: String = (0..40).map(|i| format!("        - basename: guard-cap-{i}\n")).collect();
+    let policy = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n{rules}");
+    let path = dir.path("policy.yaml");
+    std::fs::write(&path, &policy).unwrap();
+    let out = Command::new(guard_tests::agent_bin())
+        .args(["daemon", "--detach-on-exit", "--map-entries", "32", "--policy"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the policy needs 40 entries in map EXEC_NAMES, which holds 32 (raise --map-entries)"), "{stderr}");
+    assert_nothing_left();
+
+    // Raised: it loads, and the last rule is enforced.
+    let daemon = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--map-entries", "64"]);
+    let last = install_marker(&dir, "bin/guard-cap-39");
+    let marker = dir.path("marker");
+    let (_, out) = launch(&agent, &[&last], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    assert!(!marker.exists());
+    daemon.stop();
+}
+
+#[test]
+fn observe_all_execs_reports_untagged_execs_without_enforcing() {
+    let dir = TempDir::new("observe");
+    let agent = unique("observe");
+    let bin = install_marker(&dir, "bin/guard-observed");
+    // The rule is the agent's: outside the agent it must not apply, only be reported.
+    let policy = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {bin}\n");
+    let daemon = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--observe-all-execs"]);
+    let marker = dir.path("marker");
+    let out = Command::new(&bin).env("GUARD_MARKER", &marker).output().unwrap();
+    assert!(out.status.success() && marker.exists(), "an untagged exec was enforced");
+    let v = daemon.one_verdict("the untagged exec", |v| is_exec_of(v, &bin));
+    assert_eq!(field(&v, "/unmapped/verdict"), "allowed");
+    assert_eq!(field(&v, "/unmapped/agent"), "", "no agent: {v:#}");
+    daemon.stop();
 }

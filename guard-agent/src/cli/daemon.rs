@@ -19,6 +19,14 @@ pub struct DaemonArgs {
     /// events are dropped and counted per kind; enforcement never waits for it.
     #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = ring_buffer_kib)]
     pub ring_buffer_kib: u32,
+    /// Capacity of each rule map (exec paths, names, prefixes, identities; network prefixes
+    /// per family). A policy that needs more is refused before anything is loaded.
+    #[arg(long, value_name = "N", default_value_t = crate::loader::DEFAULT_MAP_ENTRIES, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
+    pub map_entries: u32,
+    /// Also report execs outside agent workloads (as `allowed`, agent null). They are never
+    /// enforced; without this flag the kernel does not even send them.
+    #[arg(long)]
+    pub observe_all_execs: bool,
 }
 
 fn ring_buffer_kib(s: &str) -> Result<u32, String> {
@@ -31,7 +39,12 @@ fn ring_buffer_kib(s: &str) -> Result<u32, String> {
 
 impl DaemonArgs {
     pub fn load_options(&self) -> crate::loader::Options {
-        crate::loader::Options { pin_dir: self.pin_dir.clone(), ring_buffer_bytes: self.ring_buffer_kib * 1024 }
+        crate::loader::Options {
+            pin_dir: self.pin_dir.clone(),
+            ring_buffer_bytes: self.ring_buffer_kib * 1024,
+            map_entries: self.map_entries,
+            observe_all_execs: self.observe_all_execs,
+        }
     }
 }
 

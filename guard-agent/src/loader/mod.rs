@@ -61,6 +61,10 @@ pub enum LoadError {
     Missing { kind: &'static str, name: &'static str },
     #[error("eBPF map {name}")]
     Map { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("the policy needs {needed} entries in map {name}, which holds {capacity} (raise --map-entries)")]
+    TooLarge { name: &'static str, needed: usize, capacity: u32 },
+    #[error("the policy needs {needed} entries in map {name}, which holds {capacity}")]
+    TooLargeFixed { name: &'static str, needed: usize, capacity: usize },
     #[error("cannot write policy entry into map {name} (is the map too small for the policy?)")]
     MapInsert { name: &'static str, #[source] source: aya::maps::MapError },
     #[error("cannot load or attach program {name}")]
@@ -146,6 +150,50 @@ pub struct Options {
     pub pin_dir: PathBuf,
     /// Size of the event ring buffer (a power of two, a multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Capacity of each rule map.
+    pub map_entries: u32,
+    /// Report execs outside agent workloads too.
+    pub observe_all_execs: bool,
+}
+
+/// Default capacity of each rule map.
+pub const DEFAULT_MAP_ENTRIES: u32 = 16384;
+
+/// The rule maps and how many entries `policy` puts in each.
+fn rule_maps(policy: &Compiled) -> [(&'static str, usize); 7] {
+    [
+        (names::EXEC_PATHS, policy.exec_paths.len()),
+        (names::EXEC_NAMES, policy.exec_names.len()),
+        (names::EXEC_INODES, policy.exec_inodes.len()),
+        (names::EXEC_PREFIXES, policy.exec_prefixes.len()),
+        (names::EXEC_NAME_PREFIXES, policy.exec_name_prefixes.len()),
+        (names::NET_V4, policy.net_v4.len()),
+        (names::NET_V6, policy.net_v6.len()),
+    ]
+}
+
+/// Capacity of the per-policy settings array (agents in one policy, with policy id 0 unused)
+/// and of the agent cgroup registrations, as declared in guard-ebpf's maps.rs.
+const MAX_POLICIES: usize = 1024;
+const MAX_AGENT_CGROUPS: usize = 4096;
+
+/// Refuses a policy that does not fit the maps, naming the map and the option to raise.
+pub fn check_capacity(policy: &Compiled, opts: &Options) -> Result<(), LoadError> {
+    for (name, needed) in rule_maps(policy) {
+        if needed > opts.map_entries as usize {
+            return Err(LoadError::TooLarge { name, needed, capacity: opts.map_entries });
+        }
+    }
+    let fixed = [
+        (names::POLICIES, policy.agents.len() + 1, MAX_POLICIES),
+        (names::AGENT_CGROUPS, policy.agents.iter().map(|a| a.cgroups.len()).sum(), MAX_AGENT_CGROUPS),
+    ];
+    for (name, needed, capacity) in fixed {
+        if needed > capacity {
+            return Err(LoadError::TooLargeFixed { name, needed, capacity });
+        }
+    }
+    Ok(())
 }
 
 /// Names the eBPF object, the policy and the options together: a daemon finding this
@@ -155,11 +203,14 @@ fn generation_id(policy: &Compiled, opts: &Options) -> String {
     h.update(OBJECT);
     h.update(policy.hash.as_bytes());
     h.update(opts.ring_buffer_bytes.to_le_bytes());
+    h.update(opts.map_entries.to_le_bytes());
+    h.update([u8::from(opts.observe_all_execs)]);
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts enforcing `policy`, or adopts the pinned generation that already does.
 pub fn load(cgroup_root: &Path, opts: &Options, policy: &Compiled) -> Result<Loaded, LoadError> {
+    check_capacity(policy, opts)?;
     let pin_dir = opts.pin_dir.as_path();
     let generation = Generation::new(pin_dir, &generation_id(policy, opts));
     let pin_err = |path: &Path| {
@@ -204,6 +255,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, op
         (globals::SOCKET_FAMILY, record("syscalls/sys_enter_socket", "family")?),
         (globals::SOCKET_TYPE, record("syscalls/sys_enter_socket", "type")?),
         (globals::SOCKET_PROTOCOL, record("syscalls/sys_enter_socket", "protocol")?),
+        (globals::OBSERVE_ALL_EXECS, u32::from(opts.observe_all_execs)),
     ];
     offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
@@ -211,6 +263,9 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, op
         loader.override_global(name, value, true);
     }
     loader.map_max_entries(names::EVENTS, opts.ring_buffer_bytes);
+    for (name, _) in rule_maps(policy) {
+        loader.map_max_entries(name, opts.map_entries);
+    }
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     for (name, map) in ebpf.maps() {
         if name.starts_with('.') {
