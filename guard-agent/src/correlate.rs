@@ -35,7 +35,7 @@ pub struct Correlator {
 
 impl Correlator {
     pub fn new(policy: Compiled, cgroup_root: PathBuf, registrations: &[Registration]) -> Self {
-        let mut cgroups = PathCache::new(cgroup_root.clone());
+        let mut cgroups = PathCache::new(cgroup_root);
         for r in registrations {
             cgroups.insert(r.id, r.path.clone());
         }

@@ -1,7 +1,13 @@
 //! The daemon: load and attach, then ring buffer -> bounded channel -> verdicts -> stdout, until
 //! SIGINT or SIGTERM. Enforcement happens in the kernel; this loop only reports it, so a slow
 //! consumer costs ring-buffer drops (counted per event kind), never a missed decision.
-use std::io::{self, Write as _};
+use std::{
+    io::{self, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::Context as _;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
@@ -47,14 +53,16 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
     );
 
     let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_DEPTH);
+    // Records that were not events (never expected from our own programs): counted, reported.
+    let undecodable = Arc::new(AtomicU64::new(0));
+    let bad = Arc::clone(&undecodable);
     let reader = tokio::spawn(async move {
-        let mut undecodable = 0u64;
         loop {
             let mut guard = match ring.readable_mut().await {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::error!(error = %e, "event ring buffer poll failed");
-                    return undecodable;
+                    return;
                 }
             };
             let ring = guard.get_inner_mut();
@@ -63,11 +71,11 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
                     Ok(ev) => {
                         drop(item);
                         if tx.send(ev).await.is_err() {
-                            return undecodable;
+                            return;
                         }
                     }
                     Err(e) => {
-                        undecodable += 1;
+                        bad.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "undecodable event");
                     }
                 }
@@ -112,12 +120,14 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
     reader.abort();
     let (write_errors, process_table) = writer.await.unwrap_or_default();
     let drops = loaded.drops()?;
+    let undecodable = undecodable.load(Ordering::Relaxed);
     if args.detach_on_exit {
-        tracing::info!(?drops, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
+        tracing::info!(?drops, undecodable, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
         loaded.detach(&args.pin_dir, &cgroup_root)?;
     } else {
         tracing::info!(
             ?drops,
+            undecodable,
             stdout_write_errors = write_errors,
             process_table,
             pinned = %loaded.generation.dir.display(),
