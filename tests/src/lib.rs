@@ -282,8 +282,13 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/guard";
 
 /// Runs `guard-agent launch --agent AGENT -- CMD...` with extra environment and waits for it.
 pub fn launch(agent: &str, cmd: &[&str], env: &[(&str, &str)]) -> (u32, Output) {
+    launch_with(&[], agent, cmd, env)
+}
+
+/// Like [`launch`], with extra `launch` flags (e.g. `--allow-unguarded`).
+pub fn launch_with(flags: &[&str], agent: &str, cmd: &[&str], env: &[(&str, &str)]) -> (u32, Output) {
     let mut c = Command::new(agent_bin());
-    c.args(["launch", "--agent", agent, "--"]).args(cmd);
+    c.arg("launch").args(flags).args(["--agent", agent, "--"]).args(cmd);
     for (k, v) in env {
         c.env(k, v);
     }

@@ -207,14 +207,7 @@ fn launch_refuses_when_nothing_enforces() {
 fn launch_removes_its_cgroup_and_mirrors_the_exit_status() {
     let agent = unique("launch");
     // No daemon in this test: --allow-unguarded, as a person who means it would.
-    let launch = |agent: &str, cmd: &[&str], env: &[(&str, &str)]| {
-        let mut c = Command::new(guard_tests::agent_bin());
-        c.args(["launch", "--allow-unguarded", "--agent", agent, "--"]).args(cmd);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        ((), c.output().unwrap())
-    };
+    let launch = |agent: &str, cmd: &[&str], env: &[(&str, &str)]| guard_tests::launch_with(&["--allow-unguarded"], agent, cmd, env);
     let (_, out) = launch(&agent, &["sh", "-c", "sleep 30 & exit 7"], &[]);
     assert_eq!(out.status.code(), Some(7));
     // The background sleep was ended with the session, and the session cgroup removed.

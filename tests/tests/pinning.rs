@@ -134,11 +134,7 @@ fn detach_removes_pinned_enforcement() {
     let (_, out) = launch(&agent, &[&bin], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no guard enforcement is attached"));
     let marker = dir.path("m");
-    let out = Command::new(agent_bin())
-        .args(["launch", "--allow-unguarded", "--agent", &agent, "--", &bin])
-        .env("GUARD_MARKER", &marker)
-        .output()
-        .unwrap();
+    let (_, out) = guard_tests::launch_with(&["--allow-unguarded"], &agent, &[&bin], &[("GUARD_MARKER", marker.to_str().unwrap())]);
     assert!(out.status.success() && marker.exists(), "still enforced after detach: {:?}", out.status);
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard").join(&agent));
     let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard"));

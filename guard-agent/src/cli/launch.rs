@@ -47,7 +47,7 @@ extern "C" fn forward(sig: libc::c_int) {
 /// Runs the workload and returns its exit status (the caller mirrors it).
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     let name = &args.agent;
-    if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if !crate::policy::valid_agent_name(name) {
         bail!("agent name `{name}` may only use letters, digits, `-`, `_` and `.`");
     }
     if !args.allow_unguarded && !enforcement_attached() {

@@ -156,6 +156,11 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
     parse::parse(&file, &text)
 }
 
+/// An agent name names a cgroup directory: letters, digits, `-`, `_` and `.`, not leading `.`.
+pub fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// The embedded default policy.
 pub fn default_policy() -> Policy {
     parse::parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY).expect("the embedded default policy is valid (unit-tested)")

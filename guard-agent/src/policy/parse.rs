@@ -122,7 +122,7 @@ impl Parser<'_> {
         let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network"])?;
         let name_node = m.require("name", node, self)?;
         let name = self.nonempty_str(name_node, "`name`")?.to_owned();
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+        if !super::valid_agent_name(&name) {
             return Err(self.err(name_node.pos, format!(
                 "agent name `{name}` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)"
             )));
