@@ -128,13 +128,24 @@ impl Loaded {
     pub fn detach(self, pin_dir: &Path, cgroup_root: &Path) -> Result<(), LoadError> {
         self.generation.remove().map_err(|source| LoadError::Pin { path: self.generation.dir.clone(), source })?;
         pins::remove_all(pin_dir).map_err(|source| LoadError::Pin { path: pin_dir.to_path_buf(), source })?;
-        // Only guard's own namespace: cgroups elsewhere (systemd slices) belong to others.
+        // Only guard's own namespace: `guard/`, the agent directories in it (registered, or made
+        // by `launch`), and registered cgroups below them. Cgroups elsewhere (systemd slices)
+        // belong to others. With nothing enforcing any more, an empty agent directory is
+        // pointless; one still holding a workload is busy and stays.
+        let base = cgroup_root.join(paths::AGENT_CGROUP_DIR);
+        let agent_dirs = std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path());
         let mut ours: Vec<PathBuf> = self
             .registrations
             .iter()
             .filter(|r| r.path.starts_with(&format!("/{}/", paths::AGENT_CGROUP_DIR)))
             .map(|r| cgroup_root.join(r.path.trim_start_matches('/')))
-            .chain(std::iter::once(cgroup_root.join(paths::AGENT_CGROUP_DIR)))
+            .chain(agent_dirs)
+            .chain(std::iter::once(base.clone()))
             .collect();
         // Outermost first, as remove_created expects (it removes innermost first).
         ours.sort_by_key(|p| p.components().count());
