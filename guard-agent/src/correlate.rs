@@ -2,12 +2,13 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
+    sync::Arc,
 };
 
 use guard_common::{
     ARGV_LEN, CWD_PARTS, CWD_UNKNOWN, ConnectEvent, Decision, EVENT_FLAG_ARGV_TRUNCATED,
     EVENT_FLAG_CWD_IN_MOUNT, EVENT_FLAG_CWD_TRUNCATED, EVENT_FLAG_FILENAME_TRUNCATED,
-    EVENT_FLAG_SIGNAL_FAILED, EventHeader, ExecEvent, NET_OP_SENDMSG, NO_LOGINUID,
+    EVENT_FLAG_MOVED_OUT, EVENT_FLAG_SIGNAL_FAILED, EventHeader, ExecEvent, NET_OP_SENDMSG, NO_LOGINUID,
 };
 
 use crate::{
@@ -22,11 +23,34 @@ use crate::{
 /// Processes of agent workloads remembered for naming them in verdicts after they are gone.
 const PROC_TABLE_CAP: usize = 65_536;
 
+/// The policy in force and the one before it: events decided just before a reload still name
+/// the rules (and hash) that decided them.
+#[derive(Clone)]
+pub struct PolicySet {
+    pub current: Arc<Compiled>,
+    pub previous: Option<Arc<Compiled>>,
+}
+
+impl PolicySet {
+    /// The compilation a policy id belongs to.
+    pub fn of(&self, policy_id: u32) -> Option<&Compiled> {
+        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id)).map(|c| &**c)
+    }
+
+    pub fn arc(&self, policy_id: u32) -> Option<Arc<Compiled>> {
+        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id)).cloned()
+    }
+
+    pub fn agent(&self, policy_id: u32) -> Option<&crate::policy::compile::AgentEntry> {
+        self.of(policy_id)?.agent(policy_id)
+    }
+}
+
 /// Turns kernel events into verdicts: names the agent and rule, resolves the cgroup path and
 /// what the kernel could not read (a socket hook's parent pid and executable), and keeps the
 /// process table that gives every verdict its ancestry.
 pub struct Correlator {
-    policy: Compiled,
+    pub policies: PolicySet,
     cgroups: PathCache,
     procs: ProcTable,
     /// CLOCK_REALTIME - CLOCK_BOOTTIME, to turn event timestamps into wall-clock time.
@@ -34,14 +58,33 @@ pub struct Correlator {
 }
 
 impl Correlator {
-    pub fn new(policy: Compiled, cgroup_root: PathBuf, registrations: &[Registration]) -> Self {
+    pub fn new(policy: Arc<Compiled>, cgroup_root: PathBuf, registrations: &[Registration]) -> Self {
         let mut cgroups = PathCache::new(cgroup_root);
         for r in registrations {
             cgroups.insert(r.id, r.path.clone());
         }
         let mut procs = ProcTable::new(PROC_TABLE_CAP);
         bootstrap(&mut procs, registrations);
-        Self { policy, cgroups, procs, boot_to_epoch_ns: boot_to_epoch_ns() }
+        Self { policies: PolicySet { current: policy, previous: None }, cgroups, procs, boot_to_epoch_ns: boot_to_epoch_ns() }
+    }
+
+    /// A new policy is in force; the old one is kept for events already in flight.
+    pub fn set_policy(&mut self, policy: Arc<Compiled>, registrations: &[Registration]) {
+        for r in registrations {
+            self.cgroups.insert(r.id, r.path.clone());
+        }
+        let old = std::mem::replace(&mut self.policies.current, policy);
+        self.policies.previous = Some(old);
+    }
+
+    /// Remembers a cgroup's path (from a mkdir event).
+    pub fn know_cgroup(&mut self, id: u64, path: String) {
+        self.cgroups.insert(id, path);
+    }
+
+    /// Milliseconds since the epoch of a kernel timestamp.
+    pub fn wall_ms(&self, boot_ns: u64) -> u64 {
+        u64::try_from((i128::from(boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0)
     }
 
     pub fn process_table_len(&self) -> usize {
@@ -50,7 +93,7 @@ impl Correlator {
 
     /// Updates the process table from `ev`, and returns its verdict if it is a decision.
     pub fn handle(&mut self, ev: &Event) -> Option<Verdict> {
-        let h = ev.header();
+        let h = ev.header()?;
         let (subject, ppid) = match ev {
             Event::Fork(f) => {
                 let parent = self.procs.get(h.tgid).map(|p| p.exe.clone()).or_else(|| exe_of(h.tgid));
@@ -76,19 +119,21 @@ impl Correlator {
                 let (ppid, exe) = self.identify(h.tgid);
                 (Subject::Socket { family: s.family, sock_type: s.sock_type, protocol: s.protocol, exe }, ppid)
             }
+            // The daemon's event loop handles these itself.
+            Event::Move(_) | Event::Cgroup(_) | Event::Gate(_) => return None,
         };
         Some(self.verdict(h, subject, ppid))
     }
 
     /// Parent pid and executable of a process seen in a socket hook, where the kernel cannot
     /// read them. The process may be gone already, so what its exec told us comes first.
-    fn identify(&self, tgid: u32) -> (u32, Option<String>) {
+    pub fn identify(&self, tgid: u32) -> (u32, Option<String>) {
         let known = self.procs.get(tgid).cloned();
         let ppid = known.as_ref().map(|p| p.ppid).filter(|p| *p != 0).unwrap_or_else(|| parent_of(tgid));
         (ppid, known.map(|p| p.exe).or_else(|| exe_of(tgid)))
     }
 
-    fn verdict(&mut self, h: &EventHeader, subject: Subject, ppid: u32) -> Verdict {
+    pub fn verdict(&mut self, h: &EventHeader, subject: Subject, ppid: u32) -> Verdict {
         let ancestry = self.procs.ancestry(ppid, describe);
         let leaf = nul_terminated(&h.cgroup_name);
         let cgroup_path = self.cgroups.resolve(&CgroupRef {
@@ -99,12 +144,13 @@ impl Correlator {
             leaf: &leaf,
         });
         let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
+        let decided_by = self.policies.of(h.policy_id);
         Verdict {
-            time_ms: u64::try_from((i128::from(h.boot_ns) + self.boot_to_epoch_ns) / 1_000_000).unwrap_or(0),
+            time_ms: self.wall_ms(h.boot_ns),
             decision,
-            agent: self.policy.agent(h.policy_id).map(|a| a.name.clone()),
-            rule: self.policy.rule(h.rule_id).cloned(),
-            policy_hash: self.policy.hash.clone(),
+            agent: decided_by.and_then(|c| c.agent(h.policy_id)).map(|a| a.name.clone()),
+            rule: decided_by.and_then(|c| c.rule(h.rule_id)).cloned(),
+            policy_hash: decided_by.unwrap_or(&self.policies.current).hash.clone(),
             pid: h.tgid,
             ppid,
             uid: h.uid,
@@ -114,6 +160,10 @@ impl Correlator {
             subject,
             ancestry,
             error: signal_error(h),
+            session: None,
+            hold: None,
+            reason: (h.flags & EVENT_FLAG_MOVED_OUT != 0)
+                .then(|| "moved out of its agent's cgroups; still under its agent's policy".to_owned()),
         }
     }
 }
@@ -142,7 +192,7 @@ fn signal_error(h: &EventHeader) -> Option<&'static str> {
     (h.flags & EVENT_FLAG_SIGNAL_FAILED != 0).then_some("bpf_send_signal failed: the process was not killed")
 }
 
-fn exec_subject(e: &ExecEvent) -> Subject {
+pub fn exec_subject(e: &ExecEvent) -> Subject {
     let len = (e.filename_len as usize).min(e.key.path.len());
     let flags = e.header.flags;
     let argv_len = (e.argv_len as usize).min(ARGV_LEN);

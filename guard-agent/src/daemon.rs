@@ -1,36 +1,54 @@
-//! The daemon: load and attach, then ring buffer -> bounded channel -> verdicts -> stdout, until
-//! SIGINT or SIGTERM. Enforcement happens in the kernel; this loop only reports it, so a slow
-//! consumer costs ring-buffer drops (counted per event kind), never a missed decision.
+//! The daemon: load and attach, then one event loop that owns all state — ring-buffer events,
+//! control-socket requests, hold timeouts, policy reloads (SIGHUP or a changed policy file) —
+//! until SIGINT or SIGTERM. Kernel-decided enforcement never waits for this loop; holds and
+//! argv rules do, which is why it never blocks on anything but its own work.
 use std::{
-    io::{self, Write as _},
+    collections::BTreeMap,
+    io::{self, BufWriter, Write as _},
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use guard_common::{CGROUP_OP_MKDIR, Decision, ExecEvent};
+use serde_json::{Value, json};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
     cli::daemon::DaemonArgs,
-    correlate::Correlator,
+    control::{self, Call, ControlMsg, Peer, Request},
+    correlate::{Correlator, exec_subject},
     events::{self, Event},
-    loader, lock, paths,
-    policy::compile::Compiled,
+    holds::{self, Holds, Pending, Pidfd},
+    loader::{self, Loaded},
+    lock, paths,
+    policy::{self, ExecAction, Policy, eval},
+    sessions::{self, Sessions},
+    verdict::{Subject, Verdict, decision_name},
 };
 
-/// Events buffered between the ring-buffer reader and the verdict writer. When full, the reader
+/// Events buffered between the ring-buffer reader and the event loop. When full, the reader
 /// waits, and the kernel's ring buffer (which counts its drops) absorbs the burst.
 const CHANNEL_DEPTH: usize = 4096;
+/// How often hold deadlines and ended sessions are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the policy file is checked for changes (in ticks).
+const POLICY_POLL_TICKS: u32 = 10;
 
-pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
+pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
     let _lock = lock::acquire()?;
-    for w in &policy.warnings {
+    let cgroup_root = paths::cgroup2_root()?;
+    let (loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
+    for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
-    let cgroup_root = paths::cgroup2_root()?;
-    let loaded = loader::load(&cgroup_root, &args.load_options(), &policy).context("starting enforcement")?;
+    for pid in &loaded.killed_leftovers {
+        tracing::warn!(pid, "killed a process held by a previous daemon that never decided it (fail closed)");
+    }
     let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the ring buffer.
@@ -38,8 +56,19 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
 
-    let (source, hash) = (policy.source.clone(), policy.hash.clone());
-    let mut builder = Correlator::new(policy, cgroup_root.clone(), &loaded.registrations);
+    let launch_gid = match &args.launch_group {
+        Some(g) => Some(group_id(g).with_context(|| format!("--launch-group {g}"))?),
+        None => None,
+    };
+    let admin = control::bind(&args.admin_socket, 0o600, None).with_context(|| format!("binding {}", args.admin_socket.display()))?;
+    let launch = control::bind(&args.launch_socket, if launch_gid.is_some() { 0o660 } else { 0o600 }, launch_gid)
+        .with_context(|| format!("binding {}", args.launch_socket.display()))?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
+    let admin_task = tokio::spawn(control::serve(admin, control::Kind::Admin, ctl_tx.clone()));
+    let launch_task = tokio::spawn(control::serve(launch, control::Kind::Launch, ctl_tx));
+
+    let compiled = Arc::new(compiled);
+    let correlator = Correlator::new(Arc::clone(&compiled), cgroup_root.clone(), &loaded.registrations);
     tracing::info!(
         tier = loader::TIER,
         pinned = %loaded.generation.dir.display(),
@@ -47,8 +76,10 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
         replaced_generations = loaded.replaced,
         programs = ?loader::PROGRAMS,
         cgroups = ?loaded.registrations.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
-        policy = %source,
-        policy_hash = %hash,
+        policy = %compiled.source,
+        policy_hash = %compiled.hash,
+        admin_socket = %args.admin_socket.display(),
+        launch_socket = %args.launch_socket.display(),
         "ready: enforcing"
     );
 
@@ -84,56 +115,605 @@ pub async fn run(policy: Compiled, args: &DaemonArgs) -> anyhow::Result<()> {
         }
     });
 
-    let writer = tokio::spawn(async move {
-        let stdout = io::stdout();
-        let mut write_errors = 0u64;
-        while let Some(ev) = rx.recv().await {
-            let mut out = stdout.lock();
-            let mut batch = vec![ev];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 256 {
-                    break;
-                }
-            }
-            for ev in batch {
-                let Some(verdict) = builder.handle(&ev) else { continue };
-                // stdout failing (closed pipe, full disk) must not stop the daemon: enforcement
-                // lives as long as the daemon does. Count and go on.
-                if writeln!(out, "{}", verdict.to_ocsf()).is_err() {
-                    write_errors += 1;
-                }
-            }
-            if out.flush().is_err() {
-                write_errors += 1;
-            }
-        }
-        (write_errors, builder.process_table_len())
-    });
-
+    let mut engine = Engine {
+        fingerprint: args.policy.as_deref().map(fingerprint),
+        policy_path: args.policy.clone(),
+        loaded,
+        root: cgroup_root.clone(),
+        correlator,
+        sessions: Sessions::new(cgroup_root.clone()),
+        holds: Holds::default(),
+        out: BufWriter::new(io::stdout()),
+        write_errors: 0,
+        events: 0,
+        verdicts: BTreeMap::new(),
+        reloads: 0,
+        reload_failures: 0,
+    };
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            Some(ev) = rx.recv() => {
+                engine.event(ev);
+                // Drain what is already there before flushing: one write per burst.
+                for _ in 0..255 {
+                    match rx.try_recv() {
+                        Ok(ev) => engine.event(ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(msg) = ctl_rx.recv() => engine.control(msg),
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                engine.tick(ticks % POLICY_POLL_TICKS == 0);
+            }
+            _ = sighup.recv() => engine.reload("SIGHUP"),
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+        engine.flush();
     }
     reader.abort();
-    let (write_errors, process_table) = writer.await.unwrap_or_default();
-    let drops = loaded.drops()?;
+    admin_task.abort();
+    launch_task.abort();
+    for path in [&args.admin_socket, &args.launch_socket] {
+        let _ = std::fs::remove_file(path);
+    }
+    // Nobody will decide these holds: kill them now rather than leave them stopped.
+    let pending: Vec<u64> = engine.holds.iter().map(|p| p.id).collect();
+    for id in pending {
+        if let Some(p) = engine.holds.take(id) {
+            engine.finish_hold(p, Outcome::Kill, json!({ "decision": "daemon-stopped" }), Some("the daemon stopped before anyone decided".into()));
+        }
+    }
+    engine.flush();
+    let drops = engine.loaded.drops()?;
     let undecodable = undecodable.load(Ordering::Relaxed);
+    let process_table = engine.correlator.process_table_len();
+    let write_errors = engine.write_errors;
     if args.detach_on_exit {
         tracing::info!(?drops, undecodable, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
-        loaded.detach(&args.pin_dir, &cgroup_root)?;
+        engine.sessions.drain(Duration::from_secs(5));
+        engine.loaded.detach(&args.pin_dir, &cgroup_root)?;
     } else {
         tracing::info!(
             ?drops,
             undecodable,
             stdout_write_errors = write_errors,
             process_table,
-            pinned = %loaded.generation.dir.display(),
+            pinned = %engine.loaded.generation.dir.display(),
             "stopped; enforcement stays attached (`guard-agent detach` removes it)"
         );
     }
     Ok(())
 }
 
+/// What the daemon does with a held process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Release,
+    Kill,
+}
+
+struct Engine {
+    loaded: Loaded,
+    root: PathBuf,
+    policy_path: Option<PathBuf>,
+    /// What the policy file(s) looked like at the last (re)load.
+    fingerprint: Option<Vec<(PathBuf, u64, i128)>>,
+    correlator: Correlator,
+    sessions: Sessions,
+    holds: Holds,
+    out: BufWriter<io::Stdout>,
+    write_errors: u64,
+    events: u64,
+    verdicts: BTreeMap<&'static str, u64>,
+    reloads: u64,
+    reload_failures: u64,
+}
+
+impl Engine {
+    fn emit(&mut self, v: &Verdict) {
+        *self.verdicts.entry(decision_name(v.decision)).or_default() += 1;
+        // stdout failing (closed pipe, full disk) must not stop the daemon: enforcement lives
+        // as long as the daemon does. Count and go on.
+        if writeln!(self.out, "{}", v.to_ocsf()).is_err() {
+            self.write_errors += 1;
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.out.flush().is_err() {
+            self.write_errors += 1;
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        self.events += 1;
+        match &ev {
+            Event::Cgroup(c) => return self.cgroup_event(c.op, c.id, nul_str(&c.path)),
+            Event::Move(m) => return self.moved(m),
+            Event::Gate(g) => return self.gate(g.header.tgid, &ev),
+            Event::Exit(e) => {
+                // A held process that ended (killed by someone): its hold is moot.
+                self.holds.take_pid(e.header.tgid);
+            }
+            _ => {}
+        }
+        let Some(mut v) = self.correlator.handle(&ev) else { return };
+        if let Some(path) = &v.cgroup_path {
+            v.session = self.sessions.of_cgroup(path).map(sessions::Session::to_json);
+        }
+        match (&ev, v.decision) {
+            (Event::Exec(e), Decision::Held) => self.held(e, v),
+            (Event::Exec(e), Decision::Evaluate) => self.evaluate_audit(e, v),
+            _ => self.emit(&v),
+        }
+    }
+
+    fn cgroup_event(&mut self, op: u32, id: u64, path: String) {
+        if op != CGROUP_OP_MKDIR {
+            self.loaded.forget(id);
+            return;
+        }
+        self.correlator.know_cgroup(id, path.clone());
+        let current = Arc::clone(&self.correlator.policies.current);
+        match self.loaded.register_new(&current, id, &path) {
+            Ok(Some(policy_id)) => {
+                let agent = current.agent(policy_id).map(|a| a.name.as_str()).unwrap_or("?");
+                tracing::info!(cgroup = %path, agent, "new cgroup matches an agent: registered");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
+        }
+    }
+
+    /// A tagged process was moved to another cgroup. Within its agent's cgroups that is
+    /// nothing; out of them it is reported (the kernel keeps it under its policy).
+    fn moved(&mut self, m: &guard_common::MoveEvent) {
+        let to = nul_str(&m.dst_path);
+        let covered = self.loaded.registrations.iter().any(|r| to == r.path || to.starts_with(&format!("{}/", r.path)));
+        if covered || self.sessions.live().any(|s| s.launcher == m.pid) {
+            return;
+        }
+        let (ppid, exe) = self.correlator.identify(m.pid);
+        let mut h = m.header;
+        h.policy_id = m.policy_id;
+        let mut v = self.correlator.verdict(&h, Subject::Moved { pid: m.pid, to: to.clone(), exe }, ppid);
+        v.decision = Decision::Audited;
+        v.reason = Some(format!(
+            "process {} was moved out of its agent's cgroups to {to} by process {}; it stays under its agent's policy",
+            m.pid, h.tgid
+        ));
+        self.emit(&v);
+    }
+
+    /// A held process ran (someone continued it) and the gate killed it.
+    fn gate(&mut self, pid: u32, ev: &Event) {
+        let reason = "continued while held: killed at its first system call".to_owned();
+        match self.holds.take_pid(pid) {
+            Some(p) => {
+                let mut v = p.verdict;
+                v.decision = Decision::Killed;
+                v.time_ms = sessions::now_ms();
+                v.hold = Some(json!({ "id": p.id, "decision": "gate" }));
+                v.reason = Some(reason);
+                self.emit(&v);
+            }
+            None => {
+                let Some(h) = ev.header() else { return };
+                let (ppid, exe) = self.correlator.identify(pid);
+                let info = crate::verdict::ExecInfo { filename: exe.unwrap_or_default(), ..Default::default() };
+                let mut v = self.correlator.verdict(h, Subject::Exec(info), ppid);
+                v.decision = Decision::Killed;
+                v.reason = Some(reason);
+                if let Some(path) = &v.cgroup_path {
+                    v.session = self.sessions.of_cgroup(path).map(sessions::Session::to_json);
+                }
+                self.emit(&v);
+            }
+        }
+    }
+
+    /// A process the kernel stopped at exec: judge it from procfs now, and release it, kill
+    /// it, or wait for a person.
+    fn held(&mut self, e: &ExecEvent, mut v: Verdict) {
+        let pid = e.header.tgid;
+        let Subject::Exec(info) = &v.subject else { return };
+        let filename = info.filename.clone();
+        let identity = info.identity;
+        let Some(compiled) = self.correlator.policies.arc(e.header.policy_id) else {
+            return self.decide_now(pid, None, v, Outcome::Kill, "held under a policy that is no longer known");
+        };
+        let Some(agent) = compiled.agent(e.header.policy_id) else { return };
+        let ctx = match holds::read_context(pid, &filename, identity) {
+            Ok(c) => c,
+            Err(_) => return self.decide_now(pid, None, v, Outcome::Kill, "gone before it could be judged"),
+        };
+        let pidfd = match Pidfd::open(pid) {
+            Ok(fd) => fd,
+            Err(_) => return self.decide_now(pid, None, v, Outcome::Kill, "gone before it could be judged"),
+        };
+        if let Subject::Exec(info) = &mut v.subject {
+            // procfs has all of argv, not only the first ARGV_LEN bytes.
+            info.argv = ctx.argv.clone();
+            info.argv_truncated = false;
+            info.cwd = ctx.cwd.clone().or(info.cwd.take());
+        }
+        let j = eval::evaluate(agent, &ctx);
+        v.rule = compiled.rule(j.rule_id).cloned();
+        let since_exec_us = boot_ns().saturating_sub(e.header.boot_ns) / 1000;
+        match j.action {
+            Some(ExecAction::Hold) => {
+                let id = self.holds.next_id();
+                let timeout = j.rule.map_or(policy::DEFAULT_APPROVE_TIMEOUT, |r| r.rule.approve_timeout);
+                v.hold = Some(json!({
+                    "id": id,
+                    "timeout_s": timeout.as_secs_f64(),
+                    "environ_bytes": holds::environ_size(pid),
+                    "approve": format!("guard-agent approve {id}"),
+                    "deny": format!("guard-agent deny {id}"),
+                }));
+                v.reason = Some(format!("held for approval: `guard-agent approve {id}` or `guard-agent deny {id}` within {}s", timeout.as_secs()));
+                self.emit(&v);
+                let now = Instant::now();
+                self.holds.insert(Pending {
+                    id,
+                    pid,
+                    pidfd,
+                    since: now,
+                    since_ms: sessions::now_ms(),
+                    deadline: now + timeout,
+                    timeout,
+                    policy_id: e.header.policy_id,
+                    rule_id: j.rule_id,
+                    agent: Some(agent.name.clone()),
+                    argv: ctx.argv,
+                    cwd: ctx.cwd,
+                    verdict: v,
+                });
+            }
+            action => {
+                let outcome = if action == Some(ExecAction::Kill) { Outcome::Kill } else { Outcome::Release };
+                v.decision = match action {
+                    Some(ExecAction::Kill) => Decision::Killed,
+                    Some(ExecAction::Audit) => Decision::Audited,
+                    _ => Decision::Allowed,
+                };
+                v.hold = Some(json!({ "decision": "policy", "decided_in_us": since_exec_us }));
+                self.act(pid, Some(&pidfd), outcome);
+                self.emit(&v);
+            }
+        }
+    }
+
+    /// Ends a hold now, without a pidfd (the process may be gone).
+    fn decide_now(&mut self, pid: u32, pidfd: Option<&Pidfd>, mut v: Verdict, outcome: Outcome, reason: &str) {
+        self.act(pid, pidfd, outcome);
+        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
+        v.reason = Some(reason.to_owned());
+        self.emit(&v);
+    }
+
+    /// Releases (HELD entry first, then SIGCONT) or kills a held process.
+    fn act(&mut self, pid: u32, pidfd: Option<&Pidfd>, outcome: Outcome) {
+        let signal = |sig: i32| match pidfd {
+            Some(fd) => fd.signal(sig),
+            // SAFETY: sends a signal; no memory involved.
+            None => (unsafe { libc::kill(pid as i32, sig) } == 0).then_some(()).ok_or_else(io::Error::last_os_error),
+        };
+        match outcome {
+            Outcome::Kill => {
+                if let Err(e) = signal(libc::SIGKILL) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        tracing::error!(pid, error = %e, "cannot kill a held process");
+                    }
+                }
+                let _ = self.loaded.release(pid);
+            }
+            Outcome::Release => {
+                if let Err(e) = self.loaded.release(pid) {
+                    // Without the entry removed the gate would kill it: say so, and kill it
+                    // cleanly instead of letting it die at a random system call.
+                    tracing::error!(pid, error = %e, "cannot release a held process; killing it");
+                    let _ = signal(libc::SIGKILL);
+                    return;
+                }
+                if let Err(e) = signal(libc::SIGCONT) {
+                    tracing::warn!(pid, error = %e, "cannot continue a released process");
+                }
+            }
+        }
+    }
+
+    fn finish_hold(&mut self, p: Pending, outcome: Outcome, mut hold: Value, reason: Option<String>) {
+        self.act(p.pid, Some(&p.pidfd), outcome);
+        let mut v = p.verdict;
+        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
+        if let Some(obj) = hold.as_object_mut() {
+            obj.insert("id".into(), json!(p.id));
+            obj.insert("at".into(), json!(sessions::now_ms()));
+            obj.insert("waited_ms".into(), json!(p.since.elapsed().as_millis() as u64));
+        }
+        v.hold = Some(hold);
+        v.reason = reason;
+        v.time_ms = sessions::now_ms();
+        self.emit(&v);
+    }
+
+    /// Audit mode: nothing was stopped; say what argv rules would have done.
+    fn evaluate_audit(&mut self, e: &ExecEvent, mut v: Verdict) {
+        let Subject::Exec(info) = exec_subject(e) else { return };
+        let ctx = eval::ExecContext {
+            filename: info.filename.clone(),
+            exe: None,
+            identity: info.identity,
+            argv: info.argv.clone(),
+            cwd: info.cwd.clone(),
+            euid: info.euid,
+        };
+        if let Some(c) = self.correlator.policies.of(e.header.policy_id) {
+            if let Some(agent) = c.agent(e.header.policy_id) {
+                let j = eval::evaluate(agent, &ctx);
+                v.rule = c.rule(j.rule_id).cloned();
+                v.decision = match j.action {
+                    Some(ExecAction::Kill) => Decision::WouldKill,
+                    Some(ExecAction::Hold) => Decision::WouldHold,
+                    Some(ExecAction::Audit) => Decision::Audited,
+                    _ => Decision::Allowed,
+                };
+            }
+        }
+        self.emit(&v);
+    }
+
+    fn tick(&mut self, poll_policy: bool) {
+        for p in self.holds.expired(Instant::now()) {
+            let reason = format!("no approval within {}s", p.timeout.as_secs());
+            self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));
+        }
+        self.sessions.reap();
+        if poll_policy {
+            if let Some(path) = &self.policy_path {
+                let now = fingerprint(path);
+                if self.fingerprint.as_ref() != Some(&now) {
+                    self.reload("policy file changed");
+                }
+            }
+        }
+    }
+
+    /// Compiles the policy again and swaps it in; a policy that fails keeps the old one and
+    /// produces an error verdict.
+    fn reload(&mut self, trigger: &str) {
+        if let Some(path) = &self.policy_path {
+            self.fingerprint = Some(fingerprint(path));
+        }
+        let previous = self.correlator.policies.current.hash.clone();
+        let model = match &self.policy_path {
+            Some(p) => policy::load(p),
+            None => Ok(policy::default_policy()),
+        };
+        let result = model.map_err(loader::LoadError::Policy).and_then(|m| self.loaded.apply(&self.root, &m));
+        let source = self.policy_path.as_ref().map_or_else(|| policy::DEFAULT_POLICY_NAME.to_owned(), |p| p.display().to_string());
+        let v = match result {
+            Ok(compiled) => {
+                self.reloads += 1;
+                for w in &compiled.warnings {
+                    tracing::warn!("{w}");
+                }
+                tracing::info!(trigger, policy_hash = %compiled.hash, previous = %previous, "policy reloaded");
+                let warnings = compiled.warnings.clone();
+                let compiled = Arc::new(compiled);
+                self.correlator.set_policy(Arc::clone(&compiled), &self.loaded.registrations);
+                let subject = Subject::Policy { source, error: None, previous_hash: Some(previous), warnings };
+                self.daemon_verdict(subject, &compiled.hash, Some(format!("policy reloaded ({trigger})")))
+            }
+            Err(e) => {
+                self.reload_failures += 1;
+                let error = match &e {
+                    loader::LoadError::Policy(p) => p.to_string(),
+                    other => format!("{other:#}"),
+                };
+                tracing::error!(trigger, error = %error, "policy reload failed; the previous policy stays in force");
+                let subject = Subject::Policy { source, error: Some(error), previous_hash: None, warnings: Vec::new() };
+                self.daemon_verdict(subject, &previous, Some(format!("policy reload failed ({trigger}); the previous policy stays in force")))
+            }
+        };
+        self.emit(&v);
+    }
+
+    fn daemon_verdict(&self, subject: Subject, hash: &str, reason: Option<String>) -> Verdict {
+        let failed = matches!(&subject, Subject::Policy { error: Some(_), .. });
+        Verdict {
+            time_ms: sessions::now_ms(),
+            decision: if failed { Decision::Denied } else { Decision::Allowed },
+            agent: None,
+            rule: None,
+            policy_hash: hash.to_owned(),
+            pid: std::process::id(),
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            cgroup_path: None,
+            subject,
+            ancestry: Vec::new(),
+            error: None,
+            session: None,
+            hold: None,
+            reason,
+        }
+    }
+
+    fn control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Closed { session } => {
+                self.end_session(&session);
+            }
+            ControlMsg::Call(Call { request, peer, session, reply }) => {
+                let response = self.request(request, peer, session);
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    fn end_session(&mut self, id: &str) -> bool {
+        match self.sessions.end(id) {
+            Some(s) => {
+                let _ = self.loaded.untag(s.launcher);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
+        match request {
+            Request::Status {} => self.status(),
+            Request::Reload {} => {
+                let before = self.reload_failures;
+                self.reload("control socket");
+                if self.reload_failures > before {
+                    control::error("the reload failed; the previous policy stays in force (see the error verdict)")
+                } else {
+                    json!({ "ok": true, "policy_hash": self.correlator.policies.current.hash })
+                }
+            }
+            Request::Approve { id } | Request::Deny { id } => {
+                let approve = matches!(request, Request::Approve { .. });
+                let Some(p) = self.holds.take(id) else {
+                    return control::error(format!("no pending hold {id}"));
+                };
+                let (pid, argv) = (p.pid, p.argv.clone());
+                let by = json!({ "uid": peer.uid, "name": sessions::user_name(peer.uid), "pid": peer.pid });
+                let (outcome, word) = if approve { (Outcome::Release, "approved") } else { (Outcome::Kill, "denied") };
+                let reason = format!("{word} by uid {}", peer.uid);
+                self.finish_hold(p, outcome, json!({ "decision": word, "by": by }), Some(reason));
+                json!({ "ok": true, "id": id, "pid": pid, "argv": argv, "decision": word })
+            }
+            Request::Launch { agent, labels, command, keep_running } => {
+                let registrations = &self.loaded.registrations;
+                let covered = |rel: &str| registrations.iter().any(|r| rel.starts_with(&format!("{}/", r.path)));
+                let policies = &self.correlator.policies;
+                match self.sessions.launch(peer, &agent, labels, command, keep_running, covered) {
+                    Ok(s) => {
+                        let policy_agent = registrations
+                            .iter()
+                            .filter(|r| s.cgroup.starts_with(&format!("{}/", r.path)))
+                            .max_by_key(|r| r.path.len())
+                            .and_then(|r| policies.agent(r.policy_id))
+                            .map(|a| a.name.clone());
+                        json!({ "ok": true, "session": s.id, "cgroup": s.cgroup, "agent": policy_agent })
+                    }
+                    Err(e) => control::error(e),
+                }
+            }
+            Request::End {} => match session {
+                Some(id) if self.end_session(&id) => json!({ "ok": true }),
+                _ => control::error("no live session on this connection"),
+            },
+        }
+    }
+
+    fn status(&self) -> Value {
+        let c = &self.correlator.policies.current;
+        let drops: Vec<Value> = self
+            .loaded
+            .drops()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, n)| json!({ "kind": format!("{k:?}").to_lowercase(), "dropped": n }))
+            .collect();
+        json!({
+            "ok": true,
+            "tier": loader::TIER,
+            "tier_reason": "BPF LSM is not used: exec denials kill the new image from sched_process_exec before its first instruction; connects are refused by cgroup sock_addr hooks",
+            "programs": loader::PROGRAMS,
+            "pinned": self.loaded.generation.dir.display().to_string(),
+            "policy": {
+                "source": c.source,
+                "hash": c.hash,
+                "agents": c.agents.iter().map(|a| json!({
+                    "name": a.name,
+                    "mode": format!("{:?}", a.mode).to_lowercase(),
+                    "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+                    "exec_rules": a.exec.len(),
+                })).collect::<Vec<_>>(),
+                "reloads": self.reloads,
+                "reload_failures": self.reload_failures,
+            },
+            "cgroups": self.loaded.registrations.iter().map(|r| json!({ "id": r.id, "path": r.path })).collect::<Vec<_>>(),
+            "sessions": self.sessions.live().map(|s| json!({
+                "id": s.id, "agent": s.launch_name, "cgroup": s.cgroup, "uid": s.uid, "user": s.user,
+                "labels": s.labels, "started": s.started_ms, "command": s.command,
+            })).collect::<Vec<_>>(),
+            "holds": self.holds.iter().map(|p| json!({
+                "id": p.id, "pid": p.pid, "agent": p.agent, "argv": p.argv, "cwd": p.cwd,
+                "rule": self.correlator.policies.of(p.policy_id).and_then(|c| c.rule(p.rule_id)).map(|r| r.matcher.clone()),
+                "since": p.since_ms,
+                "waiting_s": p.since.elapsed().as_secs(),
+                "expires_in_s": p.deadline.saturating_duration_since(Instant::now()).as_secs(),
+            })).collect::<Vec<_>>(),
+            "counters": {
+                "events": self.events,
+                "verdicts": self.verdicts,
+                "ring_buffer_drops": drops,
+                "stdout_write_errors": self.write_errors,
+                "process_table": self.correlator.process_table_len(),
+            },
+        })
+    }
+}
+
+fn nul_str(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Nanoseconds of CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`).
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// (path, size, mtime ns) of the policy file, or of each `*.yaml` in the policy directory.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, i128)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let stat = |p: &Path| std::fs::metadata(p).ok().map(|m| (p.to_path_buf(), m.len(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())));
+    if path.is_dir() {
+        let mut out: Vec<_> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter_map(|p| stat(&p))
+            .collect();
+        out.sort();
+        out
+    } else {
+        stat(path).into_iter().collect()
+    }
+}
+
+/// The gid of a group name (or a number).
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+        .ok_or_else(|| anyhow::anyhow!("no group named `{name}` in /etc/group"))
+}

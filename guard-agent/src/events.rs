@@ -2,15 +2,22 @@
 //! still checked: a short or unknown record is an error, never a panic.
 use std::mem::size_of;
 
-use guard_common::{ARGV_LEN, ConnectEvent, EventHeader, EventKind, ExecEvent, ProcEvent, SocketEvent};
+use guard_common::{
+    ARGV_LEN, CgroupEvent, ConnectEvent, EventHeader, EventKind, ExecEvent, MoveEvent, ProcEvent,
+    SocketEvent,
+};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Event {
     Exec(ExecEvent),
     Connect(ConnectEvent),
     Socket(SocketEvent),
     Fork(ProcEvent),
     Exit(ProcEvent),
+    Move(Box<MoveEvent>),
+    Cgroup(Box<CgroupEvent>),
+    /// A held process killed by the gate at its first system call.
+    Gate(ProcEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,17 +37,23 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Socket) => read::<SocketEvent>(buf, "socket event").map(Event::Socket),
         Some(EventKind::Fork) => read::<ProcEvent>(buf, "fork event").map(Event::Fork),
         Some(EventKind::Exit) => read::<ProcEvent>(buf, "exit event").map(Event::Exit),
+        Some(EventKind::Move) => read::<MoveEvent>(buf, "move event").map(|e| Event::Move(Box::new(e))),
+        Some(EventKind::Cgroup) => read::<CgroupEvent>(buf, "cgroup event").map(|e| Event::Cgroup(Box::new(e))),
+        Some(EventKind::Gate) => read::<ProcEvent>(buf, "gate event").map(Event::Gate),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
 
 impl Event {
-    pub fn header(&self) -> &EventHeader {
+    /// The event's header; a cgroup event has none.
+    pub fn header(&self) -> Option<&EventHeader> {
         match self {
-            Event::Exec(e) => &e.header,
-            Event::Connect(e) => &e.header,
-            Event::Socket(e) => &e.header,
-            Event::Fork(e) | Event::Exit(e) => &e.header,
+            Event::Exec(e) => Some(&e.header),
+            Event::Connect(e) => Some(&e.header),
+            Event::Socket(e) => Some(&e.header),
+            Event::Fork(e) | Event::Exit(e) | Event::Gate(e) => Some(&e.header),
+            Event::Move(e) => Some(&e.header),
+            Event::Cgroup(_) => None,
         }
     }
 }

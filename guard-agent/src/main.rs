@@ -1,14 +1,17 @@
 //! guard-agent: the daemon and command line of guard.
 mod cgroup;
 mod cli;
+mod control;
 mod correlate;
 mod daemon;
 mod events;
+mod holds;
 mod loader;
 mod lock;
 mod paths;
 mod policy;
 mod proctable;
+mod sessions;
 mod verdict;
 
 use std::process::ExitCode;
@@ -29,7 +32,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => {
             // Policy errors are reported as `file:line:column: message`, alone, before anything
             // touches the kernel.
-            let compiled = match cli::daemon::policy(&args) {
+            let model = match cli::daemon::policy(&args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::from(e).context("starting the runtime")),
             };
-            match rt.block_on(daemon::run(compiled, &args)) {
+            match rt.block_on(daemon::run(model, &args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -53,6 +56,10 @@ fn main() -> ExitCode {
             Ok(status) => cli::launch::mirror(status),
             Err(e) => fail(&e),
         },
+        Command::Status(args) => done(cli::admin::status(&args)),
+        Command::Approve(args) => done(cli::admin::decide(&args, true)),
+        Command::Deny(args) => done(cli::admin::decide(&args, false)),
+        Command::Reload(args) => done(cli::admin::reload(&args)),
         Command::Policy(cmd) => match cli::policy::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -60,6 +67,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn done(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 

@@ -30,6 +30,12 @@ pub struct Verdict {
     pub ancestry: Vec<Ancestor>,
     /// Something went wrong carrying out the decision (e.g. the kill signal failed).
     pub error: Option<&'static str>,
+    /// The launch session (identity, labels, launching user), for workloads `launch` started.
+    pub session: Option<Value>,
+    /// A hold: its id, who decided and when, how long it took.
+    pub hold: Option<Value>,
+    /// Why, when it is not just the rule (e.g. "continued while held").
+    pub reason: Option<String>,
 }
 
 /// What an exec verdict says about the new image.
@@ -57,6 +63,25 @@ pub enum Subject {
     Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String>, sendmsg: bool },
     /// A raw or packet socket creation.
     Socket { family: u32, sock_type: u32, protocol: u32, exe: Option<String> },
+    /// A tagged process moved out of its agent's cgroups (by `pid`'s writer, the verdict's
+    /// process): it stays under its policy.
+    Moved { pid: u32, to: String, exe: Option<String> },
+    /// The policy was (re)loaded, or a reload failed and the previous policy stays.
+    Policy { source: String, error: Option<String>, previous_hash: Option<String>, warnings: Vec<String> },
+}
+
+/// The host name, read once.
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
 }
 
 pub fn decision_name(d: Decision) -> &'static str {
@@ -66,6 +91,10 @@ pub fn decision_name(d: Decision) -> &'static str {
         Decision::Killed => "killed",
         Decision::WouldDeny => "would-deny",
         Decision::WouldKill => "would-kill",
+        Decision::Held => "held",
+        Decision::Audited => "audited",
+        Decision::Evaluate => "evaluated",
+        Decision::WouldHold => "would-hold",
     }
 }
 
@@ -83,15 +112,21 @@ impl Verdict {
     pub fn to_ocsf(&self) -> Value {
         // OCSF action_id: 1 Allowed, 2 Denied, 3 Observed. disposition_id: 1 Allowed,
         // 2 Blocked, 15 Detected. severity_id: 1 Informational, 3 Medium, 4 High.
+        // disposition_id 14 Delayed (held), 17 Logged (audited).
+        let failed_reload = matches!(&self.subject, Subject::Policy { error: Some(_), .. });
         let (action_id, disposition_id, severity_id, status_id) = match self.decision {
-            Decision::Allowed => (1, 1, 1, 1),
+            _ if failed_reload => (99, 27, 4, 2),
+            Decision::Allowed | Decision::Evaluate => (1, 1, 1, 1),
+            Decision::Audited => (1, 17, 2, 1),
             Decision::Denied | Decision::Killed => (2, 2, 4, 2),
-            Decision::WouldDeny | Decision::WouldKill => (3, 15, 3, 1),
+            Decision::Held => (99, 14, 3, 1),
+            Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold => (3, 15, 3, 1),
         };
         let user = json!({ "uid": self.uid.to_string() });
         let rule = self.rule.as_ref().map(|r| json!({
             "id": r.id,
             "section": r.section,
+            "action": r.action,
             "matcher": r.matcher,
             "message": r.message,
             "location": r.location,
@@ -106,6 +141,9 @@ impl Verdict {
             "gid": self.gid,
             "error": self.error,
             "ancestry": self.ancestry.iter().map(|a| json!({ "pid": a.pid, "exe": a.exe })).collect::<Vec<_>>(),
+            "session": self.session,
+            "hold": self.hold,
+            "reason": self.reason,
         });
         let metadata = json!({
             "version": OCSF_VERSION,
@@ -123,11 +161,14 @@ impl Verdict {
                 "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
                 "action_id": action_id, "disposition_id": disposition_id,
                 "metadata": metadata,
+                "device": { "hostname": hostname(), "type_id": 1 },
+                "message": self.reason,
                 "unmapped": unmapped,
             })
         };
         const PROCESS_ACTIVITY: (u32, &str, u32, &str) = (1007, "Process Activity", 1, "System Activity");
         const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network Activity");
+        const APPLICATION_LIFECYCLE: (u32, &str, u32, &str) = (6002, "Application Lifecycle", 6, "Application Activity");
         let network_actor = |exe: &Option<String>| {
             json!({
                 "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
@@ -173,6 +214,25 @@ impl Verdict {
                         "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
                         "direction_id": 2, "direction": "Outbound",
                     },
+                }))
+            }
+            Subject::Moved { pid, to, exe } => {
+                let unmapped = merge(unmapped, json!({
+                    "operation": "moved_out",
+                    "moved": { "pid": pid, "to": to, "kept_policy": true },
+                }));
+                merge(common(PROCESS_ACTIVITY, (99, "Other"), unmapped), json!({
+                    "actor": { "process": { "pid": self.pid }, "user": user },
+                    "process": { "pid": pid, "file": exe.as_ref().map(|p| json!({ "path": p })) },
+                }))
+            }
+            Subject::Policy { source, error, previous_hash, warnings } => {
+                let unmapped = merge(unmapped, json!({
+                    "operation": "policy_load",
+                    "policy": { "source": source, "error": error, "previous_hash": previous_hash, "warnings": warnings },
+                }));
+                merge(common(APPLICATION_LIFECYCLE, (8, "Update"), unmapped), json!({
+                    "app": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
                 }))
             }
             Subject::Socket { family, sock_type, protocol, exe } => {
@@ -225,7 +285,7 @@ mod tests {
             time_ms: 1_700_000_000_000,
             decision,
             agent: Some("a".into()),
-            rule: Some(RuleInfo { id: 3, section: "exec.deny", matcher: "basename: shred".into(), message: None, location: "p.yaml:9".into() }),
+            rule: Some(RuleInfo { id: 3, section: "exec.deny", action: "kill", matcher: "basename: shred".into(), message: None, location: "p.yaml:9".into() }),
             policy_hash: "ab".into(),
             pid: 10,
             ppid: 9,
@@ -236,6 +296,9 @@ mod tests {
             subject,
             ancestry: vec![Ancestor { pid: 9, exe: "/bin/sh".into() }],
             error: None,
+            session: None,
+            hold: None,
+            reason: None,
         }
     }
 

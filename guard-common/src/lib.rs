@@ -34,11 +34,17 @@ pub enum EventKind {
     Fork = 4,
     /// A process of an agent workload ended (its thread group leader exited).
     Exit = 5,
+    /// A tagged process was moved to another cgroup (`MoveEvent`).
+    Move = 6,
+    /// A cgroup was created or removed (`CgroupEvent`).
+    Cgroup = 7,
+    /// A held process ran a system call and was killed by the gate (`ProcEvent`, child = 0).
+    Gate = 8,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 9;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -47,6 +53,9 @@ impl EventKind {
             3 => Some(Self::Socket),
             4 => Some(Self::Fork),
             5 => Some(Self::Exit),
+            6 => Some(Self::Move),
+            7 => Some(Self::Cgroup),
+            8 => Some(Self::Gate),
             _ => None,
         }
     }
@@ -65,6 +74,16 @@ pub enum Decision {
     WouldDeny = 4,
     /// Audit mode: the exec would have been killed.
     WouldKill = 5,
+    /// The exec was stopped (SIGSTOP) before its first instruction; the daemon decides.
+    Held = 6,
+    /// A rule with `action: audit` matched: reported, not stopped.
+    Audited = 7,
+    /// Audit mode, an exec the daemon must judge from its argv: not stopped, the daemon says
+    /// what would have happened.
+    Evaluate = 8,
+    /// Audit mode: the exec would have been held for approval (set by the daemon, never by the
+    /// kernel).
+    WouldHold = 9,
 }
 
 impl Decision {
@@ -75,6 +94,10 @@ impl Decision {
             3 => Some(Self::Killed),
             4 => Some(Self::WouldDeny),
             5 => Some(Self::WouldKill),
+            6 => Some(Self::Held),
+            7 => Some(Self::Audited),
+            8 => Some(Self::Evaluate),
+            9 => Some(Self::WouldHold),
             _ => None,
         }
     }
@@ -91,6 +114,12 @@ pub const EVENT_FLAG_CWD_TRUNCATED: u32 = 1 << 3;
 /// `EventHeader::flags`: the cwd walk ended at the root of a mounted filesystem, not at the
 /// task's root: the components are relative to that mount.
 pub const EVENT_FLAG_CWD_IN_MOUNT: u32 = 1 << 4;
+/// `EventHeader::flags`: the task is no longer in its agent's cgroups (it was moved out); its
+/// policy came from `TAGGED`.
+pub const EVENT_FLAG_MOVED_OUT: u32 = 1 << 5;
+/// `EventHeader::flags`: a hold could not be recorded (the held-tasks map is full), so the exec
+/// was killed instead (fail closed).
+pub const EVENT_FLAG_HOLD_FULL: u32 = 1 << 6;
 
 /// argv bytes carried in an exec event (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_LEN: usize = 4096;
@@ -141,7 +170,7 @@ const _: () = assert!(size_of::<EventHeader>() == 80 + CGROUP_NAME_LEN);
 /// The map key for exact-path exec rules: `policy_id` then the NUL-padded path. The exec
 /// program builds it in place inside [`ExecEvent`], so the event is the key plus a header.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecPathKey {
     pub policy_id: u32,
     pub path: [u8; FILENAME_LEN],
@@ -150,7 +179,7 @@ const _: () = assert!(size_of::<ExecPathKey>() == 4 + FILENAME_LEN);
 
 /// The map key for basename exec rules: `policy_id` then the NUL-padded basename.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecNameKey {
     pub policy_id: u32,
     pub name: [u8; BASENAME_LEN],
@@ -160,7 +189,7 @@ const _: () = assert!(size_of::<ExecNameKey>() == 4 + BASENAME_LEN);
 /// Data of the exec path-prefix trie key: the policy id (big-endian, leading 32 bits of the
 /// prefix) then the filename. Prefix length = 32 + 8 * (bytes of the rule's prefix).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecPrefixKey {
     pub policy_id_be: [u8; 4],
     pub path: [u8; PREFIX_PATH_LEN],
@@ -171,7 +200,7 @@ const _: () = assert!(size_of::<ExecPrefixKey>() == 256);
 
 /// Data of the basename-prefix trie key, laid out like [`ExecPrefixKey`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecNamePrefixKey {
     pub policy_id_be: [u8; 4],
     pub name: [u8; BASENAME_LEN],
@@ -198,9 +227,18 @@ pub const MAX_DIR_DEPTH: u32 = 16;
 #[derive(Clone, Copy, Debug)]
 pub struct ExecRule {
     pub rule_id: u32,
-    /// Reserved for per-rule actions; must be 0.
-    pub _reserved: u32,
+    /// An `EXEC_ACTION_*` value.
+    pub action: u32,
 }
+
+/// `ExecRule::action`: kill the new image (0 reads as this too).
+pub const EXEC_ACTION_KILL: u32 = 1;
+/// `ExecRule::action`: stop the new image and let the daemon decide (argv conditions, approval).
+pub const EXEC_ACTION_HOLD: u32 = 2;
+/// `ExecRule::action`: an `exec.allow` entry; a deny or hold found elsewhere still wins.
+pub const EXEC_ACTION_ALLOW: u32 = 3;
+/// `ExecRule::action`: report, do not stop.
+pub const EXEC_ACTION_AUDIT: u32 = 4;
 const _: () = assert!(size_of::<ExecRule>() == 8);
 
 /// An exec of a process in an agent workload (`EventKind::Exec`).
@@ -273,6 +311,64 @@ pub struct SocketEvent {
 }
 const _: () = assert!(size_of::<SocketEvent>() == size_of::<EventHeader>() + 16);
 
+/// A tagged process moved to another cgroup (`EventKind::Move`), seen in
+/// `cgroup/cgroup_attach_task`. The header describes the writer; the moved process stays under
+/// the policy in `policy_id` (kept in `TAGGED`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MoveEvent {
+    pub header: EventHeader,
+    /// The moved process.
+    pub pid: u32,
+    /// The policy it keeps.
+    pub policy_id: u32,
+    /// The cgroup it was moved to.
+    pub dst_cgroup_id: u64,
+    pub dst_path: [u8; FILENAME_LEN],
+}
+const _: () = assert!(size_of::<MoveEvent>() == size_of::<EventHeader>() + 16 + FILENAME_LEN);
+
+/// `CgroupEvent::op`.
+pub const CGROUP_OP_MKDIR: u32 = 1;
+pub const CGROUP_OP_RMDIR: u32 = 2;
+
+/// A cgroup v2 directory created or removed (`EventKind::Cgroup`): agents matched by glob or
+/// systemd unit pick up new cgroups from these.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupEvent {
+    pub kind: u32,
+    /// `CGROUP_OP_*`.
+    pub op: u32,
+    pub id: u64,
+    /// Path from the cgroup v2 root, starting with `/`, NUL-terminated.
+    pub path: [u8; FILENAME_LEN],
+}
+const _: () = assert!(size_of::<CgroupEvent>() == 16 + FILENAME_LEN);
+
+/// Value of `HELD` (keyed by tgid): a process stopped at exec until the daemon decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    /// `bpf_ktime_get_boot_ns()` at the exec.
+    pub boot_ns: u64,
+    pub policy_id: u32,
+    pub rule_id: u32,
+}
+const _: () = assert!(size_of::<Held>() == 16);
+
+/// Value of `TAGGED` (keyed by tgid): a process that belongs to an agent workload, and stays
+/// under its policy even if it is moved out of the agent's cgroups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Tagged {
+    pub policy_id: u32,
+    pub _pad: u32,
+    /// The registered cgroup that matched it.
+    pub matched_cgroup_id: u64,
+}
+const _: () = assert!(size_of::<Tagged>() == 16);
+
 /// A fork or an exit of a process in an agent workload (`EventKind::Fork`, `EventKind::Exit`):
 /// lineage for the daemon's process table. The header describes the parent (fork) or the
 /// exiting process (exit).
@@ -306,6 +402,8 @@ const _: () = assert!(size_of::<CgroupPolicy>() == 8);
 pub const POLICY_FLAG_AUDIT: u32 = 1 << 0;
 /// `PolicyConfig::flags`: raw (`SOCK_RAW`) and packet (`AF_PACKET`) sockets are allowed.
 pub const POLICY_FLAG_ALLOW_RAW_SOCKETS: u32 = 1 << 1;
+/// `PolicyConfig::flags`: the agent has `exec.allow`: an exec no allow rule matches is killed.
+pub const POLICY_FLAG_EXEC_ALLOWLIST: u32 = 1 << 2;
 
 /// `PolicyConfig::net_default` and `PortRange::action`.
 pub const NET_ALLOW: u32 = 1;
@@ -319,8 +417,15 @@ pub struct PolicyConfig {
     pub flags: u32,
     /// `NET_ALLOW` or `NET_DENY` when no network rule matches; 0 means the slot is unused.
     pub net_default: u32,
+    /// With `POLICY_FLAG_EXEC_ALLOWLIST`: the rule id an exec off the allow list is killed by.
+    pub exec_default_rule: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<PolicyConfig>() == 8);
+const _: () = assert!(size_of::<PolicyConfig>() == 16);
+
+/// Slots of the per-policy settings array. Policy ids alternate between two halves on each
+/// reload, so the new policy is written beside the old one and swapped in per cgroup.
+pub const POLICY_SLOTS: u32 = 1024;
 
 /// One port range of a network rule, inclusive on both ends, host byte order.
 #[repr(C)]
@@ -380,6 +485,8 @@ pub mod names {
     pub const EXEC_INODES: &str = "EXEC_INODES";
     pub const NET_V4: &str = "NET_V4";
     pub const NET_V6: &str = "NET_V6";
+    pub const HELD: &str = "HELD";
+    pub const TAGGED: &str = "TAGGED";
 
     pub const PROG_EXEC: &str = "guard_exec";
     pub const PROG_CONNECT4: &str = "guard_connect4";
@@ -390,6 +497,10 @@ pub mod names {
     pub const PROG_SOCKET_ENTER: &str = "guard_socket_enter";
     pub const PROG_FORK: &str = "guard_fork";
     pub const PROG_EXIT: &str = "guard_exit";
+    pub const PROG_GATE: &str = "guard_gate";
+    pub const PROG_ATTACH: &str = "guard_attach";
+    pub const PROG_MKDIR: &str = "guard_cgroup_mkdir";
+    pub const PROG_RMDIR: &str = "guard_cgroup_rmdir";
 }
 
 /// Names of the globals the loader fills in from the running kernel (tracefs formats and BTF).
@@ -397,6 +508,15 @@ pub mod names {
 pub mod globals {
     /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
     pub const EXEC_FILENAME_LOC: &str = "EXEC_FILENAME_LOC";
+    /// Offsets in the `cgroup/cgroup_attach_task` record.
+    pub const ATTACH_ROOT: &str = "ATTACH_ROOT";
+    pub const ATTACH_ID: &str = "ATTACH_ID";
+    pub const ATTACH_PID: &str = "ATTACH_PID";
+    pub const ATTACH_PATH_LOC: &str = "ATTACH_PATH_LOC";
+    /// Offsets in the `cgroup/cgroup_mkdir` and `cgroup/cgroup_rmdir` records (one format).
+    pub const CGROUP_EV_ROOT: &str = "CGROUP_EV_ROOT";
+    pub const CGROUP_EV_ID: &str = "CGROUP_EV_ID";
+    pub const CGROUP_EV_PATH_LOC: &str = "CGROUP_EV_PATH_LOC";
     /// Non-zero: execs outside agent workloads are reported too (policy id 0, never enforced).
     pub const OBSERVE_ALL_EXECS: &str = "OBSERVE_ALL_EXECS";
     /// Offsets of `family`, `type`, `protocol` in the `sys_enter_socket` record.
@@ -452,6 +572,10 @@ mod user {
     unsafe impl aya::Pod for ConnectEvent {}
     unsafe impl aya::Pod for SocketEvent {}
     unsafe impl aya::Pod for ProcEvent {}
+    unsafe impl aya::Pod for MoveEvent {}
+    unsafe impl aya::Pod for CgroupEvent {}
+    unsafe impl aya::Pod for Held {}
+    unsafe impl aya::Pod for Tagged {}
     unsafe impl aya::Pod for CgroupPolicy {}
     unsafe impl aya::Pod for PolicyConfig {}
     unsafe impl aya::Pod for PortRange {}

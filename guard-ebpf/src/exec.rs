@@ -1,14 +1,18 @@
-//! Exec decisions: exact path, then basename.
+//! Exec decisions: exact path, path prefix, file identity, then names. A deny, hold or audit
+//! entry found at any step decides at once; an allow entry is remembered and the remaining
+//! steps still look for a deny (deny beats allow). Holds stop the new image (SIGSTOP) for the
+//! daemon, which judges argv and asks for approval.
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_send_signal},
+    helpers::{bpf_probe_read_kernel_str_bytes, generated::{bpf_ktime_get_boot_ns, bpf_send_signal}},
     maps::lpm_trie::Key,
     programs::TracePointContext,
 };
 use guard_common::{
-    ARGV_LEN, BASENAME_LEN, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_SIGNAL_FAILED,
-    EventKind, ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecRule, FILENAME_LEN,
-    MAX_DIR_DEPTH, POLICY_FLAG_AUDIT, PREFIX_PATH_LEN,
+    ARGV_LEN, BASENAME_LEN, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_HOLD_FULL,
+    EVENT_FLAG_SIGNAL_FAILED, EXEC_ACTION_ALLOW, EXEC_ACTION_AUDIT, EXEC_ACTION_HOLD, EventKind,
+    ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecRule, FILENAME_LEN, Held,
+    MAX_DIR_DEPTH, POLICY_FLAG_AUDIT, POLICY_FLAG_EXEC_ALLOWLIST, PREFIX_PATH_LEN,
 };
 
 use crate::{
@@ -18,7 +22,7 @@ use crate::{
     },
     maps::{
         EVENTS, EXEC_INODES, EXEC_NAME_PREFIXES, EXEC_NAMES, EXEC_PATHS, EXEC_PREFIXES,
-        EXEC_SCRATCH, ExecScratch, count_drop, policy_config,
+        EXEC_SCRATCH, ExecScratch, HELD, count_drop, policy_config,
     },
     workload::{self, Workload},
 };
@@ -33,6 +37,7 @@ static EXEC_FILENAME_LOC: u32 = 8;
 static OBSERVE_ALL_EXECS: u32 = 0;
 
 const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
 
 pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let w = match workload::current() {
@@ -66,23 +71,25 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     fill_exec_details(&mut scratch.event);
     let rule = decide(ctx, off, &w, scratch);
     let ev = &mut scratch.event;
-    ev.header.decision = match rule {
-        None => Decision::Allowed as u32,
-        Some(r) => {
-            ev.header.rule_id = r.rule_id;
-            if policy_config(w.policy_id).flags & POLICY_FLAG_AUDIT != 0 {
-                Decision::WouldKill as u32
-            } else {
-                // SIGKILL from sched_process_exec is delivered on the return to user mode, so
-                // the new image never runs an instruction.
-                // SAFETY: signals the current task only.
-                if unsafe { bpf_send_signal(SIGKILL) } != 0 {
-                    ev.header.flags |= EVENT_FLAG_SIGNAL_FAILED;
-                }
-                Decision::Killed as u32
-            }
+    let config = policy_config(w.policy_id);
+    let audit = config.flags & POLICY_FLAG_AUDIT != 0;
+    let (decision, rule_id) = match rule {
+        Some(r) if r.action == EXEC_ACTION_ALLOW => (Decision::Allowed, r.rule_id),
+        Some(r) if r.action == EXEC_ACTION_AUDIT => (Decision::Audited, r.rule_id),
+        // Audit mode: nothing is stopped; the daemon says what argv rules would have done.
+        Some(r) if r.action == EXEC_ACTION_HOLD && audit => (Decision::Evaluate, r.rule_id),
+        Some(r) if r.action == EXEC_ACTION_HOLD => (hold(ev, w.policy_id, r.rule_id), r.rule_id),
+        Some(r) => (kill(ev, audit), r.rule_id),
+        None if w.policy_id != 0 && config.flags & POLICY_FLAG_EXEC_ALLOWLIST != 0 => {
+            (kill(ev, audit), config.exec_default_rule)
         }
+        None => (Decision::Allowed, guard_common::NO_RULE),
     };
+    ev.header.decision = decision as u32;
+    ev.header.rule_id = rule_id;
+    if w.policy_id != 0 {
+        w.tag(ev.header.tgid);
+    }
     // Only the argv bytes read go out: most commands are far shorter than ARGV_LEN.
     let size = size_of::<ExecEvent>() - ARGV_LEN + (ev.argv_len as usize).min(ARGV_LEN);
     // SAFETY: `size` is at most the size of the event, which lives in a map value.
@@ -93,14 +100,62 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The first rule that denies this exec, trying the cheapest and most specific first.
+/// SIGKILL from sched_process_exec is delivered on the return to user mode, so the new image
+/// never runs an instruction.
+#[inline(always)]
+fn kill(ev: &mut ExecEvent, audit: bool) -> Decision {
+    if audit {
+        return Decision::WouldKill;
+    }
+    // SAFETY: signals the current task only.
+    if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+        ev.header.flags |= EVENT_FLAG_SIGNAL_FAILED;
+    }
+    Decision::Killed
+}
+
+/// Stops the new image before its first instruction (SIGSTOP is delivered on the return to
+/// user mode, like SIGKILL) and records it in `HELD`, where the gate finds it if anyone but the
+/// daemon continues it. If it cannot be recorded, it is killed: a hold never fails open.
+#[inline(always)]
+fn hold(ev: &mut ExecEvent, policy_id: u32, rule_id: u32) -> Decision {
+    // SAFETY: no arguments, no memory access.
+    let held = Held { boot_ns: unsafe { bpf_ktime_get_boot_ns() }, policy_id, rule_id };
+    if HELD.insert(&ev.header.tgid, &held, 0).is_err() {
+        ev.header.flags |= EVENT_FLAG_HOLD_FULL;
+        return kill(ev, false);
+    }
+    // SAFETY: signals the current task only.
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        ev.header.flags |= EVENT_FLAG_SIGNAL_FAILED;
+        let _ = HELD.remove(&ev.header.tgid);
+        return kill(ev, false);
+    }
+    Decision::Held
+}
+
+/// Keeps looking after an allow entry: only a deny, hold or audit entry decides at once.
+macro_rules! consider {
+    ($found:expr, $allow:ident) => {
+        if let Some(r) = $found {
+            let r: ExecRule = r;
+            if r.action != EXEC_ACTION_ALLOW {
+                return Some(r);
+            }
+            if $allow.rule_id == 0 {
+                $allow = r;
+            }
+        }
+    };
+}
+
+/// The rule that decides this exec, trying the cheapest and most specific first.
 #[inline(always)]
 fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &mut ExecScratch) -> Option<ExecRule> {
+    let mut allow = ExecRule { rule_id: 0, action: 0 };
     // 1. The filename as passed to execve, exactly.
     // SAFETY: map values are copied out at once (here and below).
-    if let Some(r) = unsafe { EXEC_PATHS.get(&scratch.event.key) } {
-        return Some(*r);
-    }
+    consider!(unsafe { EXEC_PATHS.get(&scratch.event.key) }.copied(), allow);
     // 2. A path prefix of that filename. The key is filled from the record again rather than
     // copied from the event: a second bounded string read is cheaper than a 252-byte copy.
     let pk = &mut scratch.prefix_key;
@@ -109,9 +164,7 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
     pk.data.path = [0; PREFIX_PATH_LEN];
     // SAFETY: reads a NUL-terminated string of the tracepoint record into a bounded buffer.
     if unsafe { bpf_probe_read_kernel_str_bytes(ctx.as_ptr().cast::<u8>().add(filename_off), &mut pk.data.path) }.is_ok() {
-        if let Some(r) = EXEC_PREFIXES.get(&*pk) {
-            return Some(*r);
-        }
+        consider!(EXEC_PREFIXES.get(&*pk).copied(), allow);
     }
     // 3. The executed file's identity, then that of each directory above it: a symlink or a
     // hard link to a denied binary, or a binary under a denied directory reached by any path.
@@ -128,9 +181,7 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
                 scratch.event.exe_ino = key.ino;
             }
             // SAFETY: as above.
-            if let Some(r) = unsafe { EXEC_INODES.get(&key) } {
-                return Some(*r);
-            }
+            consider!(unsafe { EXEC_INODES.get(&key) }.copied(), allow);
         }
         d = dentry_parent(d);
     }
@@ -143,25 +194,24 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
     let nk = &mut scratch.name_key;
     nk.policy_id = w.policy_id;
     if comm_name(&mut nk.name) {
-        if let Some(r) = name_rule(nk, &mut scratch.name_prefix_key) {
-            return Some(r);
-        }
+        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow);
     }
     if dentry != 0 && dentry_name(dentry, &mut nk.name) {
-        return name_rule(nk, &mut scratch.name_prefix_key);
+        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow);
     }
-    None
+    if allow.rule_id != 0 { Some(allow) } else { None }
 }
 
-/// A `basename` rule for `nk.name` exactly, else a `basename_prefix` rule.
+/// A `basename` rule for `nk.name` exactly, and a `basename_prefix` rule; as in `decide`, an
+/// allow entry does not hide a deny entry of the other kind.
 #[inline(always)]
 fn name_rule(nk: &ExecNameKey, pk: &mut Key<ExecNamePrefixKey>) -> Option<ExecRule> {
+    let mut allow = ExecRule { rule_id: 0, action: 0 };
     // SAFETY: as in decide.
-    if let Some(r) = unsafe { EXEC_NAMES.get(nk) } {
-        return Some(*r);
-    }
+    consider!(unsafe { EXEC_NAMES.get(nk) }.copied(), allow);
     pk.prefix_len = 32 + 8 * BASENAME_LEN as u32;
     pk.data.policy_id_be = nk.policy_id.to_be_bytes();
     pk.data.name = nk.name;
-    EXEC_NAME_PREFIXES.get(&*pk).copied()
+    consider!(EXEC_NAME_PREFIXES.get(&*pk).copied(), allow);
+    if allow.rule_id != 0 { Some(allow) } else { None }
 }

@@ -134,7 +134,7 @@ pub fn fill_header(h: &mut EventHeader, kind: EventKind, w: &Workload) {
     h.matched_cgroup_id = w.matched_cgroup_id;
     h.parent_cgroup_id = w.parent_cgroup_id;
     h.rule_id = guard_common::NO_RULE;
-    h.flags = 0;
+    h.flags = w.flags;
     h.depth_below_match = w.depth_below_match;
     h._pad = 0;
 }

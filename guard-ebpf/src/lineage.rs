@@ -8,7 +8,7 @@ use guard_common::{EventKind, ProcEvent};
 
 use crate::{
     kernel::{current_exit_code, fill_task_header, task_ids},
-    maps::{EVENTS, count_drop},
+    maps::{EVENTS, HELD, TAGGED, count_drop},
     workload,
 };
 
@@ -23,6 +23,8 @@ pub fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some(w) = workload::current() else {
         return Ok(());
     };
+    // The child inherits the cgroup, and the policy if the parent was moved out.
+    w.tag(pid);
     emit(EventKind::Fork, &w, pid, 0);
     Ok(())
 }
@@ -36,12 +38,15 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let Some(w) = workload::current() else {
         return Ok(());
     };
+    let tgid = (pid_tgid >> 32) as u32;
+    let _ = TAGGED.remove(&tgid);
+    let _ = HELD.remove(&tgid);
     emit(EventKind::Exit, &w, 0, current_exit_code());
     Ok(())
 }
 
 #[inline(always)]
-fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32) {
+pub fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32) {
     // SAFETY: an all-zero ProcEvent is a valid value (integers and arrays only).
     let mut ev: ProcEvent = unsafe { core::mem::zeroed() };
     fill_task_header(&mut ev.header, kind, w);

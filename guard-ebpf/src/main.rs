@@ -3,7 +3,9 @@
 #![no_std]
 #![no_main]
 
+mod cgroups;
 mod exec;
+mod gate;
 mod kernel;
 mod lineage;
 mod maps;
@@ -12,8 +14,8 @@ mod sock;
 mod workload;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, tracepoint},
-    programs::{BtfTracePointContext, SockAddrContext, SockContext, TracePointContext},
+    macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, SockAddrContext, SockContext, TracePointContext},
 };
 use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 
@@ -88,6 +90,41 @@ pub fn guard_socket_enter(ctx: TracePointContext) -> u32 {
 #[cgroup_sock(sock_create)]
 pub fn guard_sock_create(ctx: SockContext) -> i32 {
     sock::try_sock_create(&ctx)
+}
+
+/// `raw_tracepoint/sys_enter`: the hold gate. Kills a held process at its first system call
+/// (it was continued by someone other than the daemon). Fails closed for held processes: a
+/// held process that cannot be looked up does not exist.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn guard_gate(_ctx: RawTracePointContext) -> i32 {
+    match gate::try_gate() {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup/cgroup_attach_task`: reports a tagged process moved to another cgroup; it keeps its
+/// policy (see `workload::current`). Fails open (no report) only if the record is unreadable.
+#[tracepoint]
+pub fn guard_attach(ctx: TracePointContext) -> u32 {
+    match cgroups::try_attach(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup/cgroup_mkdir`: reports new cgroups, for agents matched by glob or systemd unit.
+#[tracepoint]
+pub fn guard_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    match cgroups::try_cgroup(&ctx, cgroups::MKDIR) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup/cgroup_rmdir`: forgets a removed cgroup's registration and reports it.
+#[tracepoint]
+pub fn guard_cgroup_rmdir(ctx: TracePointContext) -> u32 {
+    match cgroups::try_cgroup(&ctx, cgroups::RMDIR) {
+        Ok(()) | Err(_) => 0,
+    }
 }
 
 #[cfg(not(test))]

@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use guard_common::{
-    CgroupPolicy, EventKind, ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
+    CgroupPolicy, EventKind, ExecEvent, Held, Tagged, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
     ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig,
 };
 
@@ -51,6 +51,16 @@ pub static NET_V4: LpmTrie<NetKeyV4, NetRule> = LpmTrie::with_max_entries(16384,
 #[map]
 pub static NET_V6: LpmTrie<NetKeyV6, NetRule> = LpmTrie::with_max_entries(16384, 0);
 
+/// Processes stopped at exec until the daemon decides, by tgid. The gate kills any of them
+/// that runs a system call (continued by anyone but the daemon, which removes the entry first).
+#[map]
+pub static HELD: HashMap<u32, Held> = HashMap::with_max_entries(4096, 0);
+
+/// Processes of agent workloads, by tgid: added at exec and fork, removed at exit. A process
+/// moved out of its agent's cgroups keeps its policy from here.
+#[map]
+pub static TAGGED: HashMap<u32, Tagged> = HashMap::with_max_entries(65536, 0);
+
 /// Per-CPU room for the exec event and the lookup keys (too large for the 512-byte BPF stack).
 #[repr(C)]
 pub struct ExecScratch {
@@ -78,6 +88,6 @@ pub fn count_drop(kind: EventKind) {
 pub fn policy_config(policy_id: u32) -> PolicyConfig {
     match POLICIES.get(policy_id) {
         Some(c) => *c,
-        None => PolicyConfig { flags: 0, net_default: guard_common::NET_ALLOW },
+        None => PolicyConfig { flags: 0, net_default: guard_common::NET_ALLOW, exec_default_rule: 0, _pad: 0 },
     }
 }

@@ -1,8 +1,11 @@
 //! Is the current task part of an agent workload? Walks its cgroup ancestry from the root.
-use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
-use guard_common::{CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, MAX_CGROUP_DEPTH};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+};
+use guard_common::{CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, EVENT_FLAG_MOVED_OUT, MAX_CGROUP_DEPTH, Tagged};
 
-use crate::maps::AGENT_CGROUPS;
+use crate::maps::{AGENT_CGROUPS, TAGGED};
 
 /// The policy that covers the current task.
 pub struct Workload {
@@ -11,6 +14,8 @@ pub struct Workload {
     pub matched_cgroup_id: u64,
     pub parent_cgroup_id: u64,
     pub depth_below_match: u32,
+    /// `EVENT_FLAG_*` bits every event of this task carries (`EVENT_FLAG_MOVED_OUT`).
+    pub flags: u32,
 }
 
 impl Workload {
@@ -19,7 +24,16 @@ impl Workload {
     pub fn untagged() -> Self {
         // SAFETY: reads the current task's cgroup id; no pointers.
         let cur = unsafe { bpf_get_current_cgroup_id() };
-        Self { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX }
+        Self { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX, flags: 0 }
+    }
+
+    /// Remembers the current process (or its new child) as part of this workload.
+    #[inline(always)]
+    pub fn tag(&self, tgid: u32) {
+        let t = Tagged { policy_id: self.policy_id, _pad: 0, matched_cgroup_id: self.matched_cgroup_id };
+        // A full map leaves the process covered by its cgroup alone: it is still enforced
+        // where it is, only a later move out of the cgroup would not be followed.
+        let _ = TAGGED.insert(&tgid, &t, 0);
     }
 }
 
@@ -31,7 +45,7 @@ pub fn current() -> Option<Workload> {
     let cur = unsafe { bpf_get_current_cgroup_id() };
     // Every field stays initialised on every path (policy_id 0 = no match): the verifier rejects
     // reads of registers LLVM would leave unset for an `Option`'s absent payload.
-    let mut w = Workload { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX };
+    let mut w = Workload { policy_id: 0, cgroup_id: cur, matched_cgroup_id: 0, parent_cgroup_id: 0, depth_below_match: u32::MAX, flags: 0 };
     let mut matched_level = 0;
     let mut parent = 0;
     for level in 0..MAX_CGROUP_DEPTH {
@@ -59,5 +73,15 @@ pub fn current() -> Option<Workload> {
         parent = id;
     }
     // A task deeper than MAX_CGROUP_DEPTH keeps depth_below_match = u32::MAX (unknown).
-    if w.policy_id == 0 { None } else { Some(w) }
+    if w.policy_id != 0 {
+        return Some(w);
+    }
+    // Not in an agent's cgroups: a process that was (and was moved out) keeps its policy.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out at once.
+    let t = unsafe { TAGGED.get(&tgid) }?;
+    w.policy_id = t.policy_id;
+    w.matched_cgroup_id = t.matched_cgroup_id;
+    w.flags = EVENT_FLAG_MOVED_OUT;
+    Some(w)
 }

@@ -199,15 +199,20 @@ fn launch_refuses_when_nothing_enforces() {
     let agent = unique("refuse");
     let (_, out) = launch(&agent, &["sh", "-c", "exit 0"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no guard enforcement is attached"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the guard daemon"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!guard_tests::cgroup2_root().join("guard").join(&agent).exists(), "a cgroup was made for a refused launch");
+    // --allow-unguarded runs it anyway, untagged, and mirrors its status.
+    let (_, out) = guard_tests::launch_with(&["--allow-unguarded"], &agent, &["sh", "-c", "exit 7"], &[]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNGUARDED"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!guard_tests::cgroup2_root().join("guard").join(&agent).exists());
 }
 
 #[test]
 fn launch_removes_its_cgroup_and_mirrors_the_exit_status() {
     let agent = unique("launch");
-    // No daemon in this test: --allow-unguarded, as a person who means it would.
-    let launch = |agent: &str, cmd: &[&str], env: &[(&str, &str)]| guard_tests::launch_with(&["--allow-unguarded"], agent, cmd, env);
+    let dir = TempDir::new("launch");
+    let daemon = Daemon::start(&dir, &format!("agents:\n  - name: {agent}\n"));
     let (_, out) = launch(&agent, &["sh", "-c", "sleep 30 & exit 7"], &[]);
     assert_eq!(out.status.code(), Some(7));
     // The background sleep was ended with the session, and the session cgroup removed.
@@ -218,9 +223,7 @@ fn launch_removes_its_cgroup_and_mirrors_the_exit_status() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("running /nonexistent/binary"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_no_sessions(&agent);
-    let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard").join(&agent));
-    let _ = std::fs::remove_dir(guard_tests::cgroup2_root().join("guard"));
-    assert_nothing_left();
+    daemon.stop();
 }
 
 #[test]

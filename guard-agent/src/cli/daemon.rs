@@ -1,13 +1,25 @@
 //! `guard-agent daemon`.
 use std::path::PathBuf;
 
-use crate::policy::{self, PolicyError, compile::Compiled};
+use crate::policy::{self, Policy, PolicyError};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Policy file (YAML). Without one, the embedded default policy for coding agents is used.
-    #[arg(long, value_name = "FILE")]
+    /// Policy file (YAML), or a directory of them (`*.yaml`, merged in name order). Without
+    /// one, the embedded default policy for coding agents is used. Reloaded on SIGHUP and when
+    /// the file changes.
+    #[arg(long, value_name = "FILE|DIR")]
     pub policy: Option<PathBuf>,
+    /// The admin control socket (status, approve, deny, reload), root only.
+    #[arg(long, value_name = "PATH", default_value = crate::control::ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// The launch socket `guard-agent launch` talks to.
+    #[arg(long, value_name = "PATH", default_value = crate::control::LAUNCH_SOCKET)]
+    pub launch_socket: PathBuf,
+    /// A group whose members may launch agents without root (the launch socket becomes 0660
+    /// with this group). Without it, only root can launch.
+    #[arg(long, value_name = "GROUP")]
+    pub launch_group: Option<String>,
     /// On exit, detach every program and remove the pinned state. Without it, enforcement
     /// stays pinned and attached after the daemon stops, and the next daemon adopts it.
     #[arg(long)]
@@ -50,12 +62,13 @@ impl DaemonArgs {
 
 /// Reads and compiles the policy the daemon will enforce. Runs before anything is loaded into
 /// the kernel, so a bad policy leaves the system untouched.
-pub fn policy(args: &DaemonArgs) -> Result<Compiled, PolicyError> {
+pub fn policy(args: &DaemonArgs) -> Result<Policy, PolicyError> {
     let model = match &args.policy {
-        Some(path) => policy::load_file(path)?,
+        Some(path) => policy::load(path)?,
         None => policy::default_policy(),
     };
-    policy::compile::compile(&model)
+    policy::compile::compile(&model, 0)?;
+    Ok(model)
 }
 
 /// `guard-agent detach`: removes the pinned state, detaching every program.

@@ -1,36 +1,49 @@
-//! `guard-agent launch --agent NAME -- CMD ARGS...`: runs CMD as a tagged agent workload in its
-//! own cgroup `<cgroup2>/guard/NAME/<session>`, and removes that cgroup when the workload is gone.
+//! `guard-agent launch --agent NAME [--label k=v]... -- CMD ARGS...`: runs CMD as a tagged agent
+//! workload. The daemon (over its launch socket) creates the session cgroup
+//! `<cgroup2>/guard/NAME/<session>`, root-owned, and moves this process into it before CMD is
+//! started, so there is no moment the workload runs unpoliced, and a non-root workload cannot
+//! move itself out. When CMD exits, the daemon moves the launcher back out, kills what the
+//! workload left behind (unless --keep-running) and removes the cgroup.
 use std::{
+    collections::BTreeMap,
     ffi::OsString,
-    fs::{self, OpenOptions},
-    os::{
-        fd::AsRawFd as _,
-        unix::process::{CommandExt as _, ExitStatusExt as _},
-    },
-    path::Path,
+    os::unix::process::ExitStatusExt as _,
+    path::PathBuf,
     process::{Command, ExitStatus},
     sync::atomic::{AtomicI32, Ordering},
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cgroup, paths};
+use crate::control::{self, Request};
 
 #[derive(Debug, clap::Args)]
 pub struct LaunchArgs {
     /// The agent name: the workload runs in the cgroup guard/NAME/<session>.
     #[arg(long, value_name = "NAME")]
     pub agent: String,
-    /// When CMD exits, wait for processes it left behind instead of killing them.
+    /// A label carried by every verdict of the session (e.g. principal=alice@example.com);
+    /// repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    pub labels: Vec<(String, String)>,
+    /// When CMD exits, leave processes it left behind running instead of killing them (the
+    /// session's cgroup is removed once they are gone).
     #[arg(long)]
     pub keep_running: bool,
-    /// Run even if no guard enforcement is attached (the workload is then not guarded).
+    /// If the daemon is not running, run CMD anyway, unguarded (not tagged, not policed).
     #[arg(long)]
     pub allow_unguarded: bool,
+    /// The daemon's launch socket.
+    #[arg(long, value_name = "PATH", default_value = control::LAUNCH_SOCKET)]
+    pub socket: PathBuf,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// The child's pid, for the signal forwarder.
@@ -50,56 +63,54 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     if !crate::policy::valid_agent_name(name) {
         bail!("agent name `{name}` may only use letters, digits, `-`, `_` and `.`");
     }
-    if !args.allow_unguarded && !enforcement_attached() {
-        bail!(
-            "no guard enforcement is attached (nothing pinned in {}): start `guard-agent daemon` first, \
-             or pass --allow-unguarded to run `{}` unguarded",
-            paths::PIN_DIR,
+    let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+    crate::sessions::check_labels(&labels).map_err(anyhow::Error::msg)?;
+    let mut client = match control::Client::connect(&args.socket) {
+        Ok(c) => c,
+        Err(e) if args.allow_unguarded => {
+            eprintln!(
+                "guard-agent: warning: cannot reach the guard daemon ({}: {e}); running `{}` UNGUARDED as asked",
+                args.socket.display(),
+                args.command[0].to_string_lossy()
+            );
+            return spawn_and_wait(&args, None);
+        }
+        Err(e) => bail!(
+            "cannot reach the guard daemon at {}: {e}. Start `guard-agent daemon` first, or pass \
+             --allow-unguarded to run `{}` unguarded",
+            args.socket.display(),
             args.command[0].to_string_lossy()
-        );
+        ),
+    };
+    let request = Request::Launch {
+        agent: name.clone(),
+        labels,
+        command: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        keep_running: args.keep_running,
+    };
+    let response = client.call(&request).context("the daemon refused the launch")?;
+    let session = response.get("session").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+    let cgroup = response.get("cgroup").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+    // Belt and braces: never start the workload unless we really are in the session cgroup.
+    let mine = crate::sessions::own_cgroup(std::process::id()).unwrap_or_default();
+    if mine != cgroup {
+        bail!("the daemon answered but this process is in cgroup {mine}, not {cgroup}; not starting the workload");
     }
-    let root = paths::cgroup2_root()?;
-    let parent = format!("{}/{name}", paths::AGENT_CGROUP_DIR);
-    // The agent's directory is never removed by `launch`: a running daemon registered its id,
-    // and a new directory would have a new id.
-    cgroup::create_all(&root, &parent).with_context(|| format!("creating cgroup {}", root.join(&parent).display()))?;
-    let session = session_id()?;
-    let dir = root.join(&parent).join(&session);
-    fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
-    let result = run_in(&dir, name, &session, &args);
-    let cleanup = finish(&dir, args.keep_running);
-    let status = result?;
-    cleanup?;
-    Ok(status)
+    let status = spawn_and_wait(&args, Some(&session));
+    // Ending the session moves us out first, then kills leftovers: we live to report.
+    if let Err(e) = client.call(&Request::End {}) {
+        eprintln!("guard-agent: warning: ending session {session}: {e:#}");
+    }
+    status
 }
 
-/// Is a complete generation of programs pinned (by a running or an earlier daemon)?
-fn enforcement_attached() -> bool {
-    crate::loader::pins::generations(Path::new(paths::PIN_DIR))
-        .is_ok_and(|gens| gens.iter().any(|g| g.is_complete(&crate::loader::PROGRAMS)))
-}
-
-fn run_in(dir: &Path, name: &str, session: &str, args: &LaunchArgs) -> anyhow::Result<ExitStatus> {
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(dir.join("cgroup.procs"))
-        .with_context(|| format!("opening {}/cgroup.procs", dir.display()))?;
-    let procs_fd = procs.as_raw_fd();
+fn spawn_and_wait(args: &LaunchArgs, session: Option<&str>) -> anyhow::Result<ExitStatus> {
     let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]).env("GUARD_AGENT", name).env("GUARD_SESSION", session);
-    // SAFETY: the closure runs in the child between fork and exec and only calls write(2), which
-    // is async-signal-safe. Writing "0" to cgroup.procs moves the writing process; if it fails
-    // the exec does not happen (spawn returns the error): a workload never runs untagged.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    cmd.args(&args.command[1..]).env("GUARD_AGENT", &args.agent);
+    if let Some(s) = session {
+        cmd.env("GUARD_SESSION", s);
     }
     let mut child = cmd.spawn().with_context(|| format!("running {}", args.command[0].to_string_lossy()))?;
-    drop(procs);
     CHILD.store(child.id() as i32, Ordering::Relaxed);
     // SAFETY: installs handlers that only call kill(2) (forward), or ignores signals. SIGINT and
     // SIGQUIT from a terminal already reach the child (same process group), so the launcher
@@ -113,61 +124,6 @@ fn run_in(dir: &Path, name: &str, session: &str, args: &LaunchArgs) -> anyhow::R
     let status = child.wait().context("waiting for the workload")?;
     CHILD.store(0, Ordering::Relaxed);
     Ok(status)
-}
-
-/// Ends what the workload left behind (or waits for it) and removes the session cgroup.
-fn finish(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
-    if !keep_running {
-        // cgroup.kill (Linux 5.14+) SIGKILLs every process in the cgroup and below.
-        if let Err(e) = fs::write(dir.join("cgroup.kill"), "1") {
-            tracing::warn!(error = %e, "cannot kill leftover workload processes");
-        }
-    }
-    let deadline = (!keep_running).then(|| Instant::now() + Duration::from_secs(10));
-    loop {
-        match cgroup::is_empty(dir) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}/cgroup.events", dir.display())),
-        }
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            bail!("workload processes remain in {} after the kill; cgroup left in place", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    remove_dir_retrying(dir)
-}
-
-/// Removes the session cgroup and any cgroups the workload made below it, deepest first. A
-/// cgroup can report `populated 0` a moment before rmdir stops returning EBUSY.
-fn remove_dir_retrying(dir: &Path) -> anyhow::Result<()> {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_dir_retrying(&entry.path())?;
-            }
-        }
-    }
-    let mut last = None;
-    for _ in 0..50 {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(last.map_or_else(|| anyhow::anyhow!("unknown error"), anyhow::Error::from))
-        .with_context(|| format!("removing cgroup {}", dir.display()))
-}
-
-fn session_id() -> anyhow::Result<String> {
-    let mut buf = [0u8; 8];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .context("reading /dev/urandom for a session id")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Exits the way the workload did: the same code, or death by the same signal.

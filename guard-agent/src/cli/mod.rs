@@ -1,4 +1,5 @@
 //! The command line: one module per subcommand.
+pub mod admin;
 pub mod daemon;
 pub mod launch;
 pub mod policy;
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// Kills destructive binaries before they run and refuses forbidden connections for processes
 /// in agent cgroups, and reports every decision as a JSON verdict.
 #[derive(Debug, Parser)]
-#[command(name = "guard-agent", version, after_help = "Examples:\n  guard-agent daemon\n  guard-agent daemon --policy /etc/guard/policy.yaml\n  guard-agent launch --agent claude -- bash -c 'make test'\n  guard-agent policy check my-policy.yaml")]
+#[command(name = "guard-agent", version, after_help = "Examples:\n  guard-agent daemon\n  guard-agent daemon --policy /etc/guard/policy.yaml\n  guard-agent launch --agent claude --label ticket=OPS-12 -- bash -c 'make test'\n  guard-agent policy check my-policy.yaml\n  guard-agent policy explain @default -- rm -rf --no-preserve-root /\n  guard-agent status\n  guard-agent approve 3")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -28,4 +29,12 @@ pub enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// What the running daemon enforces: tier, programs, policy, sessions, pending holds.
+    Status(admin::StatusArgs),
+    /// Let a held process run.
+    Approve(admin::HoldArgs),
+    /// Kill a held process.
+    Deny(admin::HoldArgs),
+    /// Reload the policy (as SIGHUP does).
+    Reload(admin::ReloadArgs),
 }

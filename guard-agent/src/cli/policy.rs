@@ -1,22 +1,50 @@
-//! `guard-agent policy ...`.
-use std::path::PathBuf;
+//! `guard-agent policy check|explain`.
+use std::{ffi::OsString, path::PathBuf};
 
-use crate::policy;
+use serde_json::json;
+
+use crate::policy::{
+    self, ExecAction, Mode, Policy, PolicyError,
+    compile::{self, Compiled},
+    eval::{self, ExecContext},
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
-    /// Validate a policy file: exit 0 if it is valid, else print `file:line:column: message`.
+    /// Validate a policy file or directory: exit 0 if it is valid, else print
+    /// `file:line:column: message`. Warnings (e.g. a path that does not exist here) are printed
+    /// with their position too.
     Check {
-        /// The policy file.
+        /// The policy file, or directory of `*.yaml` files.
         file: PathBuf,
+    },
+    /// Say which rule decides a command for an agent, and why — as the daemon would.
+    Explain {
+        /// The policy file or directory; `@default` for the embedded default policy.
+        file: PathBuf,
+        /// The agent (by its name in the policy); needed when the policy has several.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The working directory the command runs in (default: the current one).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// The effective uid it runs as (default: yours).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, resolved on PATH like a shell would.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
     },
 }
 
-pub fn run(cmd: PolicyCommand) -> Result<(), policy::PolicyError> {
+pub fn run(cmd: PolicyCommand) -> Result<(), PolicyError> {
     match cmd {
         PolicyCommand::Check { file } => {
-            let model = policy::load_file(&file)?;
-            let compiled = policy::compile::compile(&model)?;
+            let model = policy::load(&file)?;
+            let compiled = compile::compile(&model, 0)?;
             for w in &compiled.warnings {
                 eprintln!("warning: {w}");
             }
@@ -29,5 +57,106 @@ pub fn run(cmd: PolicyCommand) -> Result<(), policy::PolicyError> {
             );
             Ok(())
         }
+        PolicyCommand::Explain { file, agent, cwd, uid, json, command } => {
+            let model = if file.as_os_str() == "@default" { policy::default_policy() } else { policy::load(&file)? };
+            explain(&model, agent.as_deref(), cwd, uid, json, &command)
+        }
     }
+}
+
+fn usage(message: String) -> PolicyError {
+    PolicyError { file: "explain".into(), pos: policy::Pos { line: 1, col: 1 }, message }
+}
+
+fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Option<u32>, as_json: bool, command: &[OsString]) -> Result<(), PolicyError> {
+    let compiled: Compiled = compile::compile(model, 0)?;
+    let entry = match agent {
+        Some(name) => compiled.agent_named(name).ok_or_else(|| {
+            usage(format!("no agent `{name}` in {}; agents: {}", model.source, names(&compiled)))
+        })?,
+        None if compiled.agents.len() == 1 => &compiled.agents[0],
+        None => return Err(usage(format!("the policy has several agents; pick one with --agent ({})", names(&compiled)))),
+    };
+    let cwd = cwd.or_else(|| std::env::current_dir().ok()).map(|p| p.display().to_string());
+    let ctx = context(command, cwd, uid.unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() }
+    }));
+    let j = eval::evaluate(entry, &ctx);
+    let audit = entry.mode == Mode::Audit;
+    let verdict = match (j.action, audit) {
+        (Some(ExecAction::Kill), false) => "killed",
+        (Some(ExecAction::Kill), true) => "would-kill",
+        (Some(ExecAction::Hold), false) => "held",
+        (Some(ExecAction::Hold), true) => "would-hold",
+        (Some(ExecAction::Audit), _) => "audited",
+        _ => "allowed",
+    };
+    // The kernel stops the exec for the daemon when any rule naming this binary needs argv,
+    // cwd or uid, or a person; otherwise it decides alone.
+    let held = entry.exec.iter().any(|r| eval::binary_matches(r, &ctx) && r.rule.needs_daemon());
+    let by = match (j.action, held) {
+        (Some(ExecAction::Kill), _) if j.rule.is_some_and(|r| !r.rule.needs_daemon()) => "the kernel, at exec",
+        (_, true) => "the daemon, while the process is stopped at exec",
+        _ => "the kernel, at exec",
+    };
+    let rule = compiled.rule(j.rule_id);
+    if as_json {
+        let out = json!({
+            "agent": entry.name,
+            "mode": format!("{:?}", entry.mode).to_lowercase(),
+            "filename": ctx.filename,
+            "argv": ctx.argv,
+            "cwd": ctx.cwd,
+            "uid": ctx.euid,
+            "action": j.action.map(ExecAction::name),
+            "verdict": verdict,
+            "decided_by": by,
+            "rule": rule.map(|r| json!({ "id": r.id, "section": r.section, "matcher": r.matcher, "message": r.message, "location": r.location })),
+            "also_matched": j.matched.iter().filter(|m| m.id != j.rule_id).map(|m| compiled.rule(m.id).map(|r| r.location.clone())).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("agent:    {} ({} mode, {})", entry.name, format!("{:?}", entry.mode).to_lowercase(), model.source);
+    println!("command:  {}", ctx.argv.join(" "));
+    println!("executes: {}{}", ctx.filename, ctx.exe.as_ref().filter(|e| **e != ctx.filename).map(|e| format!(" (-> {e})")).unwrap_or_default());
+    println!("verdict:  {verdict}");
+    match rule {
+        Some(r) => {
+            println!("rule:     {} {} [{}] {}", r.location, r.section, r.action, r.matcher);
+            if let Some(m) = &r.message {
+                println!("reason:   {m}");
+            }
+        }
+        None => println!("rule:     none matches{}", if entry.allowlist_rule.is_some() { "" } else { " (the agent has no allow list: allowed)" }),
+    }
+    println!("decided:  by {by}");
+    for m in j.matched.iter().filter(|m| m.id != j.rule_id) {
+        if let Some(r) = compiled.rule(m.id) {
+            println!("also:     {} {} [{}] {} (outranked)", r.location, r.section, r.action, r.matcher);
+        }
+    }
+    Ok(())
+}
+
+fn names(c: &Compiled) -> String {
+    c.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// The exec as the kernel would see it: the filename the shell would pass to execve (PATH
+/// lookup), the file it resolves to, its identity.
+fn context(command: &[OsString], cwd: Option<String>, euid: u32) -> ExecContext {
+    let argv: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let first = argv.first().cloned().unwrap_or_default();
+    let filename = if first.contains('/') {
+        first.clone()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(&first)).find(|c| c.is_file()))
+            .and_then(|c| c.map(|c| c.display().to_string()))
+            .unwrap_or_else(|| first.clone())
+    };
+    let exe = std::fs::canonicalize(&filename).ok().map(|p| p.display().to_string());
+    ExecContext { identity: compile::identity(&filename).map(|(d, i, _)| (d, i)), filename, exe, argv, cwd, euid }
 }

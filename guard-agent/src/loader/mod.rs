@@ -2,6 +2,7 @@
 //! compiled policy into its maps, registers agent cgroups, attaches the programs and pins them
 //! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
 //! `guard-agent detach` removes it.
+mod apply;
 mod btf;
 pub mod pins;
 mod tracefs;
@@ -13,21 +14,21 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint, TracePoint,
         links::{FdLink, LinkError},
     },
 };
 use sha2::{Digest as _, Sha256};
 
 use pins::Generation;
-use guard_common::{
-    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, EventKind, PolicyConfig, globals,
-    names,
-};
+use guard_common::{EventKind, globals, names};
 
-use crate::{cgroup, paths, policy::compile::Compiled};
+use crate::{
+    cgroup, paths,
+    policy::{Policy, PolicyError, compile::Compiled},
+};
 
 /// The object built from `guard-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard"));
@@ -37,7 +38,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const TIER: &str = "tracepoint";
 
 /// Every program, in attach order. A generation is complete when each has a pinned link.
-pub const PROGRAMS: [&str; 9] = [
+pub const PROGRAMS: [&str; 13] = [
+    names::PROG_GATE,
     names::PROG_EXEC,
     names::PROG_EXIT,
     names::PROG_SOCKET_ENTER,
@@ -47,12 +49,17 @@ pub const PROGRAMS: [&str; 9] = [
     names::PROG_SENDMSG4,
     names::PROG_SENDMSG6,
     names::PROG_SOCK_CREATE,
+    names::PROG_ATTACH,
+    names::PROG_MKDIR,
+    names::PROG_RMDIR,
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Mount(#[from] paths::MountError),
+    #[error(transparent)]
+    Policy(PolicyError),
     #[error("cannot read the tracepoint format of {tracepoint}")]
     Tracefs { tracepoint: &'static str, #[source] source: tracefs::FormatError },
     #[error("cannot load the eBPF object (are you root, with CAP_BPF and CAP_PERFMON?)")]
@@ -87,6 +94,7 @@ pub struct Registration {
     pub id: u64,
     /// Path relative to the cgroup v2 root, with a leading `/`.
     pub path: String,
+    pub policy_id: u32,
 }
 
 pub struct Loaded {
@@ -96,6 +104,13 @@ pub struct Loaded {
     /// Older generations detached after this one was attached.
     pub replaced: usize,
     pub registrations: Vec<Registration>,
+    /// Processes a previous daemon held and never decided: killed at start (fail closed).
+    pub killed_leftovers: Vec<u32>,
+    /// Where the policy in force has its ids (see `apply`); `None` before the first apply.
+    base: Option<u32>,
+    /// Policy ids in force and their agents' names.
+    names: Option<Vec<(u32, String)>>,
+    map_entries: u32,
 }
 
 impl Loaded {
@@ -183,79 +198,107 @@ fn rule_maps(policy: &Compiled) -> [(&'static str, usize); 7] {
     ]
 }
 
-/// Capacity of the per-policy settings array (agents in one policy, with policy id 0 unused)
-/// and of the agent cgroup registrations, as declared in guard-ebpf's maps.rs.
-const MAX_POLICIES: usize = 1024;
+/// Capacity of the agent cgroup registrations, as declared in guard-ebpf's maps.rs.
 const MAX_AGENT_CGROUPS: usize = 4096;
 
-/// Refuses a policy that does not fit the maps, naming the map and the option to raise.
-pub fn check_capacity(policy: &Compiled, opts: &Options) -> Result<(), LoadError> {
+/// Refuses a policy that does not fit the maps, naming the map and the option to raise. During
+/// a reload the old policy's entries are still there: the maps need room for both, and a
+/// reload that does not fit fails (the old policy stays).
+pub fn check_capacity(policy: &Compiled, map_entries: u32) -> Result<(), LoadError> {
     for (name, needed) in rule_maps(policy) {
-        if needed > opts.map_entries as usize {
-            return Err(LoadError::TooLarge { name, needed, capacity: opts.map_entries });
+        if needed > map_entries as usize {
+            return Err(LoadError::TooLarge { name, needed, capacity: map_entries });
         }
     }
-    let fixed = [
-        (names::POLICIES, policy.agents.len() + 1, MAX_POLICIES),
-        (names::AGENT_CGROUPS, policy.agents.iter().map(|a| a.cgroups.len()).sum(), MAX_AGENT_CGROUPS),
-    ];
-    for (name, needed, capacity) in fixed {
-        if needed > capacity {
-            return Err(LoadError::TooLargeFixed { name, needed, capacity });
-        }
+    let needed = policy.agents.iter().map(|a| a.cgroups.len()).sum();
+    if needed > MAX_AGENT_CGROUPS {
+        return Err(LoadError::TooLargeFixed { name: names::AGENT_CGROUPS, needed, capacity: MAX_AGENT_CGROUPS });
     }
     Ok(())
 }
 
-/// Names the eBPF object, the policy and the options together: a daemon finding this
-/// generation pinned can adopt it unchanged.
-fn generation_id(policy: &Compiled, opts: &Options) -> String {
+/// Names the eBPF object and the options: a daemon finding this generation pinned can adopt it
+/// (the policy is swapped in place, see `apply`).
+fn generation_id(opts: &Options) -> String {
     let mut h = Sha256::new();
     h.update(OBJECT);
-    h.update(policy.hash.as_bytes());
     h.update(opts.ring_buffer_bytes.to_le_bytes());
     h.update(opts.map_entries.to_le_bytes());
     h.update([u8::from(opts.observe_all_execs)]);
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Starts enforcing `policy`, or adopts the pinned generation that already does.
-pub fn load(cgroup_root: &Path, opts: &Options, policy: &Compiled) -> Result<Loaded, LoadError> {
-    check_capacity(policy, opts)?;
+/// Starts enforcing `model`, adopting the pinned generation if it is this object's: its maps
+/// (and what they know: holds, tagged processes) carry over, and the policy is swapped in.
+pub fn load(cgroup_root: &Path, opts: &Options, model: &Policy) -> Result<(Loaded, Compiled), LoadError> {
+    // Everything that can be checked without the kernel is checked before touching it.
+    check_capacity(&crate::policy::compile::compile(model, 0).map_err(LoadError::Policy)?, opts.map_entries)?;
     let pin_dir = opts.pin_dir.as_path();
-    let generation = Generation::new(pin_dir, &generation_id(policy, opts));
+    let generation = Generation::new(pin_dir, &generation_id(opts));
     let pin_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoadError::Pin { path, source }
     };
     let adopted = generation.is_complete(&PROGRAMS);
-    let registrations = if adopted {
-        // Same object, same policy: nothing to load or attach. Agent cgroups recreated since
-        // (a new directory has a new id) are registered again.
-        let path = generation.map(names::AGENT_CGROUPS);
-        let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
-        let mut map = Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })?;
-        register_cgroups(&mut map, cgroup_root, policy)?
-    } else {
+    if !adopted {
         if generation.dir.exists() {
             // An incomplete generation (a daemon died while attaching): start it over.
             generation.remove().map_err(pin_err(&generation.dir))?;
         }
         generation.create_dirs().map_err(pin_err(&generation.dir))?;
-        load_fresh(cgroup_root, &generation, policy, opts)?
-    };
-    // Make before break: the old generations go only now that this one enforces.
-    let mut replaced = 0;
-    for old in pins::generations(pin_dir).map_err(pin_err(pin_dir))? {
-        if old.dir != generation.dir {
-            old.remove().map_err(pin_err(&old.dir))?;
-            replaced += 1;
+        if let Err(e) = load_fresh(cgroup_root, &generation, opts) {
+            let _ = generation.remove();
+            let _ = std::fs::remove_dir(pin_dir);
+            return Err(e);
         }
     }
-    Ok(Loaded { generation, adopted, replaced, registrations })
+    let mut loaded = Loaded {
+        generation,
+        adopted,
+        replaced: 0,
+        registrations: Vec::new(),
+        killed_leftovers: Vec::new(),
+        base: None,
+        names: None,
+        map_entries: opts.map_entries,
+    };
+    let compiled = match loaded.apply(cgroup_root, model) {
+        Ok(c) => c,
+        Err(e) => {
+            if !adopted {
+                let _ = loaded.generation.remove();
+                let _ = std::fs::remove_dir(pin_dir);
+            }
+            return Err(e);
+        }
+    };
+    // Holds nobody will decide: the daemon that made them is gone. Killed (fail closed) —
+    // re-evaluating would need the approvals that died with it.
+    let mut generations = vec![loaded.generation.clone()];
+    generations.extend(pins::generations(pin_dir).map_err(pin_err(pin_dir))?.into_iter().filter(|g| g.dir != loaded.generation.dir));
+    for g in &generations {
+        for (pid, _) in apply::held_in(g).unwrap_or_default() {
+            if kill_held(pid) {
+                loaded.killed_leftovers.push(pid);
+            }
+        }
+    }
+    // Make before break: the old generations go only now that this one enforces.
+    for old in generations.iter().skip(1) {
+        old.remove().map_err(pin_err(&old.dir))?;
+        loaded.replaced += 1;
+    }
+    Ok((loaded, compiled))
 }
 
-fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, opts: &Options) -> Result<Vec<Registration>, LoadError> {
+/// SIGKILLs a held process. It is stopped, so it cannot exit and have its pid reused unless
+/// killed by someone else, which also removes it from `HELD`.
+fn kill_held(pid: u32) -> bool {
+    // SAFETY: sends a signal; no memory is involved.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) == 0 }
+}
+
+fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Result<(), LoadError> {
     let tracefs = paths::tracefs()?;
     let record = |tracepoint: &'static str, field: &str| {
         let (category, name) = tracepoint.split_once('/').unwrap_or(("", tracepoint));
@@ -267,6 +310,13 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, op
         (globals::SOCKET_TYPE, record("syscalls/sys_enter_socket", "type")?),
         (globals::SOCKET_PROTOCOL, record("syscalls/sys_enter_socket", "protocol")?),
         (globals::OBSERVE_ALL_EXECS, u32::from(opts.observe_all_execs)),
+        (globals::ATTACH_ROOT, record("cgroup/cgroup_attach_task", "dst_root")?),
+        (globals::ATTACH_ID, record("cgroup/cgroup_attach_task", "dst_id")?),
+        (globals::ATTACH_PID, record("cgroup/cgroup_attach_task", "pid")?),
+        (globals::ATTACH_PATH_LOC, record("cgroup/cgroup_attach_task", "dst_path")?),
+        (globals::CGROUP_EV_ROOT, record("cgroup/cgroup_mkdir", "root")?),
+        (globals::CGROUP_EV_ID, record("cgroup/cgroup_mkdir", "id")?),
+        (globals::CGROUP_EV_PATH_LOC, record("cgroup/cgroup_mkdir", "path")?),
     ];
     offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
@@ -274,7 +324,15 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, op
         loader.override_global(name, value, true);
     }
     loader.map_max_entries(names::EVENTS, opts.ring_buffer_bytes);
-    for (name, _) in rule_maps(policy) {
+    for name in [
+        names::EXEC_PATHS,
+        names::EXEC_NAMES,
+        names::EXEC_INODES,
+        names::EXEC_PREFIXES,
+        names::EXEC_NAME_PREFIXES,
+        names::NET_V4,
+        names::NET_V6,
+    ] {
         loader.map_max_entries(name, opts.map_entries);
     }
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
@@ -285,12 +343,10 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, policy: &Compiled, op
         let path = generation.map(name);
         map.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
     }
-    write_policy(&mut ebpf, policy)?;
-    let registrations = register_cgroups(map_mut(&mut ebpf, names::AGENT_CGROUPS)?, cgroup_root, policy)?;
     attach(&mut ebpf, cgroup_root, generation)?;
     // Dropping `ebpf` closes our descriptors; the pinned links keep the programs attached and
     // the pinned maps keep the state.
-    Ok(registrations)
+    Ok(())
 }
 
 /// Offsets of the kernel struct fields the programs read, from the running kernel's BTF. A field
@@ -355,65 +411,6 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         .collect()
 }
 
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, LoadError> {
-    ebpf.map_mut(name).ok_or(LoadError::Missing { kind: "map", name })
-}
-
-/// Writes `entries` into the hash map `name`.
-fn fill_hash<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: &[(K, V)]) -> Result<(), LoadError> {
-    let mut map: HashMap<_, K, V> = HashMap::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
-    for (k, v) in entries {
-        map.insert(k, v, 0).map_err(|source| LoadError::MapInsert { name, source })?;
-    }
-    Ok(())
-}
-
-/// Writes `(prefix length, key, value)` entries into the LPM trie `name`.
-fn fill_trie<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: &[(u32, K, V)]) -> Result<(), LoadError> {
-    let mut map: LpmTrie<_, K, V> = LpmTrie::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
-    for (len, k, v) in entries {
-        map.insert(&Key::new(*len, *k), v, 0).map_err(|source| LoadError::MapInsert { name, source })?;
-    }
-    Ok(())
-}
-
-/// Rules first, then per-policy settings; registrations come after, so no workload is matched
-/// before its whole policy is in place.
-fn write_policy(ebpf: &mut Ebpf, policy: &Compiled) -> Result<(), LoadError> {
-    fill_hash(ebpf, names::EXEC_PATHS, &policy.exec_paths)?;
-    fill_hash(ebpf, names::EXEC_NAMES, &policy.exec_names)?;
-    fill_hash(ebpf, names::EXEC_INODES, &policy.exec_inodes)?;
-    fill_trie(ebpf, names::EXEC_PREFIXES, &policy.exec_prefixes)?;
-    fill_trie(ebpf, names::EXEC_NAME_PREFIXES, &policy.exec_name_prefixes)?;
-    fill_trie(ebpf, names::NET_V4, &policy.net_v4)?;
-    fill_trie(ebpf, names::NET_V6, &policy.net_v6)?;
-    let name = names::POLICIES;
-    let mut configs: Array<_, PolicyConfig> = Array::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
-    for agent in &policy.agents {
-        configs.set(agent.policy_id, agent.config, 0).map_err(|source| LoadError::MapInsert { name, source })?;
-    }
-    Ok(())
-}
-
-/// Creates each agent's cgroup directory if missing and puts its id in the registration map.
-fn register_cgroups(map: &mut Map, root: &Path, policy: &Compiled) -> Result<Vec<Registration>, LoadError> {
-    let mut map: HashMap<_, u64, CgroupPolicy> =
-        HashMap::try_from(map).map_err(|source| LoadError::Map { name: names::AGENT_CGROUPS, source })?;
-    let mut registrations = Vec::new();
-    for agent in &policy.agents {
-        for m in &agent.cgroups {
-            let abs = root.join(&m.dir);
-            cgroup::create_all(root, &m.dir).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
-            let id = cgroup::id_of(&abs).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
-            let flags = (if m.this { CGROUP_MATCH_SELF } else { 0 }) | (if m.below { CGROUP_MATCH_DESCENDANTS } else { 0 });
-            map.insert(id, CgroupPolicy { policy_id: agent.policy_id, flags }, 0)
-                .map_err(|source| LoadError::MapInsert { name: names::AGENT_CGROUPS, source })?;
-            registrations.push(Registration { id, path: format!("/{}", m.dir) });
-        }
-    }
-    Ok(registrations)
-}
-
 /// The program `name` of the object, as program type `P`.
 fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
 where
@@ -433,10 +430,20 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), L
         link.map_err(|e| pin_err(Box::new(e)))?.pin(generation.link(name)).map(drop).map_err(|e| pin_err(Box::new(e)))
     };
 
+    // The gate first: nothing may be held before it is there to catch a continued process.
+    let name = names::PROG_GATE;
+    let gate: &mut RawTracePoint = program(ebpf, name)?;
+    gate.load().map_err(prog_err(name))?;
+    let id = gate.attach("sys_enter").map_err(prog_err(name))?;
+    pin(name, Ok(gate.take_link(id).map_err(prog_err(name))?.into()))?;
+
     for (name, category, tracepoint) in [
         (names::PROG_EXEC, "sched", "sched_process_exec"),
         (names::PROG_EXIT, "sched", "sched_process_exit"),
         (names::PROG_SOCKET_ENTER, "syscalls", "sys_enter_socket"),
+        (names::PROG_ATTACH, "cgroup", "cgroup_attach_task"),
+        (names::PROG_MKDIR, "cgroup", "cgroup_mkdir"),
+        (names::PROG_RMDIR, "cgroup", "cgroup_rmdir"),
     ] {
         let prog: &mut TracePoint = program(ebpf, name)?;
         prog.load().map_err(prog_err(name))?;

@@ -1,21 +1,34 @@
 //! Policy model -> the entries of the kernel maps, plus the rule table verdicts are named from.
 use std::net::IpAddr;
 
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use guard_common::{
-    BASENAME_LEN, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey,
-    ExecRule as KernelExecRule, FILENAME_LEN, PREFIX_PATH_LEN,
-    MAX_PORT_RANGES, NET_ALLOW, NET_DENY, NetKeyV4, NetKeyV6, NetRule as KernelNetRule,
-    POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT, PolicyConfig, PortRange,
+    BASENAME_LEN, EXEC_ACTION_ALLOW, EXEC_ACTION_AUDIT, EXEC_ACTION_HOLD, EXEC_ACTION_KILL,
+    ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey, ExecPrefixKey,
+    ExecRule as KernelExecRule, FILENAME_LEN, MAX_PORT_RANGES, NET_ALLOW, NET_DENY, NetKeyV4,
+    NetKeyV6, NetRule as KernelNetRule, POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT,
+    POLICY_FLAG_EXEC_ALLOWLIST, POLICY_SLOTS, PREFIX_PATH_LEN, PolicyConfig, PortRange,
 };
 
-use super::{Agent, CgroupMatch, ExecMatcher, Mode, NetAction, Policy, PolicyError, Pos};
+use super::{Agent, CgroupMatch, ExecAction, ExecMatcher, ExecRule, Mode, NetAction, Policy, PolicyError, Pos};
+
+/// Agents one policy may hold: policy ids alternate between two halves of the slots.
+pub const MAX_AGENTS: usize = (POLICY_SLOTS / 2 - 1) as usize;
+
+/// A glob as the policy means it: `*` and `?` stay within one path component when
+/// `paths` (cgroup paths), and match anything in an argument otherwise.
+pub fn glob(pattern: &str, paths: bool) -> Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(pattern).literal_separator(paths).backslash_escape(true).build()?.compile_matcher())
+}
 
 /// What a verdict says about the rule that decided it.
 #[derive(Debug, Clone)]
 pub struct RuleInfo {
     pub id: u32,
-    /// `exec.deny`, `network.deny` or `network.allow`.
+    /// `exec.deny`, `exec.hold`, `exec.allow`, `network.deny` or `network.allow`.
     pub section: &'static str,
+    /// `kill`, `hold`, `audit`, `allow`, `deny`.
+    pub action: &'static str,
     /// The matcher as written, e.g. `basename: shred` or `cidr: 10.0.0.0/8 ports: 22`.
     pub matcher: String,
     pub message: Option<String>,
@@ -27,8 +40,27 @@ pub struct RuleInfo {
 pub struct AgentEntry {
     pub name: String,
     pub policy_id: u32,
+    pub mode: Mode,
     pub config: PolicyConfig,
     pub cgroups: Vec<CgroupMatch>,
+    /// Globs of `cgroups` that the daemon matches (index into `cgroups`, matcher).
+    pub cgroup_globs: Vec<(usize, GlobMatcher)>,
+    /// Exec rules as the daemon evaluates them (holds, argv conditions, `policy explain`).
+    pub exec: Vec<EvalRule>,
+    /// With `exec.allow`: the rule id an exec off the allow list is killed by.
+    pub allowlist_rule: Option<u32>,
+}
+
+/// One exec rule, ready for the daemon to match.
+#[derive(Debug, Clone)]
+pub struct EvalRule {
+    pub id: u32,
+    pub rule: ExecRule,
+    /// The file a `path` rule names, by (kernel dev, inode), if it exists.
+    pub identity: Option<(u32, u64)>,
+    /// A `path_prefix` directory with symlinks resolved, if it exists.
+    pub canonical_dir: Option<String>,
+    pub argv_glob: Option<GlobSet>,
 }
 
 /// Everything the loader writes into the maps, and the tables to name verdicts with.
@@ -36,6 +68,8 @@ pub struct AgentEntry {
 pub struct Compiled {
     pub source: String,
     pub hash: String,
+    /// Policy ids are `base + 1 ..= base + agents`.
+    pub base: u32,
     pub agents: Vec<AgentEntry>,
     /// Indexed by rule id - 1.
     pub rules: Vec<RuleInfo>,
@@ -60,14 +94,32 @@ impl Compiled {
     }
 
     pub fn agent(&self, policy_id: u32) -> Option<&AgentEntry> {
-        self.agents.get((policy_id as usize).checked_sub(1)?)
+        self.agents.get((policy_id.checked_sub(self.base)? as usize).checked_sub(1)?)
+    }
+
+    pub fn agent_named(&self, name: &str) -> Option<&AgentEntry> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// Does `policy_id` belong to this compilation?
+    pub fn owns(&self, policy_id: u32) -> bool {
+        self.agent(policy_id).is_some()
     }
 }
 
-pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
+/// Compiles with policy ids from `base + 1` (`base` is 0 or `POLICY_SLOTS / 2`).
+pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
+    if policy.agents.len() > MAX_AGENTS {
+        return Err(PolicyError {
+            file: policy.source.clone(),
+            pos: policy.agents[MAX_AGENTS].pos,
+            message: format!("a policy holds at most {MAX_AGENTS} agents"),
+        });
+    }
     let mut out = Compiled {
         source: policy.source.clone(),
         hash: policy.hash.clone(),
+        base,
         agents: Vec::new(),
         rules: Vec::new(),
         exec_paths: Vec::new(),
@@ -80,96 +132,169 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
         net_v6: Vec::new(),
     };
     for (i, agent) in policy.agents.iter().enumerate() {
-        let policy_id = i as u32 + 1;
-        let audit = agent.mode.unwrap_or(policy.mode) == Mode::Audit;
+        let policy_id = base + i as u32 + 1;
+        let mode = agent.mode.unwrap_or(policy.mode);
+        let audit = mode == Mode::Audit;
         let raw = agent.network.raw_sockets == NetAction::Allow;
+        let allowlist_rule = agent.exec_allowlist.map(|pos| {
+            let msg = Some("not on the agent's exec allow list".to_owned());
+            add_rule(&mut out, agent, "exec.allow", "kill", "(anything not listed)".into(), &msg, pos)
+        });
         let config = PolicyConfig {
-            flags: (if audit { POLICY_FLAG_AUDIT } else { 0 }) | (if raw { POLICY_FLAG_ALLOW_RAW_SOCKETS } else { 0 }),
+            flags: (if audit { POLICY_FLAG_AUDIT } else { 0 })
+                | (if raw { POLICY_FLAG_ALLOW_RAW_SOCKETS } else { 0 })
+                | (if allowlist_rule.is_some() { POLICY_FLAG_EXEC_ALLOWLIST } else { 0 }),
             net_default: match agent.network.default {
                 NetAction::Allow => NET_ALLOW,
                 NetAction::Deny => NET_DENY,
             },
+            exec_default_rule: allowlist_rule.unwrap_or(0),
+            _pad: 0,
         };
-        out.agents.push(AgentEntry { name: agent.name.clone(), policy_id, config, cgroups: agent.cgroups.clone() });
-        compile_exec(&mut out, policy, agent, policy_id)?;
-        compile_net(&mut out, policy, agent, policy_id)?;
+        let mut cgroup_globs = Vec::new();
+        for (i, m) in agent.cgroups.iter().enumerate() {
+            if let Some(g) = &m.glob {
+                let matcher = glob(g, true).map_err(|e| PolicyError { file: agent.file.clone(), pos: m.pos, message: format!("cgroup glob `{g}`: {e}") })?;
+                cgroup_globs.push((i, matcher));
+            }
+        }
+        let exec = compile_exec(&mut out, agent, policy_id)?;
+        out.agents.push(AgentEntry {
+            name: agent.name.clone(),
+            policy_id,
+            mode,
+            config,
+            cgroups: agent.cgroups.clone(),
+            cgroup_globs,
+            exec,
+            allowlist_rule,
+        });
+        compile_net(&mut out, agent, policy_id)?;
     }
     Ok(out)
 }
 
-fn add_rule(out: &mut Compiled, policy: &Policy, section: &'static str, matcher: String, message: &Option<String>, pos: Pos) -> u32 {
+fn add_rule(out: &mut Compiled, agent: &Agent, section: &'static str, action: &'static str, matcher: String, message: &Option<String>, pos: Pos) -> u32 {
     let id = out.rules.len() as u32 + 1;
     out.rules.push(RuleInfo {
         id,
         section,
+        action,
         matcher,
         message: message.clone(),
-        location: format!("{}:{}", policy.source, pos.line),
+        location: format!("{}:{}", agent.file, pos.line),
     });
     id
 }
 
-fn compile_exec(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u32) -> Result<(), PolicyError> {
-    for rule in &agent.exec_deny {
-        let rule_id = add_rule(out, policy, "exec.deny", rule.matcher.to_string(), &rule.message, rule.pos);
-        let value = KernelExecRule { rule_id, _reserved: 0 };
+/// What the kernel does for a rule: its own action, or a hold when the daemon must judge it.
+fn kernel_action(rule: &ExecRule) -> u32 {
+    if rule.needs_daemon() {
+        return EXEC_ACTION_HOLD;
+    }
+    match rule.action {
+        ExecAction::Kill => EXEC_ACTION_KILL,
+        ExecAction::Hold => EXEC_ACTION_HOLD,
+        ExecAction::Audit => EXEC_ACTION_AUDIT,
+        ExecAction::Allow => EXEC_ACTION_ALLOW,
+    }
+}
+
+/// When several rules share one kernel key, the strongest kernel action wins: a kill needs no
+/// daemon (nothing outranks it), a hold lets the daemon weigh every rule, an audit outranks an
+/// allow.
+fn strength(action: u32) -> u8 {
+    match action {
+        EXEC_ACTION_KILL => 4,
+        EXEC_ACTION_HOLD => 3,
+        EXEC_ACTION_AUDIT => 2,
+        _ => 1,
+    }
+}
+
+/// Adds `(key, value)`, or strengthens the entry already there for `key`.
+fn upsert<K: PartialEq>(entries: &mut Vec<(K, KernelExecRule)>, key: K, value: KernelExecRule) {
+    match entries.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) if strength(value.action) > strength(v.action) => *v = value,
+        Some(_) => {}
+        None => entries.push((key, value)),
+    }
+}
+
+fn compile_exec(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<Vec<EvalRule>, PolicyError> {
+    let mut eval = Vec::new();
+    let err = |pos: Pos, message: String| PolicyError { file: agent.file.clone(), pos, message };
+    for rule in &agent.exec {
+        let shown = format!("{}{}", rule.matcher, rule.conditions);
+        let rule_id = add_rule(out, agent, rule.section, rule.action.name(), shown, &rule.message, rule.pos);
+        let value = KernelExecRule { rule_id, action: kernel_action(rule) };
         let policy_id_be = policy_id.to_be_bytes();
-        // The first rule for a key decides; a later duplicate keeps its id but is shadowed.
+        let mut identity_of_path = None;
+        let mut canonical_dir = None;
         match &rule.matcher {
             ExecMatcher::Path(p) => {
-                let key = ExecPathKey { policy_id, path: padded::<FILENAME_LEN>(p) };
-                if !out.exec_paths.iter().any(|(k, _)| k.policy_id == policy_id && k.path == key.path) {
-                    out.exec_paths.push((key, value));
-                }
+                upsert(&mut out.exec_paths, ExecPathKey { policy_id, path: padded::<FILENAME_LEN>(p) }, value);
                 match identity(p) {
                     Some((_, _, true)) => {
-                        return Err(PolicyError {
-                            file: policy.source.clone(),
-                            pos: rule.pos,
-                            message: format!("`path: {p}` names a directory; use `path_prefix` for what lies below it"),
-                        });
+                        return Err(err(rule.pos, format!("`path: {p}` names a directory; use `path_prefix` for what lies below it")));
                     }
-                    Some((dev, ino, false)) => push_inode(out, ExecInodeKey { policy_id, dev, ino }, value),
+                    Some((dev, ino, false)) => {
+                        identity_of_path = Some((dev, ino));
+                        upsert(&mut out.exec_inodes, ExecInodeKey { policy_id, dev, ino }, value);
+                    }
                     None => out.warnings.push(format!(
-                        "{}:{}: `{p}` does not exist: only execs naming exactly this path are denied, not links to it",
-                        policy.source, rule.pos.line
+                        "{}:{}:{}: `{p}` does not exist: only execs naming exactly this path match, not links to it",
+                        agent.file, rule.pos.line, rule.pos.col
                     )),
                 }
             }
             ExecMatcher::PathPrefix(p) => {
                 let len = 32 + 8 * p.len() as u32;
-                out.exec_prefixes.push((len, ExecPrefixKey { policy_id_be, path: padded_exact::<PREFIX_PATH_LEN>(p) }, value));
+                upsert_trie(&mut out.exec_prefixes, len, ExecPrefixKey { policy_id_be, path: padded_exact::<PREFIX_PATH_LEN>(p) }, value);
                 match identity(p) {
-                    Some((dev, ino, true)) => push_inode(out, ExecInodeKey { policy_id, dev, ino }, value),
+                    Some((dev, ino, true)) => {
+                        upsert(&mut out.exec_inodes, ExecInodeKey { policy_id, dev, ino }, value);
+                        canonical_dir = std::fs::canonicalize(p).ok().map(|c| format!("{}/", c.display()).replace("//", "/"));
+                    }
                     _ => out.warnings.push(format!(
-                        "{}:{}: directory `{p}` does not exist: only execs naming a path under it are denied",
-                        policy.source, rule.pos.line
+                        "{}:{}:{}: directory `{p}` does not exist: only execs naming a path under it match",
+                        agent.file, rule.pos.line, rule.pos.col
                     )),
                 }
             }
             ExecMatcher::Basename(b) => {
-                let key = ExecNameKey { policy_id, name: padded::<BASENAME_LEN>(b) };
-                if !out.exec_names.iter().any(|(k, _)| k.policy_id == policy_id && k.name == key.name) {
-                    out.exec_names.push((key, value));
-                }
+                upsert(&mut out.exec_names, ExecNameKey { policy_id, name: padded::<BASENAME_LEN>(b) }, value);
             }
             ExecMatcher::BasenamePrefix(b) => {
                 let len = 32 + 8 * b.len() as u32;
-                out.exec_name_prefixes.push((len, ExecNamePrefixKey { policy_id_be, name: padded_exact::<BASENAME_LEN>(b) }, value));
+                upsert_trie(&mut out.exec_name_prefixes, len, ExecNamePrefixKey { policy_id_be, name: padded_exact::<BASENAME_LEN>(b) }, value);
             }
         }
+        let argv_glob = if rule.conditions.argv_glob.is_empty() {
+            None
+        } else {
+            let mut set = GlobSetBuilder::new();
+            for g in &rule.conditions.argv_glob {
+                let built = GlobBuilder::new(g).backslash_escape(true).build().map_err(|e| err(rule.pos, format!("argv_glob `{g}`: {e}")))?;
+                set.add(built);
+            }
+            Some(set.build().map_err(|e| err(rule.pos, format!("argv_glob: {e}")))?)
+        };
+        eval.push(EvalRule { id: rule_id, rule: rule.clone(), identity: identity_of_path, canonical_dir, argv_glob });
     }
-    Ok(())
+    Ok(eval)
 }
 
-fn push_inode(out: &mut Compiled, key: ExecInodeKey, value: KernelExecRule) {
-    if !out.exec_inodes.iter().any(|(k, _)| *k == key) {
-        out.exec_inodes.push((key, value));
+fn upsert_trie<K: PartialEq>(entries: &mut Vec<(u32, K, KernelExecRule)>, len: u32, key: K, value: KernelExecRule) {
+    match entries.iter_mut().find(|(l, k, _)| *l == len && *k == key) {
+        Some((_, _, v)) if strength(value.action) > strength(v.action) => *v = value,
+        Some(_) => {}
+        None => entries.push((len, key, value)),
     }
 }
 
 /// (kernel `s_dev`, inode, is a directory) of what `path` names, following symlinks.
-fn identity(path: &str) -> Option<(u32, u64, bool)> {
+pub fn identity(path: &str) -> Option<(u32, u64, bool)> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
     let dev = meta.dev();
@@ -204,7 +329,7 @@ struct Prefix {
     pos: Pos,
 }
 
-fn compile_net(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u32) -> Result<(), PolicyError> {
+fn compile_net(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<(), PolicyError> {
     let mut prefixes: Vec<Prefix> = Vec::new();
     for action in [NetAction::Deny, NetAction::Allow] {
         for rule in agent.network.rules.iter().filter(|r| r.action == action) {
@@ -214,7 +339,8 @@ fn compile_net(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u3
                 let ports: Vec<String> = rule.ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
                 matcher.push_str(&format!(" ports: {}", ports.join(",")));
             }
-            let rule_id = add_rule(out, policy, section, matcher, &rule.message, rule.pos);
+            let action_name = if action == NetAction::Deny { "deny" } else { "allow" };
+            let rule_id = add_rule(out, agent, section, action_name, matcher, &rule.message, rule.pos);
             let kernel_action = if action == NetAction::Deny { NET_DENY } else { NET_ALLOW };
             let ranges: Vec<(u16, u16)> = if rule.ports.is_empty() { vec![(0, u16::MAX)] } else { rule.ports.clone() };
             let idx = match prefixes.iter().position(|p| p.addr == rule.cidr.addr && p.len == rule.cidr.len) {
@@ -235,7 +361,7 @@ fn compile_net(out: &mut Compiled, policy: &Policy, agent: &Agent, policy_id: u3
         let ranges: Vec<PortRange> = p.own.iter().chain(enclosing.iter().flat_map(|q| q.own.iter())).copied().collect();
         if ranges.len() > MAX_PORT_RANGES {
             return Err(PolicyError {
-                file: policy.source.clone(),
+                file: agent.file.clone(),
                 pos: p.pos,
                 message: format!(
                     "{} port ranges apply to {}/{} (with those of enclosing prefixes); at most {MAX_PORT_RANGES} can",
@@ -275,7 +401,7 @@ mod tests {
     use crate::policy::parse::parse;
 
     fn compiled(text: &str) -> Compiled {
-        compile(&parse("p.yaml", text).unwrap()).unwrap()
+        compile(&parse("p.yaml", text).unwrap(), 0).unwrap()
     }
 
     /// What the kernel does with one trie entry: the first range containing the port decides.
@@ -317,7 +443,7 @@ mod tests {
     fn too_many_ranges_is_an_error() {
         let ports: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
         let text = format!("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: ::1\n          ports: [{}]\n", ports.join(", "));
-        let e = compile(&parse("p.yaml", &text).unwrap()).unwrap_err();
+        let e = compile(&parse("p.yaml", &text).unwrap(), 0).unwrap_err();
         assert!(e.to_string().starts_with("p.yaml:5:11: 17 port ranges apply to ::1/128"), "{e}");
     }
 
@@ -339,7 +465,7 @@ mod tests {
         assert_eq!(c.exec_name_prefixes[0].0, 32 + 32);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("missing` does not exist"), "{:?}", c.warnings);
-        let e = compile(&parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tools\n")).unwrap()).unwrap_err();
+        let e = compile(&parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tools\n")).unwrap(), 0).unwrap_err();
         assert!(e.to_string().contains("names a directory; use `path_prefix`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

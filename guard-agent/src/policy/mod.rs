@@ -1,9 +1,10 @@
 //! Policy: YAML -> validated model ([`parse`]) -> kernel map entries ([`compile`]).
 pub mod compile;
+pub mod eval;
 pub mod parse;
 pub mod yaml;
 
-use std::{fmt, net::IpAddr, path::Path};
+use std::{fmt, net::IpAddr, path::Path, time::Duration};
 
 use sha2::{Digest as _, Sha256};
 
@@ -29,29 +30,43 @@ pub struct Policy {
     /// SHA-256 of the policy text, hex: every verdict names the policy that decided it.
     pub hash: String,
     pub mode: Mode,
+    /// `mode` was written (not defaulted): a policy directory must agree on it.
+    pub mode_set: bool,
     pub agents: Vec<Agent>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub name: String,
+    /// The file the agent is defined in.
+    pub file: String,
     pub pos: Pos,
     /// `None`: the global mode applies.
     pub mode: Option<Mode>,
     pub cgroups: Vec<CgroupMatch>,
-    pub exec_deny: Vec<ExecRule>,
+    /// `exec.deny`, `exec.hold` and `exec.allow` rules, in document order.
+    pub exec: Vec<ExecRule>,
+    /// Where `exec.allow` is, if the agent has one: execs no allow rule matches are then killed.
+    pub exec_allowlist: Option<Pos>,
     pub network: Network,
 }
 
-/// Which cgroups a `match.cgroup` glob covers, relative to the cgroup v2 root.
+/// Which cgroups a `match.cgroup` glob or `match.systemd_unit` covers, relative to the cgroup
+/// v2 root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMatch {
-    /// The literal part of the glob, without leading or trailing `/`.
+    /// The literal part of the glob, without leading or trailing `/`: a directory the kernel
+    /// registration covers (`glob` is `None`), or where matching cgroups are looked for.
     pub dir: String,
     /// `dir` itself is matched (a glob with no wildcard).
     pub this: bool,
     /// Every cgroup below `dir` is matched (a trailing `/*` or `/**`).
     pub below: bool,
+    /// A glob with wildcards inside (or a systemd unit): each existing and each new cgroup
+    /// whose path matches is registered, with everything below it.
+    pub glob: Option<String>,
+    /// As written, for messages.
+    pub text: String,
     pub pos: Pos,
 }
 
@@ -84,13 +99,98 @@ impl fmt::Display for ExecMatcher {
     }
 }
 
+/// What a matching exec rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExecAction {
+    /// Killed before its first instruction (`kill`, or `deny`: without BPF LSM an exec cannot
+    /// fail with EPERM, so a denied exec is killed).
+    Kill,
+    /// Stopped at exec until a person approves (`guard-agent approve ID`), denied on timeout.
+    Hold,
+    /// Reported, not stopped.
+    Audit,
+    /// On the allow list (`exec.allow`).
+    Allow,
+}
+
+impl ExecAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Hold => "hold",
+            Self::Audit => "audit",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// Conditions on the command line and context, checked by the daemon while the new image is
+/// stopped. All given conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Some argument (after argv[0]) is exactly one of these.
+    pub argv_any: Vec<String>,
+    /// Each of these is exactly some argument.
+    pub argv_all: Vec<String>,
+    /// Some argument matches one of these globs (`*`, `?`, `[...]`, `{a,b}`).
+    pub argv_glob: Vec<String>,
+    /// The working directory is this directory or below it.
+    pub cwd_prefix: Option<String>,
+    /// The effective uid is one of these.
+    pub uid: Vec<u32>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for Conditions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+        if !self.argv_any.is_empty() {
+            write!(f, " argv_any: [{}]", list(&self.argv_any))?;
+        }
+        if !self.argv_all.is_empty() {
+            write!(f, " argv_all: [{}]", list(&self.argv_all))?;
+        }
+        if !self.argv_glob.is_empty() {
+            write!(f, " argv_glob: [{}]", list(&self.argv_glob))?;
+        }
+        if let Some(c) = &self.cwd_prefix {
+            write!(f, " cwd_prefix: {c}")?;
+        }
+        if !self.uid.is_empty() {
+            write!(f, " uid: {:?}", self.uid)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecRule {
+    /// `exec.deny`, `exec.hold` or `exec.allow`.
+    pub section: &'static str,
     pub matcher: ExecMatcher,
+    pub conditions: Conditions,
+    pub action: ExecAction,
+    /// For `hold`: how long to wait for a person before denying.
+    pub approve_timeout: Duration,
     /// Shown in the verdict, for the person reading it.
     pub message: Option<String>,
     pub pos: Pos,
 }
+
+impl ExecRule {
+    /// Decided by the daemon while the new image is stopped, not by the kernel alone.
+    pub fn needs_daemon(&self) -> bool {
+        self.action == ExecAction::Hold || !self.conditions.is_empty()
+    }
+}
+
+/// How long a `hold` waits for approval unless the rule says otherwise.
+pub const DEFAULT_APPROVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetAction {
@@ -139,7 +239,63 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// Reads and validates a policy file.
+/// Reads and validates a policy file, or a directory of them (`*.yaml`, merged in name order).
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    if !path.is_dir() {
+        return load_file(path);
+    }
+    let dir_err = |message: String| PolicyError { file: path.display().to_string(), pos: Pos { line: 1, col: 1 }, message };
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| dir_err(format!("cannot read the policy directory: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(dir_err("the policy directory holds no *.yaml file".into()));
+    }
+    let mut merged: Option<Policy> = None;
+    let mut hasher = Sha256::new();
+    for f in &files {
+        let p = load_file(f)?;
+        hasher.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        hasher.update([0]);
+        hasher.update(p.hash.as_bytes());
+        merged = Some(match merged {
+            None => p,
+            Some(mut m) => {
+                for a in p.agents {
+                    if let Some(first) = m.agents.iter().find(|x| x.name == a.name) {
+                        return Err(PolicyError {
+                            file: f.display().to_string(),
+                            pos: a.pos,
+                            message: format!("agent `{}` is already defined in {}:{}", a.name, first.file, first.pos.line),
+                        });
+                    }
+                    m.agents.push(a);
+                }
+                if p.mode_set {
+                    if m.mode_set && m.mode != p.mode {
+                        return Err(PolicyError {
+                            file: f.display().to_string(),
+                            pos: Pos { line: 1, col: 1 },
+                            message: "`mode` differs from an earlier file of the policy directory; set it once or per agent".into(),
+                        });
+                    }
+                    m.mode = p.mode;
+                    m.mode_set = true;
+                }
+                m
+            }
+        });
+    }
+    let mut p = merged.ok_or_else(|| dir_err("no policy".into()))?;
+    p.source = path.display().to_string();
+    p.hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(p)
+}
+
+/// Reads and validates one policy file.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| PolicyError {

@@ -3,8 +3,8 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use super::{
-    Agent, CgroupMatch, Cidr, ExecMatcher, ExecRule, Mode, NetAction, NetRule, Network, Policy,
-    PolicyError, Pos, hash_text,
+    Agent, CgroupMatch, Cidr, Conditions, DEFAULT_APPROVE_TIMEOUT, ExecAction, ExecMatcher,
+    ExecRule, Mode, NetAction, NetRule, Network, Policy, PolicyError, Pos, hash_text,
     yaml::{self, Node, Value},
 };
 use crate::paths::AGENT_CGROUP_DIR;
@@ -19,6 +19,7 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
         .map_err(|e| p.err(e.pos, format!("YAML syntax error: {}", e.message)))?
         .ok_or_else(|| p.err(Pos { line: 1, col: 1 }, "the policy is empty; it needs at least `agents:`"))?;
     let m = p.map(&root, "the policy", &["mode", "agents"])?;
+    let mode_set = m.get("mode").is_some();
     let mode = match m.get("mode") {
         Some(n) => p.mode(n)?,
         None => Mode::Enforce,
@@ -36,7 +37,7 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     if agents.is_empty() {
         return Err(p.err(agents_node.pos, "`agents` is empty: a policy needs at least one agent"));
     }
-    Ok(Policy { source: file.to_owned(), hash: hash_text(text), mode, agents })
+    Ok(Policy { source: file.to_owned(), hash: hash_text(text), mode, mode_set, agents })
 }
 
 struct Parser<'a> {
@@ -135,65 +136,111 @@ impl Parser<'_> {
                 dir: format!("{AGENT_CGROUP_DIR}/{name}"),
                 this: false,
                 below: true,
+                glob: None,
+                text: format!("{AGENT_CGROUP_DIR}/{name}/*"),
                 pos: name_node.pos,
             }],
         };
-        let exec_deny = match m.get("exec") {
+        let (exec, exec_allowlist) = match m.get("exec") {
             Some(n) => self.exec(n)?,
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         let network = match m.get("network") {
             Some(n) => self.network(n)?,
             None => Network { default: NetAction::Allow, raw_sockets: NetAction::Deny, rules: Vec::new() },
         };
-        Ok(Agent { name, pos: node.pos, mode, cgroups, exec_deny, network })
+        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network })
     }
 
     fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {
-        let m = self.map(node, "`match`", &["cgroup"])?;
-        let c = m.require("cgroup", node, self)?;
-        let globs: Vec<&Node> = match &c.value {
-            Value::Seq(items) => items.iter().collect(),
-            _ => vec![c],
-        };
-        if globs.is_empty() {
-            return Err(self.err(c.pos, "`cgroup` is an empty list: the agent would match nothing"));
+        let m = self.map(node, "`match`", &["cgroup", "systemd_unit"])?;
+        if m.entries.is_empty() {
+            return Err(self.err(node.pos, "`match` is empty: give `cgroup` or `systemd_unit`"));
         }
-        globs.into_iter().map(|g| self.cgroup_glob(g)).collect()
+        let mut out = Vec::new();
+        for (key, value) in &m.entries {
+            let items: Vec<&Node> = match &value.value {
+                Value::Seq(items) => items.iter().collect(),
+                _ => vec![*value],
+            };
+            if items.is_empty() {
+                return Err(self.err(value.pos, format!("`{key}` is an empty list: the agent would match nothing")));
+            }
+            for item in items {
+                out.push(if *key == "cgroup" { self.cgroup_glob(item)? } else { self.systemd_unit(item)? });
+            }
+        }
+        Ok(out)
     }
 
-    /// `a/b` (that cgroup and below), `a/b/*` or `a/b/**` (every cgroup below `a/b`).
+    /// `a/b` (that cgroup and below), `a/b/*` or `a/b/**` (every cgroup below `a/b`): the
+    /// kernel registration of `a/b` covers them. A wildcard elsewhere (`system.slice/agent-*`)
+    /// is matched by the daemon against every cgroup, existing and new.
     fn cgroup_glob(&self, node: &Node) -> Result<CgroupMatch, PolicyError> {
         let glob = self.nonempty_str(node, "a cgroup glob")?;
         let trimmed = glob.trim_matches('/');
+        if trimmed.split('/').any(|c| c == "." || c == ".." || c.is_empty()) {
+            return Err(self.err(node.pos, format!(
+                "cgroup glob `{glob}` can never match: it has an empty, `.` or `..` component"
+            )));
+        }
         let (dir, this, below) = match trimmed.strip_suffix("/**").or_else(|| trimmed.strip_suffix("/*")) {
             Some(dir) => (dir, false, true),
             None if trimmed == "*" || trimmed == "**" => ("", false, true),
             None => (trimmed, true, true),
         };
-        if dir.contains(['*', '?', '[', ']']) {
-            return Err(self.err(node.pos, format!(
-                "cgroup glob `{glob}`: a wildcard is only supported as the whole last component \
-                 (`dir/*` or `dir/**`)"
-            )));
-        }
-        if dir.split('/').any(|c| c == "." || c == "..") {
-            return Err(self.err(node.pos, format!("cgroup glob `{glob}` must not contain `.` or `..`")));
+        let text = glob.to_owned();
+        if dir.contains(WILDCARDS) {
+            self.glob_syntax(node, trimmed, "cgroup glob")?;
+            // Scan from the literal directory above the first wildcard.
+            let first = trimmed.find(WILDCARDS).unwrap_or(0);
+            let literal = trimmed[..first].rsplit_once('/').map_or("", |(d, _)| d);
+            return Ok(CgroupMatch { dir: literal.to_owned(), this: true, below: true, glob: Some(trimmed.to_owned()), text, pos: node.pos });
         }
         if dir.is_empty() && this {
             return Err(self.err(node.pos, "the cgroup root cannot be an agent workload"));
         }
-        Ok(CgroupMatch { dir: dir.to_owned(), this, below, pos: node.pos })
+        Ok(CgroupMatch { dir: dir.to_owned(), this, below, glob: None, text, pos: node.pos })
     }
 
-    fn exec(&self, node: &Node) -> Result<Vec<ExecRule>, PolicyError> {
-        let m = self.map(node, "`exec`", &["deny"])?;
-        let Some(deny) = m.get("deny") else { return Ok(Vec::new()) };
-        self.seq(deny, "`exec.deny`")?.iter().map(|r| self.exec_rule(r)).collect()
+    /// A systemd unit name or glob (`agent-*.service`): its cgroup, in whatever slice.
+    fn systemd_unit(&self, node: &Node) -> Result<CgroupMatch, PolicyError> {
+        let unit = self.nonempty_str(node, "a systemd unit")?;
+        const SUFFIXES: [&str; 3] = [".service", ".scope", ".slice"];
+        if unit.contains('/') || !SUFFIXES.iter().any(|s| unit.ends_with(s)) {
+            return Err(self.err(node.pos, format!(
+                "`systemd_unit: {unit}` must be a unit name (or glob) ending in .service, .scope or .slice, without `/`"
+            )));
+        }
+        let glob = format!("**/{unit}");
+        self.glob_syntax(node, &glob, "systemd unit")?;
+        Ok(CgroupMatch { dir: String::new(), this: true, below: true, glob: Some(glob), text: format!("systemd_unit: {unit}"), pos: node.pos })
     }
 
-    fn exec_rule(&self, node: &Node) -> Result<ExecRule, PolicyError> {
-        let m = self.map(node, "an exec rule", &["path", "path_prefix", "basename", "basename_prefix", "message"])?;
+    fn glob_syntax(&self, node: &Node, glob: &str, what: &str) -> Result<(), PolicyError> {
+        super::compile::glob(glob, true).map(drop).map_err(|e| self.err(node.pos, format!("{what} `{glob}`: {e}")))
+    }
+
+    /// `exec.deny`, `exec.hold`, `exec.allow`: rules in document order, and where `allow` is.
+    fn exec(&self, node: &Node) -> Result<(Vec<ExecRule>, Option<Pos>), PolicyError> {
+        let m = self.map(node, "`exec`", &["deny", "hold", "allow"])?;
+        let mut rules = Vec::new();
+        for (section, default) in [("deny", ExecAction::Kill), ("hold", ExecAction::Hold), ("allow", ExecAction::Allow)] {
+            let Some(list) = m.get(section) else { continue };
+            for r in self.seq(list, &format!("`exec.{section}`"))? {
+                rules.push(self.exec_rule(r, section, default)?);
+            }
+        }
+        rules.sort_by_key(|r| (r.pos.line, r.pos.col));
+        Ok((rules, m.get("allow").map(|n| n.pos)))
+    }
+
+    fn exec_rule(&self, node: &Node, section: &str, default: ExecAction) -> Result<ExecRule, PolicyError> {
+        const KEYS: [&str; 12] = [
+            "path", "path_prefix", "basename", "basename_prefix", "argv_any", "argv_all", "argv_glob",
+            "cwd_prefix", "uid", "action", "approve_timeout", "message",
+        ];
+        let m = self.map(node, &format!("an `exec.{section}` rule"), &KEYS)?;
         let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
         let given: Vec<(&str, &Node)> = ExecMatcher::KEYS.iter().filter_map(|k| m.get(k).map(|n| (*k, n))).collect();
         let (key, value) = match given.as_slice() {
@@ -203,11 +250,82 @@ impl Parser<'_> {
                 return Err(self.err(n.pos, format!("an exec rule takes one matcher; `{second}` is a second one")));
             }
         };
+        let matcher = self.exec_matcher(key, value)?;
+        let conditions = Conditions {
+            argv_any: self.string_list(&m, "argv_any")?,
+            argv_all: self.string_list(&m, "argv_all")?,
+            argv_glob: self.string_list(&m, "argv_glob")?,
+            cwd_prefix: match m.get("cwd_prefix") {
+                Some(n) => {
+                    let c = self.nonempty_str(n, "`cwd_prefix`")?;
+                    if !c.starts_with('/') {
+                        return Err(self.err(n.pos, format!("`cwd_prefix` must be absolute, `{c}` is not")));
+                    }
+                    let trimmed = c.trim_end_matches('/');
+                    Some(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
+                }
+                None => None,
+            },
+            uid: match m.get("uid") {
+                Some(n) => {
+                    let items: Vec<&Node> = match &n.value {
+                        Value::Seq(items) => items.iter().collect(),
+                        _ => vec![n],
+                    };
+                    if items.is_empty() {
+                        return Err(self.err(n.pos, "`uid` is an empty list: the rule would never match"));
+                    }
+                    items
+                        .into_iter()
+                        .map(|i| {
+                            let t = self.str(i, "a uid")?;
+                            t.parse::<u32>().map_err(|_| self.err(i.pos, format!("`{t}` is not a numeric uid")))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                None => Vec::new(),
+            },
+        };
+        if let Some(n) = m.get("argv_glob") {
+            for g in &conditions.argv_glob {
+                super::compile::glob(g, false).map_err(|e| self.err(n.pos, format!("argv_glob `{g}`: {e}")))?;
+            }
+        }
+        let action = match m.get("action") {
+            None => default,
+            Some(n) => {
+                let a = self.str(n, "`action`")?;
+                let action = match a {
+                    "kill" | "deny" => ExecAction::Kill,
+                    "hold" => ExecAction::Hold,
+                    "audit" => ExecAction::Audit,
+                    "allow" => ExecAction::Allow,
+                    other => return Err(self.err(n.pos, format!("`action` must be `kill`, `deny`, `hold` or `audit`, not `{other}`"))),
+                };
+                if (section == "allow") != (action == ExecAction::Allow) {
+                    return Err(self.err(n.pos, format!(
+                        "`action: {a}` does not belong in `exec.{section}`: allow rules go in `exec.allow`, the others in `exec.deny` or `exec.hold`"
+                    )));
+                }
+                action
+            }
+        };
+        let approve_timeout = match m.get("approve_timeout") {
+            None => DEFAULT_APPROVE_TIMEOUT,
+            Some(n) if action != ExecAction::Hold => {
+                return Err(self.err(n.pos, "`approve_timeout` only applies to `hold` rules"));
+            }
+            Some(n) => self.duration(n)?,
+        };
+        Ok(ExecRule { section: section_name(section), matcher, conditions, action, approve_timeout, message, pos: node.pos })
+    }
+
+    fn exec_matcher(&self, key: &str, value: &Node) -> Result<ExecMatcher, PolicyError> {
         let text = self.nonempty_str(value, &format!("`{key}`"))?;
         if text.contains('\0') {
             return Err(self.err(value.pos, format!("`{key}` must not contain a NUL byte")));
         }
-        let matcher = match key {
+        Ok(match key {
             "path" | "path_prefix" => {
                 if !text.starts_with('/') {
                     return Err(self.err(value.pos, format!("`{key}` must be absolute, `{text}` is not")));
@@ -234,8 +352,40 @@ impl Parser<'_> {
                 }
                 if key == "basename" { ExecMatcher::Basename(text.to_owned()) } else { ExecMatcher::BasenamePrefix(text.to_owned()) }
             }
+        })
+    }
+
+    /// A list of strings (a single string is a list of one); absent is empty, `[]` an error.
+    fn string_list(&self, m: &Map<'_>, key: &str) -> Result<Vec<String>, PolicyError> {
+        let Some(n) = m.get(key) else { return Ok(Vec::new()) };
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
         };
-        Ok(ExecRule { matcher, message, pos: node.pos })
+        if items.is_empty() {
+            return Err(self.err(n.pos, format!("`{key}` is an empty list: the rule would never match")));
+        }
+        items.into_iter().map(|i| self.str(i, &format!("an entry of `{key}`")).map(str::to_owned)).collect()
+    }
+
+    /// `500ms`, `30s`, `2m`, `1h`.
+    fn duration(&self, node: &Node) -> Result<std::time::Duration, PolicyError> {
+        let t = self.str(node, "a duration")?;
+        let bad = || self.err(node.pos, format!("`{t}` is not a duration like `500ms`, `30s`, `2m` or `1h`"));
+        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let d = match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+            "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        if d.is_zero() || d > std::time::Duration::from_secs(86_400) {
+            return Err(self.err(node.pos, format!("`{t}` must be more than 0 and at most 24h")));
+        }
+        Ok(d)
     }
 
     fn network(&self, node: &Node) -> Result<Network, PolicyError> {
@@ -313,6 +463,16 @@ impl Parser<'_> {
     }
 }
 
+const WILDCARDS: [char; 4] = ['*', '?', '[', '{'];
+
+fn section_name(section: &str) -> &'static str {
+    match section {
+        "hold" => "exec.hold",
+        "allow" => "exec.allow",
+        _ => "exec.deny",
+    }
+}
+
 /// Clears the host bits of `addr` beyond `len`.
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
@@ -369,10 +529,10 @@ mod tests {
         .unwrap();
         assert_eq!(p.mode, Mode::Audit);
         let a = &p.agents[0];
-        assert_eq!(a.cgroups, vec![CgroupMatch { dir: "guard/a".into(), this: false, below: true, pos: Pos { line: 5, col: 15 } }]);
-        assert_eq!(a.exec_deny[0].matcher, ExecMatcher::Path("/usr/bin/shred".into()));
-        assert_eq!(a.exec_deny[0].message.as_deref(), Some("no"));
-        assert_eq!(a.exec_deny[1].matcher, ExecMatcher::Basename("mkfs.ext4".into()));
+        assert_eq!(a.cgroups, vec![CgroupMatch { dir: "guard/a".into(), this: false, below: true, glob: None, text: "guard/a/*".into(), pos: Pos { line: 5, col: 15 } }]);
+        assert_eq!(a.exec[0].matcher, ExecMatcher::Path("/usr/bin/shred".into()));
+        assert_eq!(a.exec[0].message.as_deref(), Some("no"));
+        assert_eq!(a.exec[1].matcher, ExecMatcher::Basename("mkfs.ext4".into()));
         assert_eq!(a.network.default, NetAction::Deny);
         assert_eq!(a.network.rules.len(), 2);
         assert_eq!(a.network.rules[0].ports, vec![(80, 80), (1000, 2000)]);
@@ -402,7 +562,7 @@ mod tests {
         assert_eq!(err("mode: loud\nagents: []\n"), "p.yaml:1:7: `mode` must be `enforce` or `audit`, not `loud`");
         assert_eq!(err("agents: []\n"), "p.yaml:1:9: `agents` is empty: a policy needs at least one agent");
         assert_eq!(err(""), "p.yaml:1:1: the policy is empty; it needs at least `agents:`");
-        assert_eq!(err("agents:\n  - name: a\n    match: {cgroup: \"x/*/y\"}\n"), "p.yaml:3:21: cgroup glob `x/*/y`: a wildcard is only supported as the whole last component (`dir/*` or `dir/**`)");
+        assert_eq!(err("agents:\n  - name: a\n    match: {cgroup: \"x//y\"}\n"), "p.yaml:3:21: cgroup glob `x//y` can never match: it has an empty, `.` or `..` component");
         assert_eq!(err("agents:\n  - name: \"a/b\"\n"), "p.yaml:2:11: agent name `a/b` may only use letters, digits, `-`, `_` and `.` (it names a cgroup)");
     }
 

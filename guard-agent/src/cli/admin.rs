@@ -1,0 +1,101 @@
+//! `guard-agent status | approve ID | deny ID | reload`: requests to the running daemon over its
+//! admin socket (root only).
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::control::{self, Request};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the daemon's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's admin socket.
+    #[arg(long, value_name = "PATH", default_value = control::ADMIN_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HoldArgs {
+    /// The hold's id (from the `held` verdict or `guard-agent status`).
+    pub id: u64,
+    #[arg(long, value_name = "PATH", default_value = control::ADMIN_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    #[arg(long, value_name = "PATH", default_value = control::ADMIN_SOCKET)]
+    pub socket: PathBuf,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let v = control::admin(&args.socket)?.call(&Request::Status {})?;
+    if args.json {
+        println!("{v}");
+        return Ok(());
+    }
+    print!("{}", render_status(&v));
+    Ok(())
+}
+
+pub fn decide(args: &HoldArgs, approve: bool) -> anyhow::Result<()> {
+    let request = if approve { Request::Approve { id: args.id } } else { Request::Deny { id: args.id } };
+    let v = control::admin(&args.socket)?.call(&request)?;
+    let argv: Vec<&str> = v["argv"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    println!("hold {}: {} (pid {}: {})", args.id, v["decision"].as_str().unwrap_or("?"), v["pid"], argv.join(" "));
+    Ok(())
+}
+
+pub fn reload(args: &ReloadArgs) -> anyhow::Result<()> {
+    let v = control::admin(&args.socket)?.call(&Request::Reload {})?;
+    println!("reloaded: policy {}", v["policy_hash"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The human-readable status.
+pub fn render_status(v: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(format!("enforcement: {} tier ({})", s(&v["tier"]), s(&v["tier_reason"])));
+    line(format!("programs:    {} attached, pinned at {}", v["programs"].as_array().map_or(0, Vec::len), s(&v["pinned"])));
+    let p = &v["policy"];
+    line(format!("policy:      {} (sha256 {}), {} reloads, {} failed", s(&p["source"]), s(&p["hash"]), p["reloads"], p["reload_failures"]));
+    for a in p["agents"].as_array().into_iter().flatten() {
+        let m: Vec<String> = a["match"].as_array().into_iter().flatten().map(s).collect();
+        line(format!("  agent {} [{}]: {} exec rules; matches {}", s(&a["name"]), s(&a["mode"]), a["exec_rules"], m.join(", ")));
+    }
+    let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+    line(format!("sessions:    {}", sessions.len()));
+    for x in &sessions {
+        let labels: Vec<String> = x["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", s(v))).collect();
+        line(format!("  {} agent {} user {} (uid {}) {} {}", s(&x["id"]), s(&x["agent"]), s(&x["user"]), x["uid"], s(&x["cgroup"]), labels.join(" ")));
+    }
+    let holds = v["holds"].as_array().cloned().unwrap_or_default();
+    line(format!("holds:       {} pending", holds.len()));
+    for h in &holds {
+        let argv: Vec<String> = h["argv"].as_array().into_iter().flatten().map(s).collect();
+        line(format!(
+            "  #{} pid {} agent {}: {} (rule {}; waiting {}s, denied in {}s) -> guard-agent approve {} | deny {}",
+            h["id"], h["pid"], s(&h["agent"]), argv.join(" "), s(&h["rule"]), h["waiting_s"], h["expires_in_s"], h["id"], h["id"]
+        ));
+    }
+    let c = &v["counters"];
+    let verdicts: Vec<String> = c["verdicts"].as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+    line(format!("events:      {}; verdicts: {}", c["events"], if verdicts.is_empty() { "none".into() } else { verdicts.join(", ") }));
+    let drops: Vec<String> = c["ring_buffer_drops"].as_array().into_iter().flatten().map(|d| format!("{} {}", s(&d["kind"]), d["dropped"])).collect();
+    line(format!("drops:       {}", drops.join(", ")));
+    out
+}

@@ -1,0 +1,310 @@
+//! Writing a compiled policy into the pinned maps of a running generation, and swapping it in
+//! without a moment of no policy or half a policy.
+//!
+//! Policy ids alternate between two halves of the slots (`1..512` and `513..1024`). A new policy
+//! is written under the free half — rules first, then per-policy settings — while the old one
+//! keeps deciding; then each registered cgroup is pointed at its new policy id (one atomic map
+//! update per cgroup: any exec sees the whole old or the whole new policy); only then are the
+//! old half's entries removed. A failure before the swap removes what was written and leaves
+//! the old policy in force.
+use std::{
+    collections::HashSet,
+    path::Path,
+};
+
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
+use guard_common::{
+    CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, ExecInodeKey, ExecNameKey,
+    ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, Held, NetKeyV4, NetKeyV6, NetRule,
+    POLICY_SLOTS, PolicyConfig, Tagged, names,
+};
+
+use super::{LoadError, Loaded, Registration, pins::Generation};
+use crate::{
+    cgroup,
+    policy::{
+        Policy,
+        compile::{Compiled, compile},
+    },
+};
+
+const HALF: u32 = POLICY_SLOTS / 2;
+
+/// Most cgroup directories visited when looking for glob matches.
+const SCAN_LIMIT: usize = 100_000;
+
+fn open(generation: &Generation, name: &'static str) -> Result<Map, LoadError> {
+    let path = generation.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
+    Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })
+}
+
+pub(super) fn hash<K: aya::Pod, V: aya::Pod>(g: &Generation, name: &'static str) -> Result<HashMap<MapData, K, V>, LoadError> {
+    HashMap::try_from(open(g, name)?).map_err(|source| LoadError::Map { name, source })
+}
+
+fn trie<K: aya::Pod, V: aya::Pod>(g: &Generation, name: &'static str) -> Result<LpmTrie<MapData, K, V>, LoadError> {
+    LpmTrie::try_from(open(g, name)?).map_err(|source| LoadError::Map { name, source })
+}
+
+fn policies(g: &Generation) -> Result<Array<MapData, PolicyConfig>, LoadError> {
+    Array::try_from(open(g, names::POLICIES)?).map_err(|source| LoadError::Map { name: names::POLICIES, source })
+}
+
+/// Inclusive range of the policy ids of the half starting after `base`.
+fn half(base: u32) -> std::ops::RangeInclusive<u32> {
+    base + 1..=base + HALF - 1
+}
+
+fn insert_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::MapInsert { name, source }
+}
+
+impl Loaded {
+    /// The half no registration points at: where the next policy goes.
+    fn free_base(&self) -> Result<u32, LoadError> {
+        if let Some(base) = self.base {
+            return Ok(if base == 0 { HALF } else { 0 });
+        }
+        let cgroups: HashMap<_, u64, CgroupPolicy> = hash(&self.generation, names::AGENT_CGROUPS)?;
+        let low_used = cgroups.iter().flatten().any(|(_, p)| half(0).contains(&p.policy_id));
+        Ok(if low_used { HALF } else { 0 })
+    }
+
+    /// Compiles `model` for the free half and swaps it in. On error the previous policy stays
+    /// in force, whole.
+    pub fn apply(&mut self, root: &Path, model: &Policy) -> Result<Compiled, LoadError> {
+        let base = self.free_base()?;
+        let compiled = compile(model, base).map_err(LoadError::Policy)?;
+        super::check_capacity(&compiled, self.map_entries)?;
+        let registrations = match self.write(root, &compiled) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing points at the new half yet: removing it restores the state before.
+                if let Err(cleanup) = self.remove_half(base, &[]) {
+                    tracing::error!(error = %cleanup, "removing a half-written policy");
+                }
+                return Err(e);
+            }
+        };
+        let old = if base == 0 { HALF } else { 0 };
+        // Moved-out processes keep their agent's policy under its new id.
+        let renames: Vec<(u32, u32)> = match &self.names {
+            Some(names) => names
+                .iter()
+                .filter_map(|(id, name)| compiled.agent_named(name).map(|a| (*id, a.policy_id)))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.remove_half(old, &renames)?;
+        self.base = Some(base);
+        self.names = Some(compiled.agents.iter().map(|a| (a.policy_id, a.name.clone())).collect());
+        self.registrations = registrations;
+        self.tag_existing(&compiled)?;
+        Ok(compiled)
+    }
+
+    /// Rules, settings, then registrations.
+    fn write(&self, root: &Path, c: &Compiled) -> Result<Vec<Registration>, LoadError> {
+        let g = &self.generation;
+        fill(&mut hash::<ExecPathKey, ExecRule>(g, names::EXEC_PATHS)?, &c.exec_paths, names::EXEC_PATHS)?;
+        fill(&mut hash::<ExecNameKey, ExecRule>(g, names::EXEC_NAMES)?, &c.exec_names, names::EXEC_NAMES)?;
+        fill(&mut hash::<ExecInodeKey, ExecRule>(g, names::EXEC_INODES)?, &c.exec_inodes, names::EXEC_INODES)?;
+        fill_trie(&mut trie(g, names::EXEC_PREFIXES)?, &c.exec_prefixes, names::EXEC_PREFIXES)?;
+        fill_trie(&mut trie(g, names::EXEC_NAME_PREFIXES)?, &c.exec_name_prefixes, names::EXEC_NAME_PREFIXES)?;
+        fill_trie(&mut trie(g, names::NET_V4)?, &c.net_v4, names::NET_V4)?;
+        fill_trie(&mut trie(g, names::NET_V6)?, &c.net_v6, names::NET_V6)?;
+        let mut configs = policies(g)?;
+        for a in &c.agents {
+            configs.set(a.policy_id, a.config, 0).map_err(insert_err(names::POLICIES))?;
+        }
+        let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(g, names::AGENT_CGROUPS)?;
+        let mut out = Vec::new();
+        for a in &c.agents {
+            for m in a.cgroups.iter().filter(|m| m.glob.is_none()) {
+                let abs = root.join(&m.dir);
+                cgroup::create_all(root, &m.dir).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
+                let id = cgroup::id_of(&abs).map_err(|source| LoadError::Cgroup { path: abs.clone(), source })?;
+                let flags = (if m.this { CGROUP_MATCH_SELF } else { 0 }) | (if m.below { CGROUP_MATCH_DESCENDANTS } else { 0 });
+                cgroups.insert(id, CgroupPolicy { policy_id: a.policy_id, flags }, 0).map_err(insert_err(names::AGENT_CGROUPS))?;
+                out.push(Registration { id, path: format!("/{}", m.dir), policy_id: a.policy_id });
+            }
+        }
+        for (id, path, policy_id) in glob_matches(root, c) {
+            cgroups
+                .insert(id, CgroupPolicy { policy_id, flags: CGROUP_MATCH_SELF | CGROUP_MATCH_DESCENDANTS }, 0)
+                .map_err(insert_err(names::AGENT_CGROUPS))?;
+            out.push(Registration { id, path, policy_id });
+        }
+        Ok(out)
+    }
+
+    /// Registers a cgroup created after the policy was applied, if an agent's glob matches its
+    /// path (relative to the cgroup root, with a leading `/`).
+    pub fn register_new(&mut self, c: &Compiled, id: u64, path: &str) -> Result<Option<u32>, LoadError> {
+        let rel = path.trim_start_matches('/');
+        let Some(policy_id) = c.agents.iter().find(|a| a.cgroup_globs.iter().any(|(_, g)| g.is_match(rel))).map(|a| a.policy_id) else {
+            return Ok(None);
+        };
+        let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(&self.generation, names::AGENT_CGROUPS)?;
+        cgroups
+            .insert(id, CgroupPolicy { policy_id, flags: CGROUP_MATCH_SELF | CGROUP_MATCH_DESCENDANTS }, 0)
+            .map_err(insert_err(names::AGENT_CGROUPS))?;
+        self.registrations.push(Registration { id, path: path.to_owned(), policy_id });
+        Ok(Some(policy_id))
+    }
+
+    /// Forgets a removed cgroup (the kernel already dropped its registration).
+    pub fn forget(&mut self, id: u64) {
+        self.registrations.retain(|r| r.id != id);
+    }
+
+    /// Removes every entry of the half after `base`; moved-out processes tagged with an id of
+    /// it are re-tagged by `renames` (old id, new id), or untagged if their agent is gone.
+    fn remove_half(&self, base: u32, renames: &[(u32, u32)]) -> Result<(), LoadError> {
+        let g = &self.generation;
+        let ids = half(base);
+        let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(g, names::AGENT_CGROUPS)?;
+        let stale: Vec<u64> = cgroups.iter().flatten().filter(|(_, p)| ids.contains(&p.policy_id)).map(|(k, _)| k).collect();
+        for k in stale {
+            let _ = cgroups.remove(&k);
+        }
+        let mut tagged: HashMap<_, u32, Tagged> = hash(g, names::TAGGED)?;
+        let tags: Vec<(u32, Tagged)> = tagged.iter().flatten().filter(|(_, t)| ids.contains(&t.policy_id)).collect();
+        for (pid, mut t) in tags {
+            match renames.iter().find(|(old, _)| *old == t.policy_id) {
+                Some((_, new)) => {
+                    t.policy_id = *new;
+                    let _ = tagged.insert(pid, t, 0);
+                }
+                None => {
+                    let _ = tagged.remove(&pid);
+                }
+            }
+        }
+        drop_where(&mut hash::<ExecPathKey, ExecRule>(g, names::EXEC_PATHS)?, |k| ids.contains(&k.policy_id));
+        drop_where(&mut hash::<ExecNameKey, ExecRule>(g, names::EXEC_NAMES)?, |k| ids.contains(&k.policy_id));
+        drop_where(&mut hash::<ExecInodeKey, ExecRule>(g, names::EXEC_INODES)?, |k| ids.contains(&k.policy_id));
+        drop_trie_where(&mut trie::<ExecPrefixKey, ExecRule>(g, names::EXEC_PREFIXES)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<ExecNamePrefixKey, ExecRule>(g, names::EXEC_NAME_PREFIXES)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV4, NetRule>(g, names::NET_V4)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV6, NetRule>(g, names::NET_V6)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        let mut configs = policies(g)?;
+        let empty = PolicyConfig { flags: 0, net_default: 0, exec_default_rule: 0, _pad: 0 };
+        for id in ids {
+            configs.set(id, empty, 0).map_err(insert_err(names::POLICIES))?;
+        }
+        Ok(())
+    }
+
+    /// Processes already in agent cgroups are tagged, so moving them out is followed too.
+    fn tag_existing(&self, c: &Compiled) -> Result<(), LoadError> {
+        let mut tagged: HashMap<_, u32, Tagged> = hash(&self.generation, names::TAGGED)?;
+        let Ok(all) = procfs::process::all_processes() else { return Ok(()) };
+        for p in all.flatten() {
+            let Ok(cgroups) = p.cgroups() else { continue };
+            let Some(path) = cgroups.0.iter().find(|c| c.hierarchy == 0).map(|c| c.pathname.clone()) else { continue };
+            // The deepest registration covering the path, as the kernel picks it.
+            let Some(r) = self
+                .registrations
+                .iter()
+                .filter(|r| path == r.path || path.starts_with(&format!("{}/", r.path)))
+                .max_by_key(|r| r.path.len())
+            else {
+                continue;
+            };
+            if c.owns(r.policy_id) && tagged.get(&(p.pid as u32), 0).is_err() {
+                let _ = tagged.insert(p.pid as u32, Tagged { policy_id: r.policy_id, _pad: 0, matched_cgroup_id: r.id }, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a process as part of a workload (a launcher leaving its session's cgroup).
+    pub fn untag(&self, pid: u32) -> Result<(), LoadError> {
+        let mut tagged: HashMap<_, u32, Tagged> = hash(&self.generation, names::TAGGED)?;
+        let _ = tagged.remove(&pid);
+        Ok(())
+    }
+
+    /// Ends a hold: removes it from `HELD` (so the gate lets the process run) and returns
+    /// whether it was there.
+    pub fn release(&self, tgid: u32) -> Result<bool, LoadError> {
+        let mut map: HashMap<_, u32, Held> = hash(&self.generation, names::HELD)?;
+        Ok(map.remove(&tgid).is_ok())
+    }
+}
+
+pub(super) fn held_in(g: &Generation) -> Result<Vec<(u32, Held)>, LoadError> {
+    let map: HashMap<_, u32, Held> = hash(g, names::HELD)?;
+    Ok(map.iter().flatten().collect())
+}
+
+fn fill<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, entries: &[(K, V)], name: &'static str) -> Result<(), LoadError> {
+    for (k, v) in entries {
+        map.insert(k, v, 0).map_err(insert_err(name))?;
+    }
+    Ok(())
+}
+
+fn fill_trie<K: aya::Pod, V: aya::Pod>(map: &mut LpmTrie<MapData, K, V>, entries: &[(u32, K, V)], name: &'static str) -> Result<(), LoadError> {
+    for (len, k, v) in entries {
+        map.insert(&Key::new(*len, *k), v, 0).map_err(insert_err(name))?;
+    }
+    Ok(())
+}
+
+fn drop_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, pred: impl Fn(&K) -> bool) {
+    let keys: Vec<K> = map.keys().flatten().filter(|k| pred(k)).collect();
+    for k in keys {
+        let _ = map.remove(&k);
+    }
+}
+
+fn drop_trie_where<K: aya::Pod, V: aya::Pod>(map: &mut LpmTrie<MapData, K, V>, pred: impl Fn(&K) -> bool) {
+    let keys: Vec<Key<K>> = map.keys().flatten().filter(|k| pred(&k.data())).collect();
+    for k in keys {
+        let _ = map.remove(&k);
+    }
+}
+
+/// Existing cgroups an agent's glob matches: (id, path with a leading `/`, policy id). The
+/// first agent (in policy order) whose glob matches a cgroup gets it.
+fn glob_matches(root: &Path, c: &Compiled) -> Vec<(u64, String, u32)> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for a in &c.agents {
+        for (i, g) in &a.cgroup_globs {
+            let start = root.join(&a.cgroups[*i].dir);
+            let mut stack = vec![start];
+            let mut visited = 0;
+            while let Some(dir) = stack.pop() {
+                visited += 1;
+                if visited > SCAN_LIMIT {
+                    tracing::warn!(glob = %a.cgroups[*i].text, "cgroup tree too large to scan fully for glob matches");
+                    break;
+                }
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for e in entries.flatten() {
+                    if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                        continue;
+                    }
+                    let path = e.path();
+                    let Ok(rel) = path.strip_prefix(root) else { continue };
+                    let rel = rel.to_string_lossy().into_owned();
+                    if g.is_match(&rel) {
+                        if let Ok(id) = cgroup::id_of(&path) {
+                            if seen.insert(id) {
+                                out.push((id, format!("/{rel}"), a.policy_id));
+                            }
+                        }
+                        // Everything below is covered by the registration.
+                        continue;
+                    }
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    out
+}
