@@ -106,6 +106,20 @@ impl PathCache {
         Some(found)
     }
 
+    /// The path of cgroup `id` anywhere in the hierarchy (a process that left its agent's
+    /// cgroups), searched from the root.
+    pub fn resolve_anywhere(&mut self, id: u64, leaf: &str) -> Option<String> {
+        if let Some(p) = self.known.get(&id) {
+            return Some(p.clone());
+        }
+        if id_of(&self.root).ok() == Some(id) {
+            return Some("/".to_owned());
+        }
+        let found = self.find_below("", id, leaf)?;
+        self.insert(id, found.clone());
+        Some(found)
+    }
+
     fn find_below(&self, base: &str, id: u64, leaf: &str) -> Option<String> {
         let abs = |rel: &str| self.root.join(rel.trim_start_matches('/'));
         if !leaf.is_empty() && !leaf.contains('/') {

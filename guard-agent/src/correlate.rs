@@ -136,13 +136,20 @@ impl Correlator {
     pub fn verdict(&mut self, h: &EventHeader, subject: Subject, ppid: u32) -> Verdict {
         let ancestry = self.procs.ancestry(ppid, describe);
         let leaf = nul_terminated(&h.cgroup_name);
-        let cgroup_path = self.cgroups.resolve(&CgroupRef {
+        // A process moved out of its agent's cgroups is no longer below the registration
+        // that matched it: its own cgroup, read live.
+        let moved_out = h.flags & EVENT_FLAG_MOVED_OUT != 0;
+        let cgroup_path = if moved_out {
+            self.cgroups.resolve_anywhere(h.cgroup_id, &leaf)
+        } else {
+            self.cgroups.resolve(&CgroupRef {
             id: h.cgroup_id,
             under: h.matched_cgroup_id,
             depth: h.depth_below_match,
             parent: h.parent_cgroup_id,
             leaf: &leaf,
-        });
+            })
+        };
         let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
         let decided_by = self.policies.of(h.policy_id);
         Verdict {

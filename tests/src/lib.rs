@@ -297,6 +297,36 @@ pub fn launch_with(flags: &[&str], agent: &str, cmd: &[&str], env: &[(&str, &str
     (pid, child.wait_with_output().expect("wait for launch"))
 }
 
+/// Runs `guard-agent ARGS...` and waits for it.
+pub fn agent_cmd(args: &[&str]) -> Output {
+    Command::new(agent_bin()).args(args).output().expect("run guard-agent")
+}
+
+/// Starts `guard-agent launch [FLAGS] --agent AGENT -- CMD...` without waiting (stdout and
+/// stderr piped).
+pub fn spawn_launch(flags: &[&str], agent: &str, cmd: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(agent_bin());
+    c.arg("launch").args(flags).args(["--agent", agent, "--"]).args(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn launch")
+}
+
+/// Waits for a verdict matching `pred` (up to `secs`), returning the first.
+impl Daemon {
+    pub fn await_verdict(&self, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = self.verdicts(&pred).into_iter().next() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no verdict for {what} within {secs}s; all: {:#?}\nstderr:\n{}", self.verdicts(|_| true), self.stderr_text());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// The agent's cgroup directory holds no session cgroups (launch removed its own).
 pub fn assert_no_sessions(agent: &str) {
     let dir = cgroup2_root().join("guard").join(agent);

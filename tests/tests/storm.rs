@@ -1,7 +1,7 @@
 //! An exec storm in an agent workload: the daemon survives, and the verdicts it printed plus
 //! the drops the kernel counted account for every exec (nothing is lost silently).
 //! Run as root by `cargo xtask test`.
-use guard_tests::{Daemon, TempDir, field, launch, unique};
+use guard_tests::{Daemon, TempDir, field, unique};
 
 const EXECS: usize = 20_000;
 
@@ -28,16 +28,25 @@ fn storm(execs: usize, args: &[&str], stall: bool) -> u64 {
     let mut all = vec!["--detach-on-exit"];
     all.extend_from_slice(args);
     let daemon = Daemon::start_with(&dir, &format!("agents:\n  - name: {agent}\n"), &all);
-    // One shell forking and exec'ing /bin/true EXECS times: EXECS + 1 execs in the workload
-    // (the shell itself, then each /bin/true).
-    let script = format!("i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done");
+    // One shell forking and exec'ing /bin/true EXECS times: EXECS + 2 execs in the workload
+    // (the shell itself, its sleep, then each /bin/true).
+    let done = dir.path("done");
+    // The session is set up through the daemon before it is stalled; the storm starts after.
+    let script = format!(
+        "sleep 0.5; i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done; : > {}",
+        done.display()
+    );
+    let child = guard_tests::spawn_launch(&[], &agent, &["/bin/sh", "-c", &script], &[]);
     if stall {
+        std::thread::sleep(std::time::Duration::from_millis(200));
         daemon.signal(libc::SIGSTOP);
-    }
-    let (_, out) = launch(&agent, &["/bin/sh", "-c", &script], &[]);
-    if stall {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !done.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         daemon.signal(libc::SIGCONT);
     }
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", out.status);
     let in_workload = |v: &serde_json::Value| v["class_uid"] == 1007 && field(v, "/unmapped/cgroup/path").starts_with(&format!("/guard/{agent}/"));
     // Let the daemon drain what the ring buffer holds.
@@ -54,7 +63,7 @@ fn storm(execs: usize, args: &[&str], stall: bool) -> u64 {
     let trues = verdicts.iter().filter(|v| field(v, "/process/file/path") == "/bin/true").count();
     let stderr = daemon.stop_and_stderr();
     let drops = exec_drops(&stderr);
-    assert_eq!(verdicts.len() as u64 + drops, execs as u64 + 1, "{} verdicts ({trues} of /bin/true) + {drops} drops", verdicts.len());
+    assert_eq!(verdicts.len() as u64 + drops, execs as u64 + 2, "{} verdicts ({trues} of /bin/true) + {drops} drops", verdicts.len());
     assert!(trues <= execs);
     println!("exec storm: {execs} execs, {} verdicts, {drops} counted drops", verdicts.len());
     drops

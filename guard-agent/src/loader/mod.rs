@@ -148,12 +148,19 @@ impl Loaded {
         // belong to others. With nothing enforcing any more, an empty agent directory is
         // pointless; one still holding a workload is busy and stays.
         let base = cgroup_root.join(paths::AGENT_CGROUP_DIR);
-        let agent_dirs = std::fs::read_dir(&base)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path());
+        let subdirs = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        };
+        // Agent directories, and session directories a launch left (its daemon died).
+        let agent_dirs: Vec<PathBuf> = subdirs(&base);
+        let session_dirs: Vec<PathBuf> = agent_dirs.iter().flat_map(|d| subdirs(d)).collect();
+        let agent_dirs = agent_dirs.into_iter().chain(session_dirs);
         let mut ours: Vec<PathBuf> = self
             .registrations
             .iter()

@@ -1,0 +1,380 @@
+//! Policy language v1 end to end: argv rules decided while the process is held at exec, holds
+//! approved, denied and timed out, the hold gate, hot reload, `policy explain` against what the
+//! daemon does, launch identity, non-root launches and processes moved out of their cgroup.
+use std::{
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use guard_tests::{Daemon, TempDir, agent_cmd, assert_no_sessions, field, launch, launch_with, spawn_launch, unique};
+use serde_json::Value;
+
+const MARKER: &str = env!("CARGO_BIN_EXE_guard-test-marker");
+const DEFAULT_POLICY: &str = include_str!("../../guard-agent/src/policy/default.yaml");
+
+/// Copies the marker program to `dir/rel`, executable by anyone.
+fn install_marker(dir: &TempDir, rel: &str) -> String {
+    let dst = dir.path(rel);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(MARKER, &dst).unwrap();
+    dst.to_str().unwrap().to_owned()
+}
+
+fn exec_of(v: &Value, path: &str) -> bool {
+    v["class_uid"] == 1007 && field(v, "/process/file/path") == path
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn default_policy_kills_destructive_rm_and_lets_ordinary_rm_run_with_identity_in_verdicts() {
+    let dir = TempDir::new("rm");
+    // A stand-in `rm`: it writes its marker from its first instruction on, and deletes nothing.
+    let rm = install_marker(&dir, "bin/rm");
+    let daemon = Daemon::start(&dir, DEFAULT_POLICY);
+    let agent = unique("claude");
+
+    let marker = dir.path("marker-destructive");
+    let (_, out) = launch_with(
+        &["--label", "principal=alice@example.com", "--label", "ticket=OPS-12"],
+        &agent,
+        &[&rm, "-rf", "--no-preserve-root", "/tmp/x"],
+        &[("GUARD_MARKER", marker.to_str().unwrap())],
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {}", out.status, stderr(&out));
+    assert!(!marker.exists(), "the held rm ran before it was judged");
+    let v = daemon.await_verdict("killed rm", 10, |v| exec_of(v, &rm) && field(v, "/unmapped/verdict") == "killed");
+    assert!(field(&v, "/unmapped/rule/matcher").contains("--no-preserve-root"), "{v:#}");
+    assert_eq!(field(&v, "/unmapped/rule/section"), "exec.deny");
+    assert_eq!(field(&v, "/unmapped/hold/decision"), "policy");
+    assert_eq!(field(&v, "/unmapped/agent"), "coding-agent");
+    // Identity: session, labels, launching user, host, policy hash.
+    assert_eq!(field(&v, "/unmapped/session/launch_name"), agent);
+    assert_eq!(field(&v, "/unmapped/session/labels/principal"), "alice@example.com");
+    assert_eq!(field(&v, "/unmapped/session/labels/ticket"), "OPS-12");
+    assert_eq!(field(&v, "/unmapped/session/user/uid"), "0");
+    assert_eq!(field(&v, "/unmapped/session/user/name"), "root");
+    assert_eq!(field(&v, "/unmapped/cgroup/path"), format!("/guard/{agent}/{}", field(&v, "/unmapped/session/id")));
+    assert!(!field(&v, "/device/hostname").is_empty());
+    assert_eq!(field(&v, "/unmapped/policy_hash").len(), 64);
+
+    let marker = dir.path("marker-build");
+    let (_, out) = launch(&agent, &[&rm, "-rf", "./build"], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    assert!(out.status.success(), "{:?} {}", out.status, stderr(&out));
+    assert!(marker.exists(), "rm -rf ./build did not run");
+    let v = daemon.await_verdict("allowed rm", 10, |v| exec_of(v, &rm) && field(v, "/unmapped/verdict") == "allowed");
+    assert_eq!(field(&v, "/unmapped/rule"), "");
+    assert_eq!(field(&v, "/process/cmd_line"), format!("{rm} -rf ./build"));
+    assert_no_sessions(&agent);
+    daemon.stop();
+}
+
+fn hold_policy(agent: &str) -> String {
+    format!(
+        "agents:\n  - name: {agent}\n    exec:\n      hold:\n        - basename: guard-held\n          approve_timeout: 60s\n          message: needs a person\n        - basename: guard-held-short\n          approve_timeout: 1s\n"
+    )
+}
+
+#[test]
+fn a_held_process_continued_by_its_parent_is_killed_at_its_first_system_call() {
+    let dir = TempDir::new("gate");
+    let agent = unique("gate");
+    let held = install_marker(&dir, "bin/guard-held");
+    let daemon = Daemon::start(&dir, &hold_policy(&agent));
+    let marker = dir.path("marker");
+    let script = format!("{held} & sleep 1; kill -CONT $!; wait $!; echo status=$?");
+    let (_, out) = launch(&agent, &["sh", "-c", &script], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("status=137"), "the continued process was not SIGKILLed: {stdout} {}", stderr(&out));
+    assert!(!marker.exists(), "the held process ran its own code");
+    let held_v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held");
+    let id = field(&held_v, "/unmapped/hold/id");
+    let v = daemon.await_verdict("gate kill", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(field(&v, "/unmapped/hold/id"), id);
+    assert_eq!(field(&v, "/unmapped/hold/decision"), "gate");
+    assert!(field(&v, "/unmapped/reason").contains("continued while held"), "{v:#}");
+    daemon.stop();
+}
+
+#[test]
+fn approve_deny_and_timeout_do_what_they_say() {
+    let dir = TempDir::new("approve");
+    let agent = unique("approve");
+    let held = install_marker(&dir, "bin/guard-held");
+    let short = install_marker(&dir, "bin/guard-held-short");
+    let daemon = Daemon::start(&dir, &hold_policy(&agent));
+
+    for approve in [true, false] {
+        let marker = dir.path(if approve { "marker-approved" } else { "marker-denied" });
+        let child = spawn_launch(&[], &agent, &[&held, if approve { "approve-me" } else { "deny-me" }], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+        let arg = if approve { "approve-me" } else { "deny-me" };
+        let v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held" && field(v, "/process/cmd_line").ends_with(arg));
+        let id = field(&v, "/unmapped/hold/id");
+        assert_eq!(field(&v, "/unmapped/rule/message"), "needs a person");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!marker.exists(), "ran while held");
+        // `status` lists the pending hold, in both forms.
+        let status = agent_cmd(&["status", "--json"]);
+        let status: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+        let holds = status["holds"].as_array().expect("holds");
+        assert!(holds.iter().any(|h| h["id"].to_string() == id && h["argv"][1] == arg), "{status:#}");
+        let text = String::from_utf8_lossy(&agent_cmd(&["status"]).stdout).into_owned();
+        assert!(text.contains(&format!("#{id} pid")), "{text}");
+
+        let out = agent_cmd(&[if approve { "approve" } else { "deny" }, &id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = child.wait_with_output().unwrap();
+        let final_verdict = if approve { "allowed" } else { "killed" };
+        let v = daemon.await_verdict("decided", 10, |v| {
+            exec_of(v, &held) && field(v, "/unmapped/verdict") == final_verdict && field(v, "/unmapped/hold/id") == id
+        });
+        assert_eq!(field(&v, "/unmapped/hold/decision"), if approve { "approved" } else { "denied" });
+        assert_eq!(field(&v, "/unmapped/hold/by/uid"), "0");
+        assert!(v["unmapped"]["hold"]["at"].as_u64().unwrap() > 1_600_000_000_000, "{v:#}");
+        if approve {
+            assert!(out.status.success(), "{:?}", out.status);
+            assert!(marker.exists(), "approved but did not run");
+        } else {
+            assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+            assert!(!marker.exists(), "denied but ran");
+        }
+    }
+    // Deciding a hold twice, or one that never existed, is an error.
+    let out = agent_cmd(&["approve", "999999"]);
+    assert!(!out.status.success() && stderr(&out).contains("no pending hold 999999"), "{}", stderr(&out));
+
+    let marker = dir.path("marker-timeout");
+    let start = Instant::now();
+    let (_, out) = launch(&agent, &[&short], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    assert!(start.elapsed() >= Duration::from_secs(1), "killed before its timeout");
+    assert!(!marker.exists());
+    let v = daemon.await_verdict("timeout", 10, |v| exec_of(v, &short) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(field(&v, "/unmapped/hold/decision"), "timeout");
+    daemon.stop();
+}
+
+#[test]
+fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
+    let dir = TempDir::new("reload");
+    let agent = unique("reload");
+    let a = install_marker(&dir, "bin/guard-a");
+    let b = install_marker(&dir, "bin/guard-b");
+    let v1 = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-a\n");
+    let v2 = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-a\n        - basename: guard-b\n");
+    let daemon = Daemon::start(&dir, &v1);
+    let policy = dir.path("policy.yaml");
+    let reloads = |n: usize| daemon.verdicts(|v| v["class_uid"] == 6002 && field(v, "/unmapped/policy/error").is_empty()).len() >= n;
+
+    let (_, out) = launch(&agent, &[&b], &[]);
+    assert!(out.status.success(), "guard-b is allowed under v1");
+    std::fs::write(&policy, &v2).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let r = daemon.await_verdict("reload", 10, |v| v["class_uid"] == 6002);
+    let h2 = field(&r, "/unmapped/policy_hash");
+    let h1 = field(&r, "/unmapped/policy/previous_hash");
+    assert_ne!(h1, h2);
+    let (_, out) = launch(&agent, &[&b], &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "v2 is in force for the next exec");
+    let v = daemon.await_verdict("killed b", 10, |v| exec_of(v, &b) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(field(&v, "/unmapped/policy_hash"), h2);
+
+    // A changed file is picked up without a signal.
+    std::fs::write(&policy, format!("{v2}# touched\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reloads(2) {
+        assert!(Instant::now() < deadline, "file change not picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // An exec loop across 50 reloads: every exec of guard-a is killed, by one policy or the other.
+    let stop = dir.path("stop");
+    let script = format!("while [ ! -e {} ]; do {a} || true; done", stop.display());
+    let looper = spawn_launch(&[], &agent, &["sh", "-c", &script], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..50 {
+        let before = daemon.verdicts(|v| v["class_uid"] == 6002).len();
+        std::fs::write(&policy, if i % 2 == 0 { &v1 } else { &v2 }).unwrap();
+        daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while daemon.verdicts(|v| v["class_uid"] == 6002).len() <= before {
+            assert!(Instant::now() < deadline, "reload {i} produced no verdict");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::fs::write(&stop, "").unwrap();
+    let out = looper.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    std::thread::sleep(Duration::from_millis(300));
+    let execs = daemon.verdicts(|v| exec_of(v, &a));
+    assert!(execs.len() > 50, "only {} execs during the reloads", execs.len());
+    let not_killed: Vec<&Value> = execs.iter().filter(|v| field(v, "/unmapped/verdict") != "killed").collect();
+    assert!(not_killed.is_empty(), "execs not killed during reloads: {not_killed:#?}");
+    let hashes: std::collections::BTreeSet<String> = execs.iter().map(|v| field(v, "/unmapped/policy_hash")).collect();
+    assert!(hashes.len() >= 2, "the loop did not span policies: {hashes:?}");
+
+    // A broken file: an error verdict, and the policy in force stays.
+    let failures_before = daemon.verdicts(|v| v["class_uid"] == 6002 && !field(v, "/unmapped/policy/error").is_empty()).len();
+    std::fs::write(&policy, format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basenme: guard-b\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let e = daemon.await_verdict("reload error", 10, |v| {
+        v["class_uid"] == 6002 && !field(v, "/unmapped/policy/error").is_empty()
+    });
+    assert_eq!(failures_before, 0);
+    assert!(field(&e, "/unmapped/policy/error").starts_with(&format!("{}:5:11: unknown key `basenme`", policy.display())), "{e:#}");
+    assert_eq!(field(&e, "/status_id"), "2");
+    let in_force = field(&e, "/unmapped/policy_hash");
+    let (_, out) = launch(&agent, &[&a], &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the old policy is still enforced");
+    let last = daemon.verdicts(|v| exec_of(v, &a)).pop().unwrap();
+    assert_eq!(field(&last, "/unmapped/policy_hash"), in_force);
+    daemon.stop();
+}
+
+#[test]
+fn broken_policy_corpus_reports_file_line_column() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/broken");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert!(files.len() >= 15, "only {} broken policies", files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).unwrap_or_else(|| panic!("{}: no `# expect:` line", f.display()));
+        let out = agent_cmd(&["policy", "check", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{} was accepted", f.display());
+        assert_eq!(stderr(&out).trim(), format!("{}:{expect}", f.display()), "{}", f.display());
+    }
+}
+
+#[test]
+fn policy_explain_agrees_with_the_daemon() {
+    let dir = TempDir::new("explain");
+    let agent = unique("explain");
+    let bin = |name: &str| install_marker(&dir, &format!("bin/{name}"));
+    let (rm, dd, git, tool, shred, mkfs, safe) = (bin("rm"), bin("dd"), bin("git"), bin("tool"), bin("shred"), bin("mkfs.ext4"), bin("safe"));
+    let policy = format!(
+        "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: shred\n        - basename_prefix: mkfs\n        - basename: rm\n          argv_any: [\"--no-preserve-root\", \"/\"]\n        - basename: dd\n          argv_glob: [\"of=/dev/sd*\"]\n        - basename: git\n          argv_all: [push, --force]\n        - basename: tool\n          action: audit\n        - basename: tool\n          argv_any: [--evil]\n        - basename: safe\n          uid: [4242]\n"
+    );
+    let daemon = Daemon::start(&dir, &policy);
+    let policy_file = dir.path("policy.yaml");
+    let commands: Vec<Vec<&str>> = vec![
+        vec![&rm, "-rf", "--no-preserve-root", "/tmp/x"],
+        vec![&rm, "-rf", "/"],
+        vec![&rm, "-rf", "./build"],
+        vec![&rm, "file"],
+        vec![&rm],
+        vec![&dd, "if=/dev/zero", "of=/dev/sda"],
+        vec![&dd, "if=a", "of=b"],
+        vec![&dd, "of=/dev/sdb1", "bs=1M"],
+        vec![&git, "push", "--force", "origin"],
+        vec![&git, "push", "origin"],
+        vec![&git, "status"],
+        vec![&git, "--force", "push"],
+        vec![&tool],
+        vec![&tool, "--evil"],
+        vec![&tool, "--good"],
+        vec![&shred, "-u", "f"],
+        vec![&mkfs, "/dev/sdz"],
+        vec![&safe],
+        vec![&safe, "--anything"],
+        vec!["sh", "-c", "exit 0"],
+    ];
+    assert!(commands.len() >= 20);
+    for cmd in commands {
+        let mut args = vec!["policy", "explain", "--json", policy_file.to_str().unwrap(), "--"];
+        args.extend(cmd.iter().copied());
+        let out = agent_cmd(&args);
+        assert!(out.status.success(), "explain {cmd:?}: {}", stderr(&out));
+        let explained: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (launcher, run) = launch(&agent, &cmd, &[]);
+        let path = if cmd[0].starts_with('/') { cmd[0].to_owned() } else { field(&explained, "/filename") };
+        let v = daemon.await_verdict(&format!("{cmd:?}"), 10, |v| {
+            exec_of(v, &path) && field(v, "/process/parent_process/pid") == launcher.to_string() && field(v, "/unmapped/verdict") != "held"
+        });
+        assert_eq!(field(&v, "/unmapped/verdict"), field(&explained, "/verdict"), "{cmd:?}: daemon {v:#} vs explain {explained:#}");
+        assert_eq!(field(&v, "/unmapped/rule/location"), field(&explained, "/rule/location"), "{cmd:?}");
+        // What the kernel did agrees too.
+        let killed = run.status.signal() == Some(libc::SIGKILL);
+        assert_eq!(killed, field(&explained, "/verdict") == "killed", "{cmd:?}: {:?}", run.status);
+    }
+    daemon.stop();
+}
+
+#[test]
+fn non_root_launch_cannot_leave_its_cgroup_and_a_root_workload_that_leaves_stays_enforced() {
+    let dir = TempDir::new("nonroot");
+    // `nobody` must reach the marker and write its file.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let agent = unique("nonroot");
+    let denied = install_marker(&dir, "bin/guard-denied");
+    let policy = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-denied\n");
+    let daemon = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--launch-group", "nogroup"]);
+    let root = guard_tests::cgroup2_root();
+    let marker = dir.path("marker-nobody");
+    let script = format!(
+        "echo $$ > {root}/cgroup.procs; echo root=$?; echo $$ > {root}/guard/cgroup.procs; echo guard=$?; cat /proc/self/cgroup; exec {denied}",
+        root = root.display()
+    );
+    let out = Command::new(guard_tests::agent_bin())
+        .args(["launch", "--agent", &agent, "--label", "who=nobody", "--", "sh", "-c", &script])
+        .env("GUARD_MARKER", &marker)
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("root=0") && !stdout.contains("guard=0"), "nobody moved itself: {stdout} {}", stderr(&out));
+    assert_eq!(stderr(&out).matches("Permission denied").count(), 2, "{}", stderr(&out));
+    assert!(stdout.contains(&format!("0::/guard/{agent}/")), "{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {stdout} {}", out.status, stderr(&out));
+    assert!(!marker.exists());
+    let v = daemon.await_verdict("nobody's kill", 10, |v| exec_of(v, &denied) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(field(&v, "/unmapped/session/user/uid"), "65534");
+    assert_eq!(field(&v, "/unmapped/session/user/name"), "nobody");
+    assert_eq!(field(&v, "/unmapped/session/labels/who"), "nobody");
+
+    // Root can move its workload out; the kernel keeps it under its policy and says so.
+    let marker = dir.path("marker-root");
+    let script = format!("echo $$ > {}/cgroup.procs && cat /proc/self/cgroup && exec {denied}", root.display());
+    let (_, out) = launch(&agent, &["sh", "-c", &script], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("0::/\n"), "the workload did not move out: {stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "moved out and ran unpoliced: {stdout}");
+    assert!(!marker.exists());
+    let moved = daemon.await_verdict("moved out", 10, |v| field(v, "/unmapped/operation") == "moved_out");
+    assert_eq!(field(&moved, "/unmapped/moved/to"), "/");
+    assert_eq!(field(&moved, "/unmapped/agent"), agent);
+    let v = daemon.await_verdict("kill after moving out", 10, |v| {
+        exec_of(v, &denied) && field(v, "/unmapped/verdict") == "killed" && field(v, "/unmapped/cgroup/path") == "/"
+    });
+    assert!(field(&v, "/unmapped/reason").contains("moved out"), "{v:#}");
+    assert_eq!(field(&v, "/unmapped/agent"), agent);
+    daemon.stop();
+}
+
+#[test]
+fn a_restarted_daemon_kills_what_its_predecessor_held() {
+    let dir = TempDir::new("restart");
+    let agent = unique("restart");
+    let held = install_marker(&dir, "bin/guard-held");
+    let policy = hold_policy(&agent);
+    let daemon = Daemon::start_with(&dir, &policy, &[]);
+    let marker = dir.path("marker");
+    let child = spawn_launch(&[], &agent, &[&held], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held");
+    // The daemon dies: the process stays stopped (the pinned gate still guards it) ...
+    daemon.kill_hard();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists());
+    // ... and the next daemon kills it (fail closed) rather than guess.
+    let daemon = Daemon::start(&dir, &policy);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?}", out.status);
+    assert!(!marker.exists());
+    assert!(daemon.stderr_text().contains("killed a process held by a previous daemon"), "{}", daemon.stderr_text());
+    daemon.stop();
+}
