@@ -117,6 +117,7 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
 
     let mut engine = Engine {
         fingerprint: args.policy.as_deref().map(fingerprint),
+        changing: None,
         policy_path: args.policy.clone(),
         loaded,
         root: cgroup_root.clone(),
@@ -206,6 +207,9 @@ struct Engine {
     policy_path: Option<PathBuf>,
     /// What the policy file(s) looked like at the last (re)load.
     fingerprint: Option<Vec<(PathBuf, u64, i128)>>,
+    /// A change seen at the last poll: reloaded once it holds still for one more poll, so a
+    /// file caught half-written is not compiled.
+    changing: Option<Vec<(PathBuf, u64, i128)>>,
     correlator: Correlator,
     sessions: Sessions,
     holds: Holds,
@@ -481,8 +485,12 @@ impl Engine {
         if poll_policy {
             if let Some(path) = &self.policy_path {
                 let now = fingerprint(path);
-                if self.fingerprint.as_ref() != Some(&now) {
+                if self.fingerprint.as_ref() == Some(&now) {
+                    self.changing = None;
+                } else if self.changing.as_ref() == Some(&now) {
                     self.reload("policy file changed");
+                } else {
+                    self.changing = Some(now);
                 }
             }
         }
@@ -494,6 +502,7 @@ impl Engine {
         if let Some(path) = &self.policy_path {
             self.fingerprint = Some(fingerprint(path));
         }
+        self.changing = None;
         let previous = self.correlator.policies.current.hash.clone();
         let model = match &self.policy_path {
             Some(p) => policy::load(p),
