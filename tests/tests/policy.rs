@@ -378,3 +378,50 @@ fn a_restarted_daemon_kills_what_its_predecessor_held() {
     assert!(daemon.stderr_text().contains("killed a process held by a previous daemon"), "{}", daemon.stderr_text());
     daemon.stop();
 }
+
+/// Runs `bin` in the cgroup `dir` (made by the test, as systemd would): killed before its marker?
+fn killed_in(dir: &std::path::Path, bin: &str, marker: &std::path::Path) -> bool {
+    let procs = dir.join("cgroup.procs");
+    let mut cmd = Command::new(bin);
+    cmd.env("GUARD_MARKER", marker);
+    // SAFETY: the closure only calls std::fs::write (open/write/close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let out = cmd.output().unwrap();
+    out.status.signal() == Some(libc::SIGKILL) && !marker.exists()
+}
+
+#[test]
+fn systemd_unit_globs_match_existing_and_new_cgroups() {
+    let dir = TempDir::new("unit");
+    let agent = unique("unit");
+    let denied = install_marker(&dir, "bin/guard-denied");
+    let root = guard_tests::cgroup2_root();
+    let slice = root.join(format!("{agent}.slice"));
+    let existing = slice.join(format!("{agent}-old.service"));
+    std::fs::create_dir_all(&existing).unwrap();
+    let policy = format!(
+        "agents:\n  - name: {agent}\n    match:\n      systemd_unit: \"{agent}-*.service\"\n    exec:\n      deny:\n        - basename: guard-denied\n"
+    );
+    let daemon = Daemon::start(&dir, &policy);
+    assert!(killed_in(&existing, &denied, &dir.path("m-old")), "a unit cgroup that existed at start is not enforced");
+    let fresh = slice.join(format!("{agent}-new.service"));
+    std::fs::create_dir(&fresh).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.stderr_text().contains(&format!("{agent}-new.service")) {
+        assert!(Instant::now() < deadline, "the new unit cgroup was not picked up: {}", daemon.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(killed_in(&fresh, &denied, &dir.path("m-new")), "a new unit cgroup is not enforced");
+    let other = slice.join("unrelated.service");
+    std::fs::create_dir(&other).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!killed_in(&other, &denied, &dir.path("m-other")), "a cgroup the glob does not match is enforced");
+    let v = daemon.await_verdict("unit kill", 10, |v| exec_of(v, &denied) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(field(&v, "/unmapped/agent"), agent);
+    for d in [&existing, &fresh, &other, &slice] {
+        std::fs::remove_dir(d).unwrap();
+    }
+    daemon.stop();
+}
