@@ -39,6 +39,16 @@ pub fn remove_created(created: &[PathBuf]) {
     }
 }
 
+/// Is the cgroup path `path` the cgroup `dir` or below it (both relative, leading `/`)?
+pub fn is_within(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Strictly below `dir`.
+pub fn is_below(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Does `cgroup.events` say the cgroup (with its descendants) holds no process?
 pub fn is_empty(dir: &Path) -> io::Result<bool> {
     let events = fs::read_to_string(dir.join("cgroup.events"))?;
@@ -149,5 +159,19 @@ impl PathCache {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_and_below_compare_whole_components() {
+        assert!(is_within("/guard/a", "/guard/a"));
+        assert!(is_within("/guard/a/s1", "/guard/a"));
+        assert!(!is_within("/guard/ab", "/guard/a"));
+        assert!(!is_below("/guard/a", "/guard/a"));
+        assert!(is_below("/guard/a/s1", "/guard/a"));
     }
 }

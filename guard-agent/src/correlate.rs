@@ -33,12 +33,12 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// The compilation a policy id belongs to.
-    pub fn of(&self, policy_id: u32) -> Option<&Compiled> {
-        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id)).map(|c| &**c)
+    pub fn arc(&self, policy_id: u32) -> Option<&Arc<Compiled>> {
+        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id))
     }
 
-    pub fn arc(&self, policy_id: u32) -> Option<Arc<Compiled>> {
-        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id)).cloned()
+    pub fn of(&self, policy_id: u32) -> Option<&Compiled> {
+        self.arc(policy_id).map(|c| &**c)
     }
 
     pub fn agent(&self, policy_id: u32) -> Option<&crate::policy::compile::AgentEntry> {
@@ -186,7 +186,7 @@ fn bootstrap(procs: &mut ProcTable, registrations: &[Registration]) {
     for p in all.flatten() {
         let Ok(cgroups) = p.cgroups() else { continue };
         let Some(path) = cgroups.0.iter().find(|c| c.hierarchy == 0).map(|c| c.pathname.clone()) else { continue };
-        let tagged = registrations.iter().any(|r| path == r.path || path.starts_with(&format!("{}/", r.path)));
+        let tagged = registrations.iter().any(|r| crate::cgroup::is_within(&path, &r.path));
         if !tagged {
             continue;
         }
@@ -199,7 +199,7 @@ fn signal_error(h: &EventHeader) -> Option<&'static str> {
     (h.flags & EVENT_FLAG_SIGNAL_FAILED != 0).then_some("bpf_send_signal failed: the process was not killed")
 }
 
-pub fn exec_subject(e: &ExecEvent) -> Subject {
+fn exec_subject(e: &ExecEvent) -> Subject {
     let len = (e.filename_len as usize).min(e.key.path.len());
     let flags = e.header.flags;
     let argv_len = (e.argv_len as usize).min(ARGV_LEN);
@@ -259,7 +259,7 @@ fn parent_of(pid: u32) -> u32 {
         .unwrap_or(0)
 }
 
-fn nul_terminated(b: &[u8]) -> String {
+pub fn nul_terminated(b: &[u8]) -> String {
     let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }

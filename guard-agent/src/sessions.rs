@@ -98,7 +98,7 @@ impl Sessions {
         if base != paths::AGENT_CGROUP_DIR {
             return None;
         }
-        self.live.get(id).filter(|s| path == s.cgroup || path.starts_with(&format!("{}/", s.cgroup)))
+        self.live.get(id).filter(|s| cgroup::is_within(path, &s.cgroup))
     }
 
     /// Creates the session cgroup and moves `peer.pid` into it. `covered` says whether the

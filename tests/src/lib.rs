@@ -297,6 +297,18 @@ pub fn launch_with(flags: &[&str], agent: &str, cmd: &[&str], env: &[(&str, &str
     (pid, child.wait_with_output().expect("wait for launch"))
 }
 
+/// Runs `cmd` in the cgroup `dir` (made by the test, as systemd or a by-hand setup would),
+/// moved there between fork and exec, and waits for it.
+pub fn run_in_cgroup(dir: &Path, mut cmd: Command) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let procs = dir.join("cgroup.procs");
+    // SAFETY: the closure only calls std::fs::write (open/write/close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    cmd.output().expect("run in cgroup")
+}
+
 /// Runs `guard-agent ARGS...` and waits for it.
 pub fn agent_cmd(args: &[&str]) -> Output {
     Command::new(agent_bin()).args(args).output().expect("run guard-agent")

@@ -21,18 +21,12 @@ fn killed(agent: &str, bin: &str, marker: &Path) -> bool {
 /// tests check what the kernel does without one: (killed before writing its marker, its
 /// command line).
 fn killed_by(agent: &str, bin: &str, marker: &Path) -> (bool, String) {
-    use std::os::unix::process::CommandExt as _;
     let dir = guard_tests::cgroup2_root().join("guard").join(agent).join("by-hand");
     std::fs::create_dir_all(&dir).unwrap();
-    let procs = dir.join("cgroup.procs");
     let mut cmd = Command::new(bin);
     // The marker path as an argument too: it names this exec in the verdicts.
     cmd.arg(marker).env("GUARD_MARKER", marker);
-    // SAFETY: the closure only calls std::fs::write (open/write/close) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || std::fs::write(&procs, "0"));
-    }
-    let out = cmd.output().unwrap();
+    let out = guard_tests::run_in_cgroup(&dir, cmd);
     let _ = std::fs::remove_dir(&dir);
     (out.status.signal() == Some(libc::SIGKILL) && !marker.exists(), format!("{bin} {}", marker.display()))
 }

@@ -381,14 +381,9 @@ fn a_restarted_daemon_kills_what_its_predecessor_held() {
 
 /// Runs `bin` in the cgroup `dir` (made by the test, as systemd would): killed before its marker?
 fn killed_in(dir: &std::path::Path, bin: &str, marker: &std::path::Path) -> bool {
-    let procs = dir.join("cgroup.procs");
     let mut cmd = Command::new(bin);
     cmd.env("GUARD_MARKER", marker);
-    // SAFETY: the closure only calls std::fs::write (open/write/close) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || std::fs::write(&procs, "0"));
-    }
-    let out = cmd.output().unwrap();
+    let out = guard_tests::run_in_cgroup(dir, cmd);
     out.status.signal() == Some(libc::SIGKILL) && !marker.exists()
 }
 

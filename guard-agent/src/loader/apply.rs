@@ -208,7 +208,7 @@ impl Loaded {
             let Some(r) = self
                 .registrations
                 .iter()
-                .filter(|r| path == r.path || path.starts_with(&format!("{}/", r.path)))
+                .filter(|r| cgroup::is_within(&path, &r.path))
                 .max_by_key(|r| r.path.len())
             else {
                 continue;

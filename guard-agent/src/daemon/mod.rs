@@ -14,19 +14,23 @@ use std::{
 };
 
 use anyhow::Context as _;
-use guard_common::{CGROUP_OP_MKDIR, Decision, ExecEvent};
+use guard_common::{CGROUP_OP_MKDIR, Decision};
 use serde_json::{Value, json};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+mod hold;
+mod status;
+
 use crate::{
+    cgroup,
     cli::daemon::DaemonArgs,
     control::{self, Call, ControlMsg, Peer, Request},
-    correlate::{Correlator, exec_subject},
+    correlate::{Correlator, nul_terminated},
     events::{self, Event},
-    holds::{self, Holds, Pending, Pidfd},
+    holds::Holds,
     loader::{self, Loaded},
     lock, paths,
-    policy::{self, ExecAction, Policy, eval},
+    policy::{self, Policy},
     sessions::{self, Sessions},
     verdict::{Subject, Verdict, decision_name},
 };
@@ -240,7 +244,7 @@ impl Engine {
     fn event(&mut self, ev: Event) {
         self.events += 1;
         match &ev {
-            Event::Cgroup(c) => return self.cgroup_event(c.op, c.id, nul_str(&c.path)),
+            Event::Cgroup(c) => return self.cgroup_event(c.op, c.id, nul_terminated(&c.path)),
             Event::Move(m) => return self.moved(m),
             Event::Gate(g) => return self.gate(g.header.tgid, &ev),
             Event::Exit(e) => {
@@ -280,8 +284,8 @@ impl Engine {
     /// A tagged process was moved to another cgroup. Within its agent's cgroups that is
     /// nothing; out of them it is reported (the kernel keeps it under its policy).
     fn moved(&mut self, m: &guard_common::MoveEvent) {
-        let to = nul_str(&m.dst_path);
-        let covered = self.loaded.registrations.iter().any(|r| to == r.path || to.starts_with(&format!("{}/", r.path)));
+        let to = nul_terminated(&m.dst_path);
+        let covered = self.loaded.registrations.iter().any(|r| cgroup::is_within(&to, &r.path));
         if covered || self.sessions.live().any(|s| s.launcher == m.pid) {
             return;
         }
@@ -322,158 +326,6 @@ impl Engine {
                 self.emit(&v);
             }
         }
-    }
-
-    /// A process the kernel stopped at exec: judge it from procfs now, and release it, kill
-    /// it, or wait for a person.
-    fn held(&mut self, e: &ExecEvent, mut v: Verdict) {
-        let pid = e.header.tgid;
-        let Subject::Exec(info) = &v.subject else { return };
-        let filename = info.filename.clone();
-        let identity = info.identity;
-        let Some(compiled) = self.correlator.policies.arc(e.header.policy_id) else {
-            return self.decide_now(pid, None, v, Outcome::Kill, "held under a policy that is no longer known");
-        };
-        let Some(agent) = compiled.agent(e.header.policy_id) else { return };
-        let ctx = match holds::read_context(pid, &filename, identity) {
-            Ok(c) => c,
-            Err(_) => return self.decide_now(pid, None, v, Outcome::Kill, "gone before it could be judged"),
-        };
-        let pidfd = match Pidfd::open(pid) {
-            Ok(fd) => fd,
-            Err(_) => return self.decide_now(pid, None, v, Outcome::Kill, "gone before it could be judged"),
-        };
-        if let Subject::Exec(info) = &mut v.subject {
-            // procfs has all of argv, not only the first ARGV_LEN bytes.
-            info.argv = ctx.argv.clone();
-            info.argv_truncated = false;
-            info.cwd = ctx.cwd.clone().or(info.cwd.take());
-        }
-        let j = eval::evaluate(agent, &ctx);
-        v.rule = compiled.rule(j.rule_id).cloned();
-        let since_exec_us = boot_ns().saturating_sub(e.header.boot_ns) / 1000;
-        match j.action {
-            Some(ExecAction::Hold) => {
-                let id = self.holds.next_id();
-                let timeout = j.rule.map_or(policy::DEFAULT_APPROVE_TIMEOUT, |r| r.rule.approve_timeout);
-                v.hold = Some(json!({
-                    "id": id,
-                    "timeout_s": timeout.as_secs_f64(),
-                    "environ_bytes": holds::environ_size(pid),
-                    "approve": format!("guard-agent approve {id}"),
-                    "deny": format!("guard-agent deny {id}"),
-                }));
-                v.reason = Some(format!("held for approval: `guard-agent approve {id}` or `guard-agent deny {id}` within {}s", timeout.as_secs()));
-                self.emit(&v);
-                let now = Instant::now();
-                self.holds.insert(Pending {
-                    id,
-                    pid,
-                    pidfd,
-                    since: now,
-                    since_ms: sessions::now_ms(),
-                    deadline: now + timeout,
-                    timeout,
-                    policy_id: e.header.policy_id,
-                    rule_id: j.rule_id,
-                    agent: Some(agent.name.clone()),
-                    argv: ctx.argv,
-                    cwd: ctx.cwd,
-                    verdict: v,
-                });
-            }
-            action => {
-                let outcome = if action == Some(ExecAction::Kill) { Outcome::Kill } else { Outcome::Release };
-                v.decision = match action {
-                    Some(ExecAction::Kill) => Decision::Killed,
-                    Some(ExecAction::Audit) => Decision::Audited,
-                    _ => Decision::Allowed,
-                };
-                v.hold = Some(json!({ "decision": "policy", "decided_in_us": since_exec_us }));
-                self.act(pid, Some(&pidfd), outcome);
-                self.emit(&v);
-            }
-        }
-    }
-
-    /// Ends a hold now, without a pidfd (the process may be gone).
-    fn decide_now(&mut self, pid: u32, pidfd: Option<&Pidfd>, mut v: Verdict, outcome: Outcome, reason: &str) {
-        self.act(pid, pidfd, outcome);
-        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
-        v.reason = Some(reason.to_owned());
-        self.emit(&v);
-    }
-
-    /// Releases (HELD entry first, then SIGCONT) or kills a held process.
-    fn act(&mut self, pid: u32, pidfd: Option<&Pidfd>, outcome: Outcome) {
-        let signal = |sig: i32| match pidfd {
-            Some(fd) => fd.signal(sig),
-            // SAFETY: sends a signal; no memory involved.
-            None => (unsafe { libc::kill(pid as i32, sig) } == 0).then_some(()).ok_or_else(io::Error::last_os_error),
-        };
-        match outcome {
-            Outcome::Kill => {
-                if let Err(e) = signal(libc::SIGKILL) {
-                    if e.raw_os_error() != Some(libc::ESRCH) {
-                        tracing::error!(pid, error = %e, "cannot kill a held process");
-                    }
-                }
-                let _ = self.loaded.release(pid);
-            }
-            Outcome::Release => {
-                if let Err(e) = self.loaded.release(pid) {
-                    // Without the entry removed the gate would kill it: say so, and kill it
-                    // cleanly instead of letting it die at a random system call.
-                    tracing::error!(pid, error = %e, "cannot release a held process; killing it");
-                    let _ = signal(libc::SIGKILL);
-                    return;
-                }
-                if let Err(e) = signal(libc::SIGCONT) {
-                    tracing::warn!(pid, error = %e, "cannot continue a released process");
-                }
-            }
-        }
-    }
-
-    fn finish_hold(&mut self, p: Pending, outcome: Outcome, mut hold: Value, reason: Option<String>) {
-        self.act(p.pid, Some(&p.pidfd), outcome);
-        let mut v = p.verdict;
-        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
-        if let Some(obj) = hold.as_object_mut() {
-            obj.insert("id".into(), json!(p.id));
-            obj.insert("at".into(), json!(sessions::now_ms()));
-            obj.insert("waited_ms".into(), json!(p.since.elapsed().as_millis() as u64));
-        }
-        v.hold = Some(hold);
-        v.reason = reason;
-        v.time_ms = sessions::now_ms();
-        self.emit(&v);
-    }
-
-    /// Audit mode: nothing was stopped; say what argv rules would have done.
-    fn evaluate_audit(&mut self, e: &ExecEvent, mut v: Verdict) {
-        let Subject::Exec(info) = exec_subject(e) else { return };
-        let ctx = eval::ExecContext {
-            filename: info.filename.clone(),
-            exe: None,
-            identity: info.identity,
-            argv: info.argv.clone(),
-            cwd: info.cwd.clone(),
-            euid: info.euid,
-        };
-        if let Some(c) = self.correlator.policies.of(e.header.policy_id) {
-            if let Some(agent) = c.agent(e.header.policy_id) {
-                let j = eval::evaluate(agent, &ctx);
-                v.rule = c.rule(j.rule_id).cloned();
-                v.decision = match j.action {
-                    Some(ExecAction::Kill) => Decision::WouldKill,
-                    Some(ExecAction::Hold) => Decision::WouldHold,
-                    Some(ExecAction::Audit) => Decision::Audited,
-                    _ => Decision::Allowed,
-                };
-            }
-        }
-        self.emit(&v);
     }
 
     fn tick(&mut self, poll_policy: bool) {
@@ -573,13 +425,12 @@ impl Engine {
     }
 
     fn end_session(&mut self, id: &str) -> bool {
-        match self.sessions.end(id) {
-            Some(s) => {
-                let _ = self.loaded.untag(s.launcher);
-                true
-            }
-            None => false,
+        // The launcher leaves the session's cgroup as part of ending it: untagged first, so
+        // that move is not reported as a workload escaping.
+        if let Some(launcher) = self.sessions.live().find(|s| s.id == id).map(|s| s.launcher) {
+            let _ = self.loaded.untag(launcher);
         }
+        self.sessions.end(id).is_some()
     }
 
     fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
@@ -608,13 +459,13 @@ impl Engine {
             }
             Request::Launch { agent, labels, command, keep_running } => {
                 let registrations = &self.loaded.registrations;
-                let covered = |rel: &str| registrations.iter().any(|r| rel.starts_with(&format!("{}/", r.path)));
+                let covered = |rel: &str| registrations.iter().any(|r| cgroup::is_below(rel, &r.path));
                 let policies = &self.correlator.policies;
                 match self.sessions.launch(peer, &agent, labels, command, keep_running, covered) {
                     Ok(s) => {
                         let policy_agent = registrations
                             .iter()
-                            .filter(|r| s.cgroup.starts_with(&format!("{}/", r.path)))
+                            .filter(|r| cgroup::is_below(&s.cgroup, &r.path))
                             .max_by_key(|r| r.path.len())
                             .and_then(|r| policies.agent(r.policy_id))
                             .map(|a| a.name.clone());
@@ -630,59 +481,6 @@ impl Engine {
         }
     }
 
-    fn status(&self) -> Value {
-        let c = &self.correlator.policies.current;
-        let drops: Vec<Value> = self
-            .loaded
-            .drops()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, n)| json!({ "kind": format!("{k:?}").to_lowercase(), "dropped": n }))
-            .collect();
-        json!({
-            "ok": true,
-            "tier": loader::TIER,
-            "tier_reason": "BPF LSM is not used: exec denials kill the new image from sched_process_exec before its first instruction; connects are refused by cgroup sock_addr hooks",
-            "programs": loader::PROGRAMS,
-            "pinned": self.loaded.generation.dir.display().to_string(),
-            "policy": {
-                "source": c.source,
-                "hash": c.hash,
-                "agents": c.agents.iter().map(|a| json!({
-                    "name": a.name,
-                    "mode": format!("{:?}", a.mode).to_lowercase(),
-                    "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
-                    "exec_rules": a.exec.len(),
-                })).collect::<Vec<_>>(),
-                "reloads": self.reloads,
-                "reload_failures": self.reload_failures,
-            },
-            "cgroups": self.loaded.registrations.iter().map(|r| json!({ "id": r.id, "path": r.path })).collect::<Vec<_>>(),
-            "sessions": self.sessions.live().map(|s| json!({
-                "id": s.id, "agent": s.launch_name, "cgroup": s.cgroup, "uid": s.uid, "user": s.user,
-                "labels": s.labels, "started": s.started_ms, "command": s.command,
-            })).collect::<Vec<_>>(),
-            "holds": self.holds.iter().map(|p| json!({
-                "id": p.id, "pid": p.pid, "agent": p.agent, "argv": p.argv, "cwd": p.cwd,
-                "rule": self.correlator.policies.of(p.policy_id).and_then(|c| c.rule(p.rule_id)).map(|r| r.matcher.clone()),
-                "since": p.since_ms,
-                "waiting_s": p.since.elapsed().as_secs(),
-                "expires_in_s": p.deadline.saturating_duration_since(Instant::now()).as_secs(),
-            })).collect::<Vec<_>>(),
-            "counters": {
-                "events": self.events,
-                "verdicts": self.verdicts,
-                "ring_buffer_drops": drops,
-                "stdout_write_errors": self.write_errors,
-                "process_table": self.correlator.process_table_len(),
-            },
-        })
-    }
-}
-
-fn nul_str(b: &[u8]) -> String {
-    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// Nanoseconds of CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`).

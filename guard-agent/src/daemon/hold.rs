@@ -1,0 +1,168 @@
+//! The daemon's side of holds: judging a process the kernel stopped at exec, and ending its
+//! hold (release, kill) when the policy, a person or the clock decides.
+use std::{io, time::Instant};
+
+use guard_common::{Decision, ExecEvent};
+use serde_json::{Value, json};
+
+use super::{Engine, Outcome, boot_ns};
+use crate::{
+    holds::{self, Pending, Pidfd},
+    policy::{self, ExecAction, eval},
+    sessions,
+    verdict::{Subject, Verdict},
+};
+
+impl Engine {
+    /// A process the kernel stopped at exec: judge it from procfs now, and release it, kill
+    /// it, or wait for a person.
+    pub(super) fn held(&mut self, e: &ExecEvent, mut v: Verdict) {
+        let pid = e.header.tgid;
+        let Subject::Exec(info) = &v.subject else { return };
+        let filename = info.filename.clone();
+        let identity = info.identity;
+        let Some(compiled) = self.correlator.policies.arc(e.header.policy_id).cloned() else {
+            return self.decide_now(pid, v, Outcome::Kill, "held under a policy that is no longer known");
+        };
+        let Some(agent) = compiled.agent(e.header.policy_id) else { return };
+        let ctx = match holds::read_context(pid, &filename, identity) {
+            Ok(c) => c,
+            Err(_) => return self.decide_now(pid, v, Outcome::Kill, "gone before it could be judged"),
+        };
+        let pidfd = match Pidfd::open(pid) {
+            Ok(fd) => fd,
+            Err(_) => return self.decide_now(pid, v, Outcome::Kill, "gone before it could be judged"),
+        };
+        if let Subject::Exec(info) = &mut v.subject {
+            // procfs has all of argv, not only the first ARGV_LEN bytes.
+            info.argv = ctx.argv.clone();
+            info.argv_truncated = false;
+            info.cwd = ctx.cwd.clone().or(info.cwd.take());
+        }
+        let j = eval::evaluate(agent, &ctx);
+        v.rule = compiled.rule(j.rule_id).cloned();
+        let since_exec_us = boot_ns().saturating_sub(e.header.boot_ns) / 1000;
+        match j.action {
+            Some(ExecAction::Hold) => {
+                let id = self.holds.next_id();
+                let timeout = j.rule.map_or(policy::DEFAULT_APPROVE_TIMEOUT, |r| r.rule.approve_timeout);
+                v.hold = Some(json!({
+                    "id": id,
+                    "timeout_s": timeout.as_secs_f64(),
+                    "environ_bytes": holds::environ_size(pid),
+                    "approve": format!("guard-agent approve {id}"),
+                    "deny": format!("guard-agent deny {id}"),
+                }));
+                v.reason = Some(format!("held for approval: `guard-agent approve {id}` or `guard-agent deny {id}` within {}s", timeout.as_secs()));
+                self.emit(&v);
+                let now = Instant::now();
+                self.holds.insert(Pending {
+                    id,
+                    pid,
+                    pidfd,
+                    since: now,
+                    since_ms: sessions::now_ms(),
+                    deadline: now + timeout,
+                    timeout,
+                    policy_id: e.header.policy_id,
+                    rule_id: j.rule_id,
+                    agent: Some(agent.name.clone()),
+                    argv: ctx.argv,
+                    cwd: ctx.cwd,
+                    verdict: v,
+                });
+            }
+            action => {
+                let outcome = if action == Some(ExecAction::Kill) { Outcome::Kill } else { Outcome::Release };
+                v.decision = match action {
+                    Some(ExecAction::Kill) => Decision::Killed,
+                    Some(ExecAction::Audit) => Decision::Audited,
+                    _ => Decision::Allowed,
+                };
+                v.hold = Some(json!({ "decision": "policy", "decided_in_us": since_exec_us }));
+                self.act(pid, Some(&pidfd), outcome);
+                self.emit(&v);
+            }
+        }
+    }
+
+    /// Ends a hold now, without a pidfd (the process may be gone).
+    fn decide_now(&mut self, pid: u32, mut v: Verdict, outcome: Outcome, reason: &str) {
+        self.act(pid, None, outcome);
+        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
+        v.reason = Some(reason.to_owned());
+        self.emit(&v);
+    }
+
+    /// Releases (HELD entry first, then SIGCONT) or kills a held process.
+    fn act(&mut self, pid: u32, pidfd: Option<&Pidfd>, outcome: Outcome) {
+        let signal = |sig: i32| match pidfd {
+            Some(fd) => fd.signal(sig),
+            // SAFETY: sends a signal; no memory involved.
+            None => (unsafe { libc::kill(pid as i32, sig) } == 0).then_some(()).ok_or_else(io::Error::last_os_error),
+        };
+        match outcome {
+            Outcome::Kill => {
+                if let Err(e) = signal(libc::SIGKILL) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        tracing::error!(pid, error = %e, "cannot kill a held process");
+                    }
+                }
+                let _ = self.loaded.release(pid);
+            }
+            Outcome::Release => {
+                if let Err(e) = self.loaded.release(pid) {
+                    // Without the entry removed the gate would kill it: say so, and kill it
+                    // cleanly instead of letting it die at a random system call.
+                    tracing::error!(pid, error = %e, "cannot release a held process; killing it");
+                    let _ = signal(libc::SIGKILL);
+                    return;
+                }
+                if let Err(e) = signal(libc::SIGCONT) {
+                    tracing::warn!(pid, error = %e, "cannot continue a released process");
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish_hold(&mut self, p: Pending, outcome: Outcome, mut hold: Value, reason: Option<String>) {
+        self.act(p.pid, Some(&p.pidfd), outcome);
+        let mut v = p.verdict;
+        v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
+        if let Some(obj) = hold.as_object_mut() {
+            obj.insert("id".into(), json!(p.id));
+            obj.insert("at".into(), json!(sessions::now_ms()));
+            obj.insert("waited_ms".into(), json!(p.since.elapsed().as_millis() as u64));
+        }
+        v.hold = Some(hold);
+        v.reason = reason;
+        v.time_ms = sessions::now_ms();
+        self.emit(&v);
+    }
+
+    /// Audit mode: nothing was stopped; say what argv rules would have done.
+    pub(super) fn evaluate_audit(&mut self, e: &ExecEvent, mut v: Verdict) {
+        let Subject::Exec(info) = &v.subject else { return };
+        let ctx = eval::ExecContext {
+            filename: info.filename.clone(),
+            exe: None,
+            identity: info.identity,
+            argv: info.argv.clone(),
+            cwd: info.cwd.clone(),
+            euid: info.euid,
+        };
+        if let Some(c) = self.correlator.policies.of(e.header.policy_id) {
+            if let Some(agent) = c.agent(e.header.policy_id) {
+                let j = eval::evaluate(agent, &ctx);
+                v.rule = c.rule(j.rule_id).cloned();
+                v.decision = match j.action {
+                    Some(ExecAction::Kill) => Decision::WouldKill,
+                    Some(ExecAction::Hold) => Decision::WouldHold,
+                    Some(ExecAction::Audit) => Decision::Audited,
+                    _ => Decision::Allowed,
+                };
+            }
+        }
+        self.emit(&v);
+    }
+}

@@ -1,0 +1,58 @@
+//! `guard-agent status`: what the daemon enforces and what it is waiting for.
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::loader;
+
+impl Engine {
+    pub(super) fn status(&self) -> Value {
+        let c = &self.correlator.policies.current;
+        let drops: Vec<Value> = self
+            .loaded
+            .drops()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, n)| json!({ "kind": format!("{k:?}").to_lowercase(), "dropped": n }))
+            .collect();
+        json!({
+            "ok": true,
+            "tier": loader::TIER,
+            "tier_reason": "BPF LSM is not used: exec denials kill the new image from sched_process_exec before its first instruction; connects are refused by cgroup sock_addr hooks",
+            "programs": loader::PROGRAMS,
+            "pinned": self.loaded.generation.dir.display().to_string(),
+            "policy": {
+                "source": c.source,
+                "hash": c.hash,
+                "agents": c.agents.iter().map(|a| json!({
+                    "name": a.name,
+                    "mode": format!("{:?}", a.mode).to_lowercase(),
+                    "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+                    "exec_rules": a.exec.len(),
+                })).collect::<Vec<_>>(),
+                "reloads": self.reloads,
+                "reload_failures": self.reload_failures,
+            },
+            "cgroups": self.loaded.registrations.iter().map(|r| json!({ "id": r.id, "path": r.path })).collect::<Vec<_>>(),
+            "sessions": self.sessions.live().map(|s| json!({
+                "id": s.id, "agent": s.launch_name, "cgroup": s.cgroup, "uid": s.uid, "user": s.user,
+                "labels": s.labels, "started": s.started_ms, "command": s.command,
+            })).collect::<Vec<_>>(),
+            "holds": self.holds.iter().map(|p| json!({
+                "id": p.id, "pid": p.pid, "agent": p.agent, "argv": p.argv, "cwd": p.cwd,
+                "rule": self.correlator.policies.of(p.policy_id).and_then(|c| c.rule(p.rule_id)).map(|r| r.matcher.clone()),
+                "since": p.since_ms,
+                "waiting_s": p.since.elapsed().as_secs(),
+                "expires_in_s": p.deadline.saturating_duration_since(Instant::now()).as_secs(),
+            })).collect::<Vec<_>>(),
+            "counters": {
+                "events": self.events,
+                "verdicts": self.verdicts,
+                "ring_buffer_drops": drops,
+                "stdout_write_errors": self.write_errors,
+                "process_table": self.correlator.process_table_len(),
+            },
+        })
+    }
+}
