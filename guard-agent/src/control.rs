@@ -1,6 +1,7 @@
 //! The daemon's sockets: JSON requests and responses, one per line.
 //!
-//! - `/run/guard/guard.sock` (0600, root): `status`, `approve`, `deny`, `reload`.
+//! - `/run/guard/guard.sock` (0600, root): `status`, `approve`, `deny`, `reload`, and `tail`,
+//!   which turns the connection into a stream of verdict lines (filtered by agent and verdict).
 //! - `/run/guard/launch.sock` (0660, root and the `--launch-group`): `launch` only. The daemon
 //!   creates the session cgroup and moves the caller (named by `SO_PEERCRED`, never by the
 //!   request) into it; the connection stays open for the session's life, and `end` (or closing
@@ -10,6 +11,7 @@
 //! malformed gets an error response, never a crash or a stalled daemon.
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream as StdUnixStream},
     path::Path,
@@ -21,7 +23,12 @@ use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader as AsyncBufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot},
+};
+
+use crate::{
+    sinks::{Feed, TailItem},
+    verdict::VERDICT_NAMES,
 };
 
 pub const ADMIN_SOCKET: &str = "/run/guard/guard.sock";
@@ -30,6 +37,8 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once per socket; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
+/// `tail` streams at once (they do not count against MAX_CONNECTIONS).
+const MAX_TAILS: usize = 16;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -38,6 +47,15 @@ pub enum Request {
     Approve { id: u64 },
     Deny { id: u64 },
     Reload {},
+    /// Stream verdicts: `{"ok":true}`, then one verdict per line (or `{"lagged":N}` when the
+    /// client fell behind and N were skipped) until either side closes.
+    Tail {
+        #[serde(default)]
+        agent: Option<String>,
+        /// Verdict names to pass (`killed`, `denied`, ...); empty passes all.
+        #[serde(default)]
+        verdicts: Vec<String>,
+    },
     Launch {
         agent: String,
         #[serde(default)]
@@ -72,6 +90,8 @@ pub enum ControlMsg {
     Call(Call),
     /// A launch connection closed: its session ends (if `end` did not end it already).
     Closed { session: String },
+    /// A `/metrics` scrape wants the exposition text.
+    Metrics(oneshot::Sender<String>),
 }
 
 pub fn error(message: impl std::fmt::Display) -> Value {
@@ -109,7 +129,7 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<UnixLis
 }
 
 /// Accepts connections until the listener fails; each is served by its own task.
-pub async fn serve(listener: UnixListener, kind: Kind, tx: mpsc::Sender<ControlMsg>) {
+pub async fn serve(listener: UnixListener, kind: Kind, tx: mpsc::Sender<ControlMsg>, feed: Feed) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = std::sync::Arc::clone(&slots).acquire_owned().await else { return };
@@ -122,10 +142,8 @@ pub async fn serve(listener: UnixListener, kind: Kind, tx: mpsc::Sender<ControlM
             }
         };
         let tx = tx.clone();
-        tokio::spawn(async move {
-            connection(stream, kind, tx).await;
-            drop(permit);
-        });
+        let feed = feed.clone();
+        tokio::spawn(connection(stream, kind, tx, feed, permit));
     }
 }
 
@@ -147,7 +165,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Opti
     String::from_utf8(buf).map(Some).map_err(|_| "request is not UTF-8".to_owned())
 }
 
-async fn connection(stream: UnixStream, kind: Kind, tx: mpsc::Sender<ControlMsg>) {
+async fn connection(stream: UnixStream, kind: Kind, tx: mpsc::Sender<ControlMsg>, feed: Feed, permit: OwnedSemaphorePermit) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer { uid: c.uid(), pid: c.pid().unwrap_or(0) as u32 },
         Err(_) => return,
@@ -169,6 +187,17 @@ async fn connection(stream: UnixStream, kind: Kind, tx: mpsc::Sender<ControlMsg>
         };
         let response = match parse(&line, kind, session.is_some()) {
             Err(e) => error(e),
+            Ok(Request::Tail { agent, verdicts }) => {
+                if feed.receiver_count() >= MAX_TAILS {
+                    error(format!("{MAX_TAILS} tails are already running"))
+                } else {
+                    // A stream is not a request: it gives its slot back.
+                    drop(permit);
+                    let rx = feed.subscribe();
+                    let _ = tail(reader, write, rx, agent, verdicts).await;
+                    return;
+                }
+            }
             Ok(request) => {
                 let is_launch = matches!(request, Request::Launch { .. });
                 let is_end = matches!(request, Request::End {});
@@ -195,13 +224,54 @@ async fn connection(stream: UnixStream, kind: Kind, tx: mpsc::Sender<ControlMsg>
             break;
         }
     }
+    drop(permit);
     if let Some(session) = session {
         let _ = tx.send(ControlMsg::Closed { session }).await;
     }
 }
 
+/// Streams verdicts to a `tail` client until it closes (or the daemon stops).
+async fn tail(
+    mut reader: AsyncBufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut rx: broadcast::Receiver<Arc<TailItem>>,
+    agent: Option<String>,
+    verdicts: Vec<String>,
+) -> std::io::Result<()> {
+    send(&mut write, &json!({ "ok": true, "tail": true })).await?;
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Ok(item) => {
+                    let wanted = agent.as_deref().is_none_or(|a| item.agent.as_deref() == Some(a))
+                        && (verdicts.is_empty() || verdicts.iter().any(|v| v == item.verdict));
+                    if wanted {
+                        write.write_all(item.line.as_bytes()).await?;
+                        write.write_all(b"\n").await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => send(&mut write, &json!({ "lagged": n })).await?,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            // The client sends nothing more; end of stream (or an error) means it left.
+            n = reader.read(&mut scratch) => if n.unwrap_or(0) == 0 { return Ok(()) },
+        }
+    }
+}
+
 fn parse(line: &str, kind: Kind, has_session: bool) -> Result<Request, String> {
-    let request: Request = serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))?;
+    let value: Value = serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))?;
+    // serde would also take `["status"]` for a tagged enum; a request is an object.
+    if !value.is_object() {
+        return Err("bad request: a request is a JSON object like {\"op\":\"status\"}".into());
+    }
+    let request: Request = serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))?;
+    if let Request::Tail { verdicts, .. } = &request {
+        if let Some(bad) = verdicts.iter().find(|v| !VERDICT_NAMES.contains(&v.as_str())) {
+            return Err(format!("unknown verdict `{bad}`; known: {}", VERDICT_NAMES.join(", ")));
+        }
+    }
     match (&request, kind) {
         (Request::Launch { .. }, Kind::Launch) if has_session => Err("this connection already launched a session".into()),
         (Request::Launch { .. } | Request::End {}, Kind::Launch) => Ok(request),
@@ -246,6 +316,14 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The next line of a stream (`tail`); `None` when the daemon closed it.
+    pub fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        let mut line = String::new();
+        Ok((self.reader.read_line(&mut line)? > 0).then(|| line.trim_end_matches('\n').to_owned()))
+    }
+}
+
 /// Connects to the admin socket with a helpful error.
 pub fn admin(path: &Path) -> anyhow::Result<Client> {
     Client::connect(path).map_err(|e| match e.kind() {
@@ -265,6 +343,9 @@ mod tests {
         assert!(parse(r#"{"op":"approve","id":"7"}"#, Kind::Admin, false).unwrap_err().starts_with("bad request"));
         assert!(parse(r#"{"op":"status","x":1}"#, Kind::Admin, false).is_err());
         assert!(parse("not json", Kind::Admin, false).is_err());
+        assert!(parse(r#"["status"]"#, Kind::Admin, false).is_err());
+        assert!(parse(r#"{"op":"tail","verdicts":["killed"]}"#, Kind::Admin, false).is_ok());
+        assert!(parse(r#"{"op":"tail","verdicts":["exploded"]}"#, Kind::Admin, false).unwrap_err().contains("unknown verdict"));
         assert!(parse(r#"{"op":"launch","agent":"a"}"#, Kind::Admin, false).is_err());
         assert!(parse(r#"{"op":"status"}"#, Kind::Launch, false).is_err());
         assert!(parse(r#"{"op":"launch","agent":"a"}"#, Kind::Launch, true).is_err());

@@ -45,6 +45,20 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 }
 
 impl Event {
+    /// The kind, as counted in `status` and `/metrics`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::Exec(_) => "exec",
+            Event::Connect(_) => "connect",
+            Event::Socket(_) => "socket",
+            Event::Fork(_) => "fork",
+            Event::Exit(_) => "exit",
+            Event::Move(_) => "move",
+            Event::Cgroup(_) => "cgroup",
+            Event::Gate(_) => "gate",
+        }
+    }
+
     /// The event's header; a cgroup event has none.
     pub fn header(&self) -> Option<&EventHeader> {
         match self {

@@ -1,6 +1,7 @@
 //! guard-agent: the daemon and command line of guard.
 mod cgroup;
 mod cli;
+mod config;
 mod control;
 mod correlate;
 mod daemon;
@@ -8,10 +9,13 @@ mod events;
 mod holds;
 mod loader;
 mod lock;
+mod metrics;
+mod notify;
 mod paths;
 mod policy;
 mod proctable;
 mod sessions;
+mod sinks;
 mod verdict;
 
 use std::process::ExitCode;
@@ -32,7 +36,14 @@ fn main() -> ExitCode {
         Command::Daemon(args) => {
             // Policy errors are reported as `file:line:column: message`, alone, before anything
             // touches the kernel.
-            let model = match cli::daemon::policy(&args) {
+            let settings = match cli::daemon::settings(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let model = match cli::daemon::policy(&settings) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -43,7 +54,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::from(e).context("starting the runtime")),
             };
-            match rt.block_on(daemon::run(model, &args)) {
+            match rt.block_on(daemon::run(model, &settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Status(args) => done(cli::admin::status(&args)),
+        Command::Tail(args) => done(cli::tail::run(&args)),
         Command::Approve(args) => done(cli::admin::decide(&args, true)),
         Command::Deny(args) => done(cli::admin::decide(&args, false)),
         Command::Reload(args) => done(cli::admin::reload(&args)),

@@ -84,6 +84,9 @@ pub fn hostname() -> &'static str {
     })
 }
 
+/// Every name [`decision_name`] gives (what `tail --verdict` accepts).
+pub const VERDICT_NAMES: [&str; 9] = ["allowed", "denied", "killed", "would-deny", "would-kill", "held", "audited", "evaluated", "would-hold"];
+
 pub fn decision_name(d: Decision) -> &'static str {
     match d {
         Decision::Allowed => "allowed",

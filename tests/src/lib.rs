@@ -72,6 +72,8 @@ pub struct Daemon {
     child: Option<Child>,
     verdicts: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Held by a test to stop reading the daemon's stdout (see [`Daemon::pause_stdout`]).
+    stdout_gate: Arc<Mutex<()>>,
 }
 
 impl Daemon {
@@ -83,12 +85,18 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with `extra` daemon arguments instead of `--detach-on-exit`.
     pub fn start_with(dir: &TempDir, policy: &str, extra: &[&str]) -> Self {
+        Self::start_env(dir, policy, extra, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with extra environment variables.
+    pub fn start_env(dir: &TempDir, policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let policy_path = dir.path("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
         let mut child = Command::new(agent_bin())
             .args(["daemon", "--policy"])
             .arg(&policy_path)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -97,8 +105,11 @@ impl Daemon {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let v = Arc::clone(&verdicts);
+        let stdout_gate = Arc::new(Mutex::new(()));
+        let gate = Arc::clone(&stdout_gate);
         thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                drop(gate.lock());
                 let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {line}"));
                 v.lock().unwrap().push(value);
             }
@@ -117,12 +128,18 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Self { child: Some(child), verdicts, stderr };
+        let mut daemon = Self { child: Some(child), verdicts, stderr, stdout_gate };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
         }
         daemon
+    }
+
+    /// Stops reading the daemon's stdout until the guard is dropped: once the pipe fills, the
+    /// daemon's event loop blocks writing verdicts (a stalled consumer).
+    pub fn pause_stdout(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.stdout_gate.lock().unwrap()
     }
 
     pub fn pid(&self) -> u32 {

@@ -70,7 +70,9 @@ pub fn render_status(v: &Value) -> String {
         out.push('\n');
     };
     line(format!("enforcement: {} tier ({})", s(&v["tier"]), s(&v["tier_reason"])));
-    line(format!("programs:    {} attached, pinned at {}", v["programs"].as_array().map_or(0, Vec::len), s(&v["pinned"])));
+    let programs: Vec<String> = v["programs"].as_array().into_iter().flatten().map(s).collect();
+    line(format!("programs:    {} attached, pinned at {}", programs.len(), s(&v["pinned"])));
+    line(format!("             {}", programs.join(" ")));
     let p = &v["policy"];
     line(format!("policy:      {} (sha256 {}), {} reloads, {} failed", s(&p["source"]), s(&p["hash"]), p["reloads"], p["reload_failures"]));
     for a in p["agents"].as_array().into_iter().flatten() {
@@ -93,9 +95,20 @@ pub fn render_status(v: &Value) -> String {
         ));
     }
     let c = &v["counters"];
-    let verdicts: Vec<String> = c["verdicts"].as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
-    line(format!("events:      {}; verdicts: {}", c["events"], if verdicts.is_empty() { "none".into() } else { verdicts.join(", ") }));
+    let pairs = |m: &Value| -> String {
+        let items: Vec<String> = m.as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+        if items.is_empty() { "none".into() } else { items.join(", ") }
+    };
+    line(format!("events:      {}", pairs(&c["events"])));
+    line(format!("verdicts:    {}", pairs(&c["verdicts"])));
     let drops: Vec<String> = c["ring_buffer_drops"].as_array().into_iter().flatten().map(|d| format!("{} {}", s(&d["kind"]), d["dropped"])).collect();
-    line(format!("drops:       {}", drops.join(", ")));
+    line(format!("drops:       {}; undecodable {}; process table {}", drops.join(", "), c["undecodable_events"], c["process_table"]));
+    for k in v["sinks"].as_array().into_iter().flatten() {
+        let health = if k["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };
+        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}", s(&k["name"]), k["sent"], k["failed"], k["backlog"]));
+    }
+    let d = &v["daemon"];
+    let watchdog = d["watchdog_s"].as_f64().map_or("off".to_owned(), |w| format!("{w}s"));
+    line(format!("daemon:      pid {} v{}, config {}, metrics {}, systemd notify {}, watchdog {watchdog}", d["pid"], s(&d["version"]), s(&d["config"]), s(&d["metrics"]), d["systemd_notify"]));
     out
 }

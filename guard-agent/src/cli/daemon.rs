@@ -1,21 +1,29 @@
 //! `guard-agent daemon`.
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
-use crate::policy::{self, Policy, PolicyError};
+use crate::{
+    config::{Config, SinkConfig},
+    policy::{self, Policy, PolicyError},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
+    /// Settings file (YAML; installed as /etc/guard/guard.yaml): policy, sockets, sizes, sinks,
+    /// metrics. Flags given here win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Policy file (YAML), or a directory of them (`*.yaml`, merged in name order). Without
     /// one, the embedded default policy for coding agents is used. Reloaded on SIGHUP and when
     /// the file changes.
     #[arg(long, value_name = "FILE|DIR")]
     pub policy: Option<PathBuf>,
-    /// The admin control socket (status, approve, deny, reload), root only.
-    #[arg(long, value_name = "PATH", default_value = crate::control::ADMIN_SOCKET)]
-    pub admin_socket: PathBuf,
-    /// The launch socket `guard-agent launch` talks to.
-    #[arg(long, value_name = "PATH", default_value = crate::control::LAUNCH_SOCKET)]
-    pub launch_socket: PathBuf,
+    /// The admin control socket (status, tail, approve, deny, reload), root only
+    /// [default: /run/guard/guard.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// The launch socket `guard-agent launch` talks to [default: /run/guard/launch.sock].
+    #[arg(long, value_name = "PATH")]
+    pub launch_socket: Option<PathBuf>,
     /// A group whose members may launch agents without root (the launch socket becomes 0660
     /// with this group). Without it, only root can launch.
     #[arg(long, value_name = "GROUP")]
@@ -28,20 +36,24 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "DIR", default_value = crate::paths::PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Size of the event ring buffer in KiB (a power of two, at least 4). When it is full,
-    /// events are dropped and counted per kind; enforcement never waits for it.
-    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = ring_buffer_kib)]
-    pub ring_buffer_kib: u32,
+    /// events are dropped and counted per kind; enforcement never waits for it [default: 1024].
+    #[arg(long, value_name = "KIB", value_parser = ring_buffer_kib)]
+    pub ring_buffer_kib: Option<u32>,
     /// Capacity of each rule map (exec paths, names, prefixes, identities; network prefixes
-    /// per family). A policy that needs more is refused before anything is loaded.
-    #[arg(long, value_name = "N", default_value_t = crate::loader::DEFAULT_MAP_ENTRIES, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
-    pub map_entries: u32,
+    /// per family). A policy that needs more is refused before anything is loaded
+    /// [default: 16384].
+    #[arg(long, value_name = "N", value_parser = map_entries)]
+    pub map_entries: Option<u32>,
     /// Also report execs outside agent workloads (as `allowed`, agent null). They are never
     /// enforced; without this flag the kernel does not even send them.
     #[arg(long)]
     pub observe_all_execs: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]
+    pub metrics: Option<SocketAddr>,
 }
 
-fn ring_buffer_kib(s: &str) -> Result<u32, String> {
+pub fn ring_buffer_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
         return Err(format!("{kib} is not a power of two between 4 and {}", 1 << 20));
@@ -49,7 +61,54 @@ fn ring_buffer_kib(s: &str) -> Result<u32, String> {
     Ok(kib)
 }
 
-impl DaemonArgs {
+pub fn map_entries(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if n == 0 || n > 1 << 24 {
+        return Err(format!("{n} is not between 1 and {}", 1 << 24));
+    }
+    Ok(n)
+}
+
+/// What the daemon runs with: flags, then the settings file, then defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub admin_socket: PathBuf,
+    pub launch_socket: PathBuf,
+    pub launch_group: Option<String>,
+    pub detach_on_exit: bool,
+    pub pin_dir: PathBuf,
+    pub ring_buffer_kib: u32,
+    pub map_entries: u32,
+    pub observe_all_execs: bool,
+    /// Where verdicts go; standard output unless the settings file says otherwise.
+    pub sinks: Vec<SinkConfig>,
+    pub metrics: Option<SocketAddr>,
+}
+
+pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
+    let file = match &args.config {
+        Some(path) => crate::config::load(path)?,
+        None => Config::default(),
+    };
+    Ok(Settings {
+        config: args.config.clone(),
+        policy: args.policy.clone().or(file.policy),
+        admin_socket: args.admin_socket.clone().or(file.admin_socket).unwrap_or_else(|| crate::control::ADMIN_SOCKET.into()),
+        launch_socket: args.launch_socket.clone().or(file.launch_socket).unwrap_or_else(|| crate::control::LAUNCH_SOCKET.into()),
+        launch_group: args.launch_group.clone().or(file.launch_group),
+        detach_on_exit: args.detach_on_exit,
+        pin_dir: args.pin_dir.clone(),
+        ring_buffer_kib: args.ring_buffer_kib.or(file.ring_buffer_kib).unwrap_or(1024),
+        map_entries: args.map_entries.or(file.map_entries).unwrap_or(crate::loader::DEFAULT_MAP_ENTRIES),
+        observe_all_execs: args.observe_all_execs || file.observe_all_execs.unwrap_or(false),
+        sinks: file.sinks.unwrap_or_else(|| vec![SinkConfig::Stdout]),
+        metrics: args.metrics.or(file.metrics),
+    })
+}
+
+impl Settings {
     pub fn load_options(&self) -> crate::loader::Options {
         crate::loader::Options {
             pin_dir: self.pin_dir.clone(),
@@ -62,8 +121,8 @@ impl DaemonArgs {
 
 /// Reads and compiles the policy the daemon will enforce. Runs before anything is loaded into
 /// the kernel, so a bad policy leaves the system untouched.
-pub fn policy(args: &DaemonArgs) -> Result<Policy, PolicyError> {
-    let model = match &args.policy {
+pub fn policy(settings: &Settings) -> Result<Policy, PolicyError> {
+    let model = match &settings.policy {
         Some(path) => policy::load(path)?,
         None => policy::default_policy(),
     };

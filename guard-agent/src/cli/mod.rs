@@ -3,6 +3,7 @@ pub mod admin;
 pub mod daemon;
 pub mod launch;
 pub mod policy;
+pub mod tail;
 
 use clap::{Parser, Subcommand};
 
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 /// Kills destructive binaries before they run and refuses forbidden connections for processes
 /// in agent cgroups, and reports every decision as a JSON verdict.
 #[derive(Debug, Parser)]
-#[command(name = "guard-agent", version, after_help = "Examples:\n  guard-agent daemon\n  guard-agent daemon --policy /etc/guard/policy.yaml\n  guard-agent launch --agent claude --label ticket=OPS-12 -- bash -c 'make test'\n  guard-agent policy check my-policy.yaml\n  guard-agent policy explain @default -- rm -rf --no-preserve-root /\n  guard-agent status\n  guard-agent approve 3")]
+#[command(name = "guard-agent", version, after_help = "Examples:\n  guard-agent daemon\n  guard-agent daemon --policy /etc/guard/policy.yaml\n  guard-agent launch --agent claude --label ticket=OPS-12 -- bash -c 'make test'\n  guard-agent policy check my-policy.yaml\n  guard-agent policy explain @default -- rm -rf --no-preserve-root /\n  guard-agent status\n  guard-agent tail --verdict killed,denied\n  guard-agent approve 3")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,6 +32,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// What the running daemon enforces: tier, programs, policy, sessions, pending holds.
     Status(admin::StatusArgs),
+    /// Live verdicts from the running daemon, one readable line each (`--json` for raw).
+    Tail(tail::TailArgs),
     /// Let a held process run.
     Approve(admin::HoldArgs),
     /// Kill a held process.

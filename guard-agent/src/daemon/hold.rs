@@ -80,6 +80,7 @@ impl Engine {
                     _ => Decision::Allowed,
                 };
                 v.hold = Some(json!({ "decision": "policy", "decided_in_us": since_exec_us }));
+                self.counters.hold_latency.entry("policy".into()).or_default().observe(std::time::Duration::from_micros(since_exec_us));
                 self.act(pid, Some(&pidfd), outcome);
                 self.emit(&v);
             }
@@ -129,6 +130,8 @@ impl Engine {
         self.act(p.pid, Some(&p.pidfd), outcome);
         let mut v = p.verdict;
         v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
+        let by = hold.get("decision").and_then(Value::as_str).unwrap_or("other").to_owned();
+        self.counters.hold_latency.entry(by).or_default().observe(p.since.elapsed());
         if let Some(obj) = hold.as_object_mut() {
             obj.insert("id".into(), json!(p.id));
             obj.insert("at".into(), json!(sessions::now_ms()));

@@ -4,7 +4,6 @@
 //! argv rules do, which is why it never blocks on anything but its own work.
 use std::{
     collections::BTreeMap,
-    io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -19,19 +18,24 @@ use serde_json::{Value, json};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 mod hold;
+mod metrics;
 mod status;
 
 use crate::{
     cgroup,
-    cli::daemon::DaemonArgs,
+    cli::daemon::Settings,
     control::{self, Call, ControlMsg, Peer, Request},
     correlate::{Correlator, nul_terminated},
     events::{self, Event},
     holds::Holds,
     loader::{self, Loaded},
-    lock, paths,
+    lock,
+    metrics::Histogram,
+    notify::Notifier,
+    paths,
     policy::{self, Policy},
     sessions::{self, Sessions},
+    sinks::{self, Feed, Sinks, TailItem},
     verdict::{Subject, Verdict, decision_name},
 };
 
@@ -43,8 +47,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often the policy file is checked for changes (in ticks).
 const POLICY_POLL_TICKS: u32 = 10;
 
-pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
+pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
     let _lock = lock::acquire()?;
+    // Sinks first: a verdict file that cannot be opened stops the start before anything loads.
+    let sinks = Sinks::open(&args.sinks).context("opening the verdict sinks")?;
     let cgroup_root = paths::cgroup2_root()?;
     let (loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
     for w in &compiled.warnings {
@@ -67,9 +74,15 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
     let admin = control::bind(&args.admin_socket, 0o600, None).with_context(|| format!("binding {}", args.admin_socket.display()))?;
     let launch = control::bind(&args.launch_socket, if launch_gid.is_some() { 0o660 } else { 0o600 }, launch_gid)
         .with_context(|| format!("binding {}", args.launch_socket.display()))?;
+    let metrics = match args.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?),
+        None => None,
+    };
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
-    let admin_task = tokio::spawn(control::serve(admin, control::Kind::Admin, ctl_tx.clone()));
-    let launch_task = tokio::spawn(control::serve(launch, control::Kind::Launch, ctl_tx));
+    let tail = sinks::feed();
+    let admin_task = tokio::spawn(control::serve(admin, control::Kind::Admin, ctl_tx.clone(), tail.clone()));
+    let launch_task = tokio::spawn(control::serve(launch, control::Kind::Launch, ctl_tx.clone(), tail.clone()));
+    let metrics_task = metrics.map(|l| tokio::spawn(crate::metrics::serve(l, ctl_tx)));
 
     let compiled = Arc::new(compiled);
     let correlator = Correlator::new(Arc::clone(&compiled), cgroup_root.clone(), &loaded.registrations);
@@ -84,8 +97,13 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
         policy_hash = %compiled.hash,
         admin_socket = %args.admin_socket.display(),
         launch_socket = %args.launch_socket.display(),
+        metrics = ?args.metrics,
+        sinks = ?args.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        systemd_notify = notifier.enabled(),
+        watchdog = ?notifier.watchdog_interval(),
         "ready: enforcing"
     );
+    notifier.ready(&format!("enforcing policy {}", &compiled.hash[..12.min(compiled.hash.len())]));
 
     let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_DEPTH);
     // Records that were not events (never expected from our own programs): counted, reported.
@@ -128,12 +146,11 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
         correlator,
         sessions: Sessions::new(cgroup_root.clone()),
         holds: Holds::default(),
-        out: BufWriter::new(io::stdout()),
-        write_errors: 0,
-        events: 0,
-        verdicts: BTreeMap::new(),
-        reloads: 0,
-        reload_failures: 0,
+        sinks,
+        tail,
+        notifier,
+        settings: args.clone(),
+        counters: Counters { undecodable, ..Counters::default() },
     };
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -155,6 +172,7 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
             Some(msg) = ctl_rx.recv() => engine.control(msg),
             _ = tick.tick() => {
                 ticks = ticks.wrapping_add(1);
+                engine.notifier.tick();
                 engine.tick(ticks % POLICY_POLL_TICKS == 0);
             }
             _ = sighup.recv() => engine.reload("SIGHUP"),
@@ -163,9 +181,13 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
         }
         engine.flush();
     }
+    engine.notifier.stopping();
     reader.abort();
     admin_task.abort();
     launch_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     for path in [&args.admin_socket, &args.launch_socket] {
         let _ = std::fs::remove_file(path);
     }
@@ -178,18 +200,18 @@ pub async fn run(model: Policy, args: &DaemonArgs) -> anyhow::Result<()> {
     }
     engine.flush();
     let drops = engine.loaded.drops()?;
-    let undecodable = undecodable.load(Ordering::Relaxed);
+    let undecodable = engine.counters.undecodable.load(Ordering::Relaxed);
     let process_table = engine.correlator.process_table_len();
-    let write_errors = engine.write_errors;
+    let write_errors: Vec<(String, u64)> = engine.sinks.list.iter().map(|s| (s.name.clone(), s.failed)).collect();
     if args.detach_on_exit {
-        tracing::info!(?drops, undecodable, stdout_write_errors = write_errors, process_table, "stopped; detaching programs");
+        tracing::info!(?drops, undecodable, sink_failures = ?write_errors, process_table, "stopped; detaching programs");
         engine.sessions.drain(Duration::from_secs(5));
         engine.loaded.detach(&args.pin_dir, &cgroup_root)?;
     } else {
         tracing::info!(
             ?drops,
             undecodable,
-            stdout_write_errors = write_errors,
+            sink_failures = ?write_errors,
             process_table,
             pinned = %engine.loaded.generation.dir.display(),
             "stopped; enforcement stays attached (`guard-agent detach` removes it)"
@@ -217,32 +239,46 @@ struct Engine {
     correlator: Correlator,
     sessions: Sessions,
     holds: Holds,
-    out: BufWriter<io::Stdout>,
-    write_errors: u64,
-    events: u64,
+    sinks: Sinks,
+    /// The live feed `guard-agent tail` reads.
+    tail: Feed,
+    notifier: Notifier,
+    settings: Settings,
+    counters: Counters,
+}
+
+/// What `status` and `/metrics` count.
+#[derive(Default)]
+struct Counters {
+    events: BTreeMap<&'static str, u64>,
+    /// Records that were not events (never expected from our own programs).
+    undecodable: Arc<AtomicU64>,
     verdicts: BTreeMap<&'static str, u64>,
     reloads: u64,
     reload_failures: u64,
+    /// From exec to the end of a hold, by who decided.
+    hold_latency: BTreeMap<String, Histogram>,
 }
 
 impl Engine {
     fn emit(&mut self, v: &Verdict) {
-        *self.verdicts.entry(decision_name(v.decision)).or_default() += 1;
-        // stdout failing (closed pipe, full disk) must not stop the daemon: enforcement lives
-        // as long as the daemon does. Count and go on.
-        if writeln!(self.out, "{}", v.to_ocsf()).is_err() {
-            self.write_errors += 1;
+        let verdict = decision_name(v.decision);
+        *self.counters.verdicts.entry(verdict).or_default() += 1;
+        let line = v.to_ocsf().to_string();
+        // A failing sink (closed pipe, full disk) is counted and retried; it never stops the
+        // daemon.
+        self.sinks.write(&line);
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(Arc::new(TailItem { agent: v.agent.clone(), verdict, line }));
         }
     }
 
     fn flush(&mut self) {
-        if self.out.flush().is_err() {
-            self.write_errors += 1;
-        }
+        self.sinks.flush();
     }
 
     fn event(&mut self, ev: Event) {
-        self.events += 1;
+        *self.counters.events.entry(ev.kind_name()).or_default() += 1;
         match &ev {
             Event::Cgroup(c) => return self.cgroup_event(c.op, c.id, nul_terminated(&c.path)),
             Event::Move(m) => return self.moved(m),
@@ -306,6 +342,7 @@ impl Engine {
         let reason = "continued while held: killed at its first system call".to_owned();
         match self.holds.take_pid(pid) {
             Some(p) => {
+                self.counters.hold_latency.entry("gate".into()).or_default().observe(p.since.elapsed());
                 let mut v = p.verdict;
                 v.decision = Decision::Killed;
                 v.time_ms = sessions::now_ms();
@@ -351,6 +388,9 @@ impl Engine {
     /// Compiles the policy again and swaps it in; a policy that fails keeps the old one and
     /// produces an error verdict.
     fn reload(&mut self, trigger: &str) {
+        self.notifier.reloading();
+        // logrotate's postrotate sends SIGHUP too: start new verdict files.
+        self.sinks.reopen();
         if let Some(path) = &self.policy_path {
             self.fingerprint = Some(fingerprint(path));
         }
@@ -364,7 +404,7 @@ impl Engine {
         let source = self.policy_path.as_ref().map_or_else(|| policy::DEFAULT_POLICY_NAME.to_owned(), |p| p.display().to_string());
         let v = match result {
             Ok(compiled) => {
-                self.reloads += 1;
+                self.counters.reloads += 1;
                 for w in &compiled.warnings {
                     tracing::warn!("{w}");
                 }
@@ -376,7 +416,7 @@ impl Engine {
                 self.daemon_verdict(subject, &compiled.hash, Some(format!("policy reloaded ({trigger})")))
             }
             Err(e) => {
-                self.reload_failures += 1;
+                self.counters.reload_failures += 1;
                 let error = match &e {
                     loader::LoadError::Policy(p) => p.to_string(),
                     other => format!("{other:#}"),
@@ -387,6 +427,7 @@ impl Engine {
             }
         };
         self.emit(&v);
+        self.notifier.ready(&format!("enforcing policy {}", self.correlator.policies.current.hash.get(..12).unwrap_or_default()));
     }
 
     fn daemon_verdict(&self, subject: Subject, hash: &str, reason: Option<String>) -> Verdict {
@@ -421,6 +462,9 @@ impl Engine {
                 let response = self.request(request, peer, session);
                 let _ = reply.send(response);
             }
+            ControlMsg::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
         }
     }
 
@@ -436,10 +480,12 @@ impl Engine {
     fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
         match request {
             Request::Status {} => self.status(),
+            // Served by the socket task itself; never reaches the loop.
+            Request::Tail { .. } => control::error("`tail` is a stream, served by the socket"),
             Request::Reload {} => {
-                let before = self.reload_failures;
+                let before = self.counters.reload_failures;
                 self.reload("control socket");
-                if self.reload_failures > before {
+                if self.counters.reload_failures > before {
                     control::error("the reload failed; the previous policy stays in force (see the error verdict)")
                 } else {
                     json!({ "ok": true, "policy_hash": self.correlator.policies.current.hash })

@@ -31,8 +31,9 @@ impl Engine {
                     "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
                     "exec_rules": a.exec.len(),
                 })).collect::<Vec<_>>(),
-                "reloads": self.reloads,
-                "reload_failures": self.reload_failures,
+                "file": self.settings.policy.as_ref().map(|p| p.display().to_string()),
+                "reloads": self.counters.reloads,
+                "reload_failures": self.counters.reload_failures,
             },
             "cgroups": self.loaded.registrations.iter().map(|r| json!({ "id": r.id, "path": r.path })).collect::<Vec<_>>(),
             "sessions": self.sessions.live().map(|s| json!({
@@ -47,11 +48,23 @@ impl Engine {
                 "expires_in_s": p.deadline.saturating_duration_since(Instant::now()).as_secs(),
             })).collect::<Vec<_>>(),
             "counters": {
-                "events": self.events,
-                "verdicts": self.verdicts,
+                "events": self.counters.events,
+                "verdicts": self.counters.verdicts,
                 "ring_buffer_drops": drops,
-                "stdout_write_errors": self.write_errors,
+                "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),
+            },
+            "sinks": self.sinks.list.iter().map(|s| json!({
+                "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": 0,
+                "healthy": s.healthy,
+            })).collect::<Vec<_>>(),
+            "daemon": {
+                "pid": std::process::id(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "config": self.settings.config.as_ref().map(|p| p.display().to_string()),
+                "metrics": self.settings.metrics.map(|a| format!("http://{a}/metrics")),
+                "systemd_notify": self.notifier.enabled(),
+                "watchdog_s": self.notifier.watchdog_interval().map(|d| (d * 2).as_secs_f64()),
             },
         })
     }

@@ -351,6 +351,10 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         map.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
     }
     attach(&mut ebpf, cgroup_root, generation)?;
+    for (name, prog) in ebpf.programs_mut() {
+        let path = generation.prog(name);
+        prog.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
+    }
     // Dropping `ebpf` closes our descriptors; the pinned links keep the programs attached and
     // the pinned maps keep the state.
     Ok(())

@@ -1,6 +1,7 @@
 //! The pinned state under bpffs: enforcement that outlives the daemon.
 //!
-//! Layout: `<pin dir>/gen-<id>/links/<program>` and `<pin dir>/gen-<id>/maps/<map>`, where
+//! Layout: `<pin dir>/gen-<id>/links/<program>`, `.../progs/<program>` (for statistics only) and
+//! `<pin dir>/gen-<id>/maps/<map>`, where
 //! `<id>` names the eBPF object and the policy together. A daemon that finds its own generation
 //! pinned adopts it (nothing is detached or re-attached); one that finds another generation
 //! attaches its own first and then removes the old one, so there is never a moment without
@@ -31,6 +32,16 @@ impl Generation {
         self.dir.join("maps")
     }
 
+    /// Programs are pinned too (not needed for enforcement: the links hold them) so that
+    /// their run-time statistics can be read without CAP_SYS_ADMIN.
+    pub fn progs(&self) -> PathBuf {
+        self.dir.join("progs")
+    }
+
+    pub fn prog(&self, program: &str) -> PathBuf {
+        self.progs().join(program)
+    }
+
     pub fn link(&self, program: &str) -> PathBuf {
         self.links().join(program)
     }
@@ -46,13 +57,14 @@ impl Generation {
 
     pub fn create_dirs(&self) -> io::Result<()> {
         fs::create_dir_all(self.links())?;
+        fs::create_dir_all(self.progs())?;
         fs::create_dir_all(self.maps())
     }
 
     /// Unpins every link (detaching its program) and map, then removes the directories.
     /// Links go first, so programs stop before their maps disappear.
     pub fn remove(&self) -> io::Result<()> {
-        for sub in [self.links(), self.maps()] {
+        for sub in [self.links(), self.progs(), self.maps()] {
             match fs::read_dir(&sub) {
                 Ok(entries) => {
                     for entry in entries {

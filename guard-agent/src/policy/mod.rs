@@ -297,19 +297,25 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
 
 /// Reads and validates one policy file.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
+    let text = read_text(path, "policy file")?;
+    parse::parse(&path.display().to_string(), &text)
+}
+
+/// Reads a UTF-8 text file; errors (unreadable, not UTF-8 with the line and column of the first
+/// bad byte) are `PolicyError`s naming `what`.
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String, PolicyError> {
     let file = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| PolicyError {
         file: file.clone(),
         pos: Pos { line: 1, col: 1 },
-        message: format!("cannot read the policy file: {e}"),
+        message: format!("cannot read the {what}: {e}"),
     })?;
-    let text = String::from_utf8(text).map_err(|e| {
+    String::from_utf8(text).map_err(|e| {
         let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
         let col = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-        PolicyError { file: file.clone(), pos: Pos { line, col }, message: "the policy file is not valid UTF-8".into() }
-    })?;
-    parse::parse(&file, &text)
+        PolicyError { file, pos: Pos { line, col }, message: format!("the {what} is not valid UTF-8") }
+    })
 }
 
 /// An agent name names a cgroup directory: letters, digits, `-`, `_` and `.`, not leading `.`.

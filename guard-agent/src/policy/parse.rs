@@ -40,31 +40,31 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     Ok(Policy { source: file.to_owned(), hash: hash_text(text), mode, mode_set, agents })
 }
 
-struct Parser<'a> {
-    file: &'a str,
+pub(crate) struct Parser<'a> {
+    pub file: &'a str,
 }
 
 /// A mapping's entries, checked for unknown and duplicate keys.
-struct Map<'n> {
+pub(crate) struct Map<'n> {
     entries: Vec<(&'n str, &'n Node)>,
 }
 
 impl<'n> Map<'n> {
-    fn get(&self, key: &str) -> Option<&'n Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'n Node> {
         self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    fn require(&self, key: &str, parent: &Node, p: &Parser<'_>) -> Result<&'n Node, PolicyError> {
+    pub(crate) fn require(&self, key: &str, parent: &Node, p: &Parser<'_>) -> Result<&'n Node, PolicyError> {
         self.get(key).ok_or_else(|| p.err(parent.pos, format!("missing required key `{key}`")))
     }
 }
 
 impl Parser<'_> {
-    fn err(&self, pos: Pos, message: impl Into<String>) -> PolicyError {
+    pub(crate) fn err(&self, pos: Pos, message: impl Into<String>) -> PolicyError {
         PolicyError { file: self.file.to_owned(), pos, message: message.into() }
     }
 
-    fn map<'n>(&self, node: &'n Node, what: &str, allowed: &[&str]) -> Result<Map<'n>, PolicyError> {
+    pub(crate) fn map<'n>(&self, node: &'n Node, what: &str, allowed: &[&str]) -> Result<Map<'n>, PolicyError> {
         let Value::Map(entries) = &node.value else {
             return Err(self.err(node.pos, format!("{what} must be a mapping, found {}", node.kind())));
         };
@@ -89,21 +89,21 @@ impl Parser<'_> {
         Ok(Map { entries: out })
     }
 
-    fn seq<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [Node], PolicyError> {
+    pub(crate) fn seq<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [Node], PolicyError> {
         match &node.value {
             Value::Seq(items) => Ok(items),
             _ => Err(self.err(node.pos, format!("{what} must be a list, found {}", node.kind()))),
         }
     }
 
-    fn str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
+    pub(crate) fn str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
         match &node.value {
             Value::Scalar { text, .. } => Ok(text),
             _ => Err(self.err(node.pos, format!("{what} must be a string, found {}", node.kind()))),
         }
     }
 
-    fn nonempty_str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
+    pub(crate) fn nonempty_str<'n>(&self, node: &'n Node, what: &str) -> Result<&'n str, PolicyError> {
         let s = self.str(node, what)?;
         if s.trim().is_empty() {
             return Err(self.err(node.pos, format!("{what} must not be empty")));

@@ -1,0 +1,73 @@
+//! The daemon's numbers in Prometheus text format (`metrics.listen` in the settings).
+use std::sync::atomic::Ordering;
+
+use super::Engine;
+use crate::{loader, metrics::Text};
+
+impl Engine {
+    pub(super) fn metrics(&self) -> String {
+        let mut t = Text::default();
+        t.family("guard_events_total", "counter", "Events read from the kernel ring buffer, by kind.");
+        for (kind, n) in &self.counters.events {
+            t.sample("guard_events_total", &[("kind", kind)], n);
+        }
+        t.single("guard_undecodable_events_total", "counter", "Ring-buffer records that were not events.", self.counters.undecodable.load(Ordering::Relaxed));
+        t.family("guard_verdicts_total", "counter", "Verdicts emitted, by decision.");
+        for (decision, n) in &self.counters.verdicts {
+            t.sample("guard_verdicts_total", &[("verdict", decision)], n);
+        }
+        t.family("guard_ring_buffer_drops_total", "counter", "Events the kernel dropped because the ring buffer was full, by kind.");
+        for (kind, n) in self.loaded.drops().unwrap_or_default() {
+            t.sample("guard_ring_buffer_drops_total", &[("kind", &format!("{kind:?}").to_lowercase())], n);
+        }
+        t.family("guard_sink_sent_total", "counter", "Verdict lines written, by sink.");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_sent_total", &[("sink", &s.name)], s.sent);
+        }
+        t.family("guard_sink_failed_total", "counter", "Verdict lines or flushes that failed, by sink.");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_failed_total", &[("sink", &s.name)], s.failed);
+        }
+        t.family("guard_sink_backlog", "gauge", "Verdicts waiting for a sink (sinks write synchronously today: 0).");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_backlog", &[("sink", &s.name)], 0);
+        }
+        t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
+        t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);
+        t.single("guard_holds_pending", "gauge", "Held processes waiting for a decision.", self.holds.iter().count());
+        t.family("guard_hold_decision_seconds", "histogram", "From exec to the end of a hold, by who decided (policy, approved, denied, timeout, gate).");
+        for (by, h) in &self.counters.hold_latency {
+            t.histogram("guard_hold_decision_seconds", &[("decision", by)], h);
+        }
+        t.single("guard_process_table_entries", "gauge", "Processes in the daemon's process table.", self.correlator.process_table_len());
+        t.single("guard_sessions_live", "gauge", "Live `guard-agent launch` sessions.", self.sessions.live().count());
+        t.single("guard_agent_cgroups", "gauge", "Cgroups registered under an agent policy.", self.loaded.registrations.len());
+        self.program_stats(&mut t);
+        t.0
+    }
+
+    /// Per-program run time and count, which the kernel keeps only while
+    /// `kernel.bpf_stats_enabled` is 1.
+    fn program_stats(&self, t: &mut Text) {
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
+        t.single("guard_bpf_stats_enabled", "gauge", "1 when kernel.bpf_stats_enabled is on (per-program statistics are kept).", u8::from(enabled));
+        if !enabled {
+            return;
+        }
+        let stats: Vec<_> = loader::PROGRAMS
+            .iter()
+            .filter_map(|name| {
+                let info = aya::programs::ProgramInfo::from_pin(self.loaded.generation.prog(name)).ok()?;
+                Some((*name, info.run_time().as_secs_f64(), info.run_count()))
+            })
+            .collect();
+        t.family("guard_bpf_program_run_seconds_total", "counter", "Time spent in each eBPF program.");
+        for (name, secs, _) in &stats {
+            t.sample("guard_bpf_program_run_seconds_total", &[("program", name)], secs);
+        }
+        t.family("guard_bpf_program_runs_total", "counter", "Runs of each eBPF program.");
+        for (name, _, runs) in &stats {
+            t.sample("guard_bpf_program_runs_total", &[("program", name)], runs);
+        }
+    }
+}
