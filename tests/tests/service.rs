@@ -407,3 +407,33 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     assert!(text.contains("sink:        stdout ok") && text.contains("verdicts:    ") && text.contains("enforcement: tracepoint tier"), "{text}");
     daemon.stop();
 }
+
+#[test]
+fn the_default_policy_covers_units_in_guard_agents_slice() {
+    let dir = TempDir::new("slice");
+    // systemd names the slice's cgroup by its dashes: guard.slice/guard-agents.slice.
+    let outer = guard_tests::cgroup2_root().join("guard.slice");
+    let made_outer = !outer.exists();
+    let slice = Cgroup::new("guard.slice/guard-agents.slice");
+    let unit = Cgroup::new(&format!("guard.slice/guard-agents.slice/{}.service", unique("agent")));
+    let daemon = Daemon::start(&dir, include_str!("../../guard-agent/src/policy/default.yaml"));
+    let run = |cg: &Cgroup, cmd: &[&str]| {
+        let mut c = Command::new(cmd[0]);
+        c.args(&cmd[1..]).stdout(Stdio::null());
+        guard_tests::run_in_cgroup(&cg.0, c)
+    };
+    assert_eq!(run(&unit, &["shred", "--version"]).status.signal(), Some(libc::SIGKILL), "a service in the slice ran shred");
+    assert!(run(&unit, &["ls", "/"]).status.success());
+    // A scope started later (systemd-run --scope --slice=guard-agents.slice) is covered too:
+    // the slice itself is registered, and the kernel checks a workload's ancestors.
+    let scope = Cgroup::new(&format!("guard.slice/guard-agents.slice/run-{}.scope", std::process::id()));
+    assert_eq!(run(&scope, &["shred", "--version"]).status.signal(), Some(libc::SIGKILL), "a scope in the slice ran shred");
+    let kills = daemon.wait_verdicts(|v| field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(kills.len(), 2, "{kills:#?}");
+    assert!(kills.iter().all(|v| field(v, "/unmapped/agent") == "coding-agent" && field(v, "/unmapped/rule/matcher").contains("shred")), "{kills:#?}");
+    drop((scope, unit, slice));
+    if made_outer {
+        let _ = std::fs::remove_dir(&outer);
+    }
+    daemon.stop();
+}
