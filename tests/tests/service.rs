@@ -329,6 +329,25 @@ impl Drop for Tail {
     }
 }
 
+/// kernel.bpf_stats_enabled on for a test, put back as it was on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Self {
+        let old = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, "1").unwrap();
+        Self(old)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
 #[test]
 fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     let dir = TempDir::new("metrics");
@@ -342,6 +361,7 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     )
     .unwrap();
     let policy = format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: shred\n");
+    let _stats = BpfStats::enable();
     let daemon = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--config", config.to_str().unwrap()]);
     let raw = Tail::start(&["--json", "--agent", &agent]);
     let killed_only = Tail::start(&["--verdict", "killed", "--agent", &agent]);
@@ -396,6 +416,11 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     assert!(n("guard_process_table_entries") > 0.0, "{m}");
     assert!(m.contains("# TYPE guard_hold_decision_seconds histogram"), "{m}");
     assert_eq!(http_get(port, "/nope").0, "HTTP/1.1 404 Not Found");
+    // Per-program statistics (kernel.bpf_stats_enabled is on for this test): the exec program
+    // ran at least once per exec the test made, and took time doing it.
+    assert_eq!(n("guard_bpf_stats_enabled"), 1.0, "{m}");
+    assert!(n("guard_bpf_program_runs_total{program=\"guard_exec\"}") >= 5.0, "{m}");
+    assert!(n("guard_bpf_program_run_seconds_total{program=\"guard_exec\"}") > 0.0, "{m}");
 
     // status: the same counters, JSON and text.
     let out = guard_tests::agent_cmd(&["status", "--json"]);

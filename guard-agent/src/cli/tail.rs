@@ -87,7 +87,7 @@ pub fn render(v: &Value, colour: bool) -> String {
     let pid = v.pointer("/process/pid").or(v.pointer("/actor/process/pid")).map_or_else(|| "-".to_owned(), Value::to_string);
     let mut line = format!("{time} {:<10} {agent:<14} pid {pid:<7} {what}", paint(verdict, colour));
     if let Some(rule) = str_at(v, "/unmapped/rule/matcher") {
-        line.push_str(&format!("  [rule {rule}]"));
+        line.push_str(&format!("  [rule {}]", clipped(rule, 60)));
     }
     if let Some(reason) = str_at(v, "/unmapped/reason").or(str_at(v, "/unmapped/rule/message")) {
         line.push_str(&format!("  {}", shown(reason)));
@@ -98,6 +98,14 @@ pub fn render(v: &Value, colour: bool) -> String {
 /// Control characters (a hostile argv's newlines, escapes) are shown, never sent to the terminal.
 fn shown(s: &str) -> String {
     s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+/// At most `max` characters, with `…` when cut (the verdict's JSON has the whole text).
+fn clipped(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 fn paint(verdict: &str, colour: bool) -> String {
@@ -158,6 +166,8 @@ mod tests {
         assert!(line.starts_with("2026-11-21T10:00:00.123Z killed     claude         pid 42      exec /usr/bin/shred: shred a\\nb"), "{line}");
         assert!(line.ends_with("[rule basename shred]  overwrites files"), "{line}");
         assert!(render(&v, true).contains("\x1b[1;31mkilled    \x1b[0m"));
+        assert_eq!(clipped("abcdef", 3), "abc…");
+        assert_eq!(clipped("abc", 3), "abc");
         let c = json!({ "class_uid": 4001, "time": 0, "actor": { "process": { "pid": 7 } },
                         "dst_endpoint": { "ip": "10.0.0.1", "port": 443 }, "connection_info": { "protocol_name": "tcp" },
                         "unmapped": { "verdict": "denied", "operation": "connect" } });
