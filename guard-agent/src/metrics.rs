@@ -56,7 +56,7 @@ async fn scrape(mut stream: TcpStream, tx: mpsc::Sender<ControlMsg>) -> std::io:
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let mut words = line.split(|b| *b == b' ');
     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    if method != b"GET" && method != b"HEAD" {
+    if method != b"GET" {
         return respond(&mut stream, "405 Method Not Allowed", "only GET /metrics\n").await;
     }
     if target != b"/metrics" {
