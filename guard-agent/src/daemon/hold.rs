@@ -25,7 +25,8 @@ impl Engine {
             return self.decide_now(pid, v, Outcome::Kill, "held under a policy that is no longer known");
         };
         let Some(agent) = compiled.agent(e.header.policy_id) else { return };
-        let ctx = match holds::read_context(pid, &filename, identity) {
+        let kernel_cwd = info.cwd.clone();
+        let mut ctx = match holds::read_context(pid, &filename, identity) {
             Ok(c) => c,
             Err(_) => return self.decide_now(pid, v, Outcome::Kill, "gone before it could be judged"),
         };
@@ -33,6 +34,11 @@ impl Engine {
             Ok(fd) => fd,
             Err(_) => return self.decide_now(pid, v, Outcome::Kill, "gone before it could be judged"),
         };
+        // procfs may refuse the cwd (no CAP_SYS_PTRACE over another user's process): the
+        // kernel read it at exec too.
+        if ctx.cwd.is_none() {
+            ctx.cwd = kernel_cwd;
+        }
         if let Subject::Exec(info) = &mut v.subject {
             // procfs has all of argv, not only the first ARGV_LEN bytes.
             info.argv = ctx.argv.clone();

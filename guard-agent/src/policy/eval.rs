@@ -85,7 +85,9 @@ pub fn conditions_hold(r: &EvalRule, ctx: &ExecContext) -> bool {
         }
     }
     if let Some(prefix) = &c.cwd_prefix {
-        let Some(cwd) = &ctx.cwd else { return false };
+        // An unknown working directory fails closed: a kill or hold rule applies, an allow
+        // (or audit) rule does not.
+        let Some(cwd) = &ctx.cwd else { return matches!(r.rule.action, ExecAction::Kill | ExecAction::Hold) };
         let under = prefix == "/" || cwd == prefix || cwd.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'));
         if !under {
             return false;
@@ -154,5 +156,18 @@ mod tests {
         assert_eq!(judge(p, &["cargo"]).0, Some(ExecAction::Kill));
         let p2 = "agents:\n  - name: a\n    exec:\n      deny:\n        - basename: cargo\n          cwd_prefix: /home/u/pro\n";
         assert_eq!(judge(p2, &["cargo"]).0, None, "a prefix is a directory, not a string prefix");
+    }
+
+    #[test]
+    fn an_unknown_cwd_fails_closed() {
+        let judge_nowhere = |policy: &str| {
+            let c = compile(&parse("p.yaml", policy).unwrap(), 0).unwrap();
+            let ctx = ExecContext { filename: "/usr/bin/git".into(), argv: vec!["git".into()], cwd: None, ..Default::default() };
+            evaluate(&c.agents[0], &ctx).action
+        };
+        let deny = "agents:\n  - name: a\n    exec:\n      deny:\n        - basename: git\n          cwd_prefix: /srv\n";
+        assert_eq!(judge_nowhere(deny), Some(ExecAction::Kill));
+        let allow = "agents:\n  - name: a\n    exec:\n      allow:\n        - basename: git\n          cwd_prefix: /srv\n";
+        assert_eq!(judge_nowhere(allow), Some(ExecAction::Kill), "an allow rule needing a cwd does not allow without one");
     }
 }
