@@ -7,6 +7,7 @@ mod correlate;
 mod daemon;
 mod events;
 mod holds;
+mod install;
 mod loader;
 mod lock;
 mod metrics;
@@ -72,6 +73,8 @@ fn main() -> ExitCode {
         Command::Approve(args) => done(cli::admin::decide(&args, true)),
         Command::Deny(args) => done(cli::admin::decide(&args, false)),
         Command::Reload(args) => done(cli::admin::reload(&args)),
+        Command::Install(args) => done(cli::install::install(&args)),
+        Command::Uninstall(args) => done(cli::install::uninstall(&args)),
         Command::Policy(cmd) => match cli::policy::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -90,50 +90,30 @@ impl Daemon {
 
     /// Like [`Daemon::start_with`], with extra environment variables.
     pub fn start_env(dir: &TempDir, policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::watch(Self::spawn(&[], dir, policy, extra, env))
+    }
+
+    /// `[WRAPPER...] guard-agent daemon --policy <dir>/policy.yaml EXTRA...`, output piped.
+    fn spawn(wrapper: &[&str], dir: &TempDir, policy: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
         let policy_path = dir.path("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
-        let mut child = Command::new(agent_bin())
-            .args(["daemon", "--policy"])
+        let bin = agent_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(["daemon", "--policy"])
             .arg(&policy_path)
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn guard-agent daemon");
-        let verdicts = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let v = Arc::clone(&verdicts);
-        let stdout_gate = Arc::new(Mutex::new(()));
-        let gate = Arc::clone(&stdout_gate);
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                drop(gate.lock());
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {line}"));
-                v.lock().unwrap().push(value);
-            }
-        });
-        let err = child.stderr.take().expect("stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let s = Arc::clone(&stderr);
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let ready = line.contains("ready: enforcing");
-                // Stored before the ready signal, so a test reading stderr right after start
-                // sees the ready line.
-                s.lock().unwrap().push(line);
-                if ready {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        let mut daemon = Self { child: Some(child), verdicts, stderr, stdout_gate };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
-        }
-        daemon
+            .unwrap_or_else(|e| panic!("spawn {wrapper:?} guard-agent daemon: {e}"))
     }
 
     /// Stops reading the daemon's stdout until the guard is dropped: once the pipe fills, the
@@ -387,4 +367,48 @@ pub fn net_call(agent: Option<&str>, helper: &str, args: &[&str]) -> (i32, Strin
     let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).unwrap_or_default().to_owned();
     let errno = stdout.lines().find_map(|l| l.strip_prefix("errno ")).and_then(|e| e.parse().ok());
     (out.status.code().unwrap_or(-1), pid, errno)
+}
+
+impl Daemon {
+    /// Like [`Daemon::start_with`], run through `wrapper` (a command that ends by exec'ing its
+    /// arguments, e.g. `setpriv --bounding-set=... --`): the daemon as a service manager would
+    /// start it. `pid()` is the daemon's, since the wrapper execs it.
+    pub fn start_under(dir: &TempDir, policy: &str, wrapper: &[&str], extra: &[&str]) -> Self {
+        assert!(!wrapper.is_empty(), "a wrapper command");
+        Self::watch(Self::spawn(wrapper, dir, policy, extra, &[]))
+    }
+
+    /// Collects a spawned daemon's verdicts and stderr, and waits until it says it is enforcing.
+    /// A ready line is stored before the ready signal, so a test reading stderr right after
+    /// start sees it.
+    fn watch(mut child: Child) -> Self {
+        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout_gate = Arc::new(Mutex::new(()));
+        let (out, gate, v) = (child.stdout.take().expect("stdout"), Arc::clone(&stdout_gate), Arc::clone(&verdicts));
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                drop(gate.lock());
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {line}"));
+                v.lock().unwrap().push(value);
+            }
+        });
+        let (err, s) = (child.stderr.take().expect("stderr"), Arc::clone(&stderr));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let ready = line.contains("ready: enforcing");
+                s.lock().unwrap().push(line);
+                if ready {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let mut daemon = Self { child: Some(child), verdicts, stderr, stdout_gate };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
+        }
+        daemon
+    }
 }

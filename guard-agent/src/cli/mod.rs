@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 pub mod admin;
 pub mod daemon;
+pub mod install;
 pub mod launch;
 pub mod policy;
 pub mod tail;
@@ -40,4 +41,10 @@ pub enum Command {
     Deny(admin::HoldArgs),
     /// Reload the policy (as SIGHUP does).
     Reload(admin::ReloadArgs),
+    /// Install the binary, the systemd units (not enabled or started) and the default
+    /// configuration; idempotent.
+    Install(install::InstallArgs),
+    /// Remove what install put in place; configuration the admin changed, state and verdict logs
+    /// stay unless --purge.
+    Uninstall(install::UninstallArgs),
 }
