@@ -1,4 +1,5 @@
 //! `cargo xtask <command>`: everything a fresh machine needs to build, run and test guard.
+mod deb;
 mod setup;
 
 use std::{
@@ -32,6 +33,19 @@ enum Cmd {
         /// Arguments after `--` go to the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Build a Debian package (guard-agent_VERSION_ARCH.deb), laid out by `guard-agent install
+    /// --prefix /usr`, and check it. It installs the service but never enables or starts it.
+    Deb {
+        /// Package this binary instead of building guard-agent in release mode.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Where the .deb goes (default: target/debian).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The package's Maintainer field.
+        #[arg(long, value_name = "NAME <EMAIL>", default_value = deb::DEFAULT_MAINTAINER)]
+        maintainer: String,
     },
 }
 
@@ -85,11 +99,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .args(&args)
                 .env("GUARD_AGENT_BIN", &bin);
             let e2e_ok = tally.run(&mut e2e)?;
+            // The package, built from the binary just tested, checked as dpkg sees it.
+            let deb = deb::build_and_check(&root, &bin);
+            match &deb {
+                Ok(n) => println!("deb check: ok ({n} checks)"),
+                Err(e) => println!("deb check: FAILED: {e:#}"),
+            }
             // One closing line for the whole run (cargo prints one per test binary).
             println!("summary: {} passed, {} failed, {} ignored", tally.passed, tally.failed, tally.ignored);
             if !(unit_ok && e2e_ok) {
                 bail!("tests failed");
             }
+            deb.context("the .deb check failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Deb { binary, out, maintainer } => {
+            let out = out.unwrap_or_else(|| root.join("target/debian"));
+            let deb = deb::build(&root, binary.as_deref(), &out, &maintainer)?;
+            println!("built {}", deb.display());
+            println!("deb check: ok ({} checks)", deb::check(&deb)?);
             Ok(ExitCode::SUCCESS)
         }
     }
