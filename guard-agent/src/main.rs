@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             };
             match rt.block_on(daemon::run(model, &settings)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.downcast_ref::<daemon::BadSettings>().is_some() => {
+                    fail(&e);
+                    ExitCode::from(2)
+                }
                 Err(e) => fail(&e),
             }
         }

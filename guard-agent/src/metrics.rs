@@ -53,13 +53,17 @@ async fn scrape(mut stream: TcpStream, tx: mpsc::Sender<ControlMsg>) -> std::io:
             return respond(&mut stream, "431 Request Header Fields Too Large", "request head too large\n").await;
         }
     }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let mut words = line.split(|b| *b == b' ');
+    let line = String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
+    let mut words = line.split_ascii_whitespace();
     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    if method != b"GET" {
+    if method == "HEAD" {
+        return respond(&mut stream, "405 Method Not Allowed", "").await;
+    }
+    if method != "GET" {
         return respond(&mut stream, "405 Method Not Allowed", "only GET /metrics\n").await;
     }
-    if target != b"/metrics" {
+    // Scrapers may add a query string (`?name[]=...`); everything is always served.
+    if target.split('?').next() != Some("/metrics") {
         return respond(&mut stream, "404 Not Found", "metrics are at /metrics\n").await;
     }
     let (reply, rx) = oneshot::channel();

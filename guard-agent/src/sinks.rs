@@ -47,8 +47,18 @@ pub struct Sink {
 
 enum Output {
     Stdout(BufWriter<io::Stdout>),
-    /// `None` after a failure: reopened at the next write.
-    File { path: PathBuf, writer: Option<BufWriter<File>> },
+    /// `None` after a failure: reopened at the next write. `checked`: whether this burst has
+    /// made sure the open file is still the one at `path`.
+    File { path: PathBuf, writer: Option<BufWriter<File>>, checked: bool },
+}
+
+/// The open file is no longer the one at `path` (removed, or renamed by logrotate): reopen.
+fn moved_away(path: &PathBuf, w: &BufWriter<File>) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (w.get_ref().metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+        _ => true,
+    }
 }
 
 fn open_file(path: &PathBuf) -> io::Result<BufWriter<File>> {
@@ -73,7 +83,7 @@ impl Sinks {
                         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                     }
                     let writer = open_file(path).with_context(|| format!("opening the verdict file {}", path.display()))?;
-                    Output::File { path: path.clone(), writer: Some(writer) }
+                    Output::File { path: path.clone(), writer: Some(writer), checked: true }
                 }
             };
             list.push(Sink { name: c.name(), output, sent: 0, failed: 0, healthy: true });
@@ -85,7 +95,17 @@ impl Sinks {
         for sink in &mut self.list {
             let result = match &mut sink.output {
                 Output::Stdout(w) => writeln!(w, "{line}"),
-                Output::File { path, writer } => {
+                Output::File { path, writer, checked } => {
+                    // Once per burst (a stat and an fstat): lines written to a removed or
+                    // rotated file would be lost.
+                    if !*checked {
+                        *checked = true;
+                        if writer.as_ref().is_some_and(|w| moved_away(path, w)) {
+                            if let Some(mut w) = writer.take() {
+                                let _ = w.flush();
+                            }
+                        }
+                    }
                     if writer.is_none() {
                         *writer = open_file(path).ok();
                     }
@@ -108,8 +128,10 @@ impl Sinks {
         for sink in &mut self.list {
             let result = match &mut sink.output {
                 Output::Stdout(w) => w.flush(),
-                Output::File { writer: Some(w), .. } => w.flush(),
-                Output::File { writer: None, .. } => Ok(()),
+                Output::File { writer, checked, .. } => {
+                    *checked = false;
+                    writer.as_mut().map_or(Ok(()), |w| w.flush())
+                }
             };
             sink.healthy &= result.is_ok();
             if result.is_err() {
@@ -137,7 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_sink_appends_lines_and_survives_removal() {
+    fn file_sink_appends_lines_and_follows_rotation_and_removal() {
         let dir = std::env::temp_dir().join(format!("guard-sink-{}", std::process::id()));
         let path = dir.join("v.jsonl");
         let mut sinks = Sinks::open(&[SinkConfig::File { path: path.clone() }]).unwrap();
@@ -150,7 +172,18 @@ mod tests {
         sinks.write("{\"a\":2}");
         sinks.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}\n");
-        assert_eq!((sinks.list[0].sent, sinks.list[0].failed), (2, 0));
+        // Moved away without a SIGHUP, or removed: the next burst notices and starts anew.
+        std::fs::rename(&path, dir.join("v.jsonl.2")).unwrap();
+        sinks.write("{\"a\":3}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":3}\n");
+        std::fs::remove_file(&path).unwrap();
+        sinks.write("{\"a\":4}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":4}\n");
+        assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.1")).unwrap(), "{\"a\":1}\n");
+        assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.2")).unwrap(), "{\"a\":2}\n");
+        assert_eq!((sinks.list[0].sent, sinks.list[0].failed), (4, 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -109,6 +109,9 @@ pub fn render_status(v: &Value) -> String {
     }
     let d = &v["daemon"];
     let watchdog = d["watchdog_s"].as_f64().map_or("off".to_owned(), |w| format!("{w}s"));
-    line(format!("daemon:      pid {} v{}, config {}, metrics {}, systemd notify {}, watchdog {watchdog}", d["pid"], s(&d["version"]), s(&d["config"]), s(&d["metrics"]), d["systemd_notify"]));
+    line(format!(
+        "daemon:      pid {} v{}, config {}, metrics {}, systemd notify {}, watchdog {watchdog}, {} tail(s)",
+        d["pid"], s(&d["version"]), s(&d["config"]), s(&d["metrics"]), d["systemd_notify"], d["tails"]
+    ));
     out
 }

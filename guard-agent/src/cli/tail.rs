@@ -18,7 +18,7 @@ pub struct TailArgs {
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
     /// Only these verdicts (comma-separated: allowed, denied, killed, held, audited, would-deny,
-    /// would-kill, would-hold).
+    /// would-kill, would-hold, evaluated).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = verdict_name)]
     pub verdict: Vec<String>,
     /// Print each verdict's JSON as the daemon emits it.
@@ -68,7 +68,7 @@ pub fn render(v: &Value, colour: bool) -> String {
             match str_at(v, "/unmapped/operation") {
                 Some("moved_out") => format!("moved out to {}", str_at(v, "/unmapped/moved/to").unwrap_or("?")),
                 _ if argv.is_empty() => format!("exec {file}"),
-                _ => format!("exec {file}: {}", shown(&argv.join(" "))),
+                _ => format!("exec {file}: {}", argv.join(" ")),
             }
         }
         Some(4001) => match str_at(v, "/unmapped/operation") {
@@ -84,10 +84,13 @@ pub fn render(v: &Value, colour: bool) -> String {
         Some(6002) => format!("policy {}", str_at(v, "/unmapped/policy/source").unwrap_or("?")),
         _ => str_at(v, "/class_name").unwrap_or("?").to_owned(),
     };
+    // Everything here may come from the workload (file names, argv, cgroup names): control
+    // characters are shown escaped, never sent to the terminal.
+    let (what, agent) = (shown(&what), shown(agent));
     let pid = v.pointer("/process/pid").or(v.pointer("/actor/process/pid")).map_or_else(|| "-".to_owned(), Value::to_string);
     let mut line = format!("{time} {:<10} {agent:<14} pid {pid:<7} {what}", paint(verdict, colour));
     if let Some(rule) = str_at(v, "/unmapped/rule/matcher") {
-        line.push_str(&format!("  [rule {}]", clipped(rule, 60)));
+        line.push_str(&format!("  [rule {}]", shown(&clipped(rule, 60))));
     }
     if let Some(reason) = str_at(v, "/unmapped/reason").or(str_at(v, "/unmapped/rule/message")) {
         line.push_str(&format!("  {}", shown(reason)));
@@ -167,6 +170,10 @@ mod tests {
         assert!(line.ends_with("[rule basename shred]  overwrites files"), "{line}");
         assert!(render(&v, true).contains("\x1b[1;31mkilled    \x1b[0m"));
         assert_eq!(clipped("abcdef", 3), "abc…");
+        let hostile = json!({ "class_uid": 1007, "time": 0, "process": { "pid": 1, "file": { "path": "/tmp/\u{1b}[2Jx" } },
+                              "unmapped": { "verdict": "allowed", "agent": "a\u{7}" } });
+        let line = render(&hostile, false);
+        assert!(!line.contains('\u{1b}') && !line.contains('\u{7}') && line.contains("/tmp/\\u{1b}[2Jx"), "{line}");
         assert_eq!(clipped("abc", 3), "abc");
         let c = json!({ "class_uid": 4001, "time": 0, "actor": { "process": { "pid": 7 } },
                         "dst_endpoint": { "ip": "10.0.0.1", "port": 443 }, "connection_info": { "protocol_name": "tcp" },

@@ -36,8 +36,9 @@ impl Engine {
         };
         // procfs may refuse the cwd (no CAP_SYS_PTRACE over another user's process): the
         // kernel read it at exec too.
+        // One the kernel could not give whole (marked `…`) is as good as unknown.
         if ctx.cwd.is_none() {
-            ctx.cwd = kernel_cwd;
+            ctx.cwd = kernel_cwd.filter(|c| c.starts_with('/'));
         }
         if let Subject::Exec(info) = &mut v.subject {
             // procfs has all of argv, not only the first ARGV_LEN bytes.

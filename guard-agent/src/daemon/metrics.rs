@@ -35,7 +35,7 @@ impl Engine {
         t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
         t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);
         t.single("guard_holds_pending", "gauge", "Held processes waiting for a decision.", self.holds.iter().count());
-        t.family("guard_hold_decision_seconds", "histogram", "From exec to the end of a hold, by who decided (policy, approved, denied, timeout, gate).");
+        t.family("guard_hold_decision_seconds", "histogram", "Time to end a hold, by decider: policy (from exec to release), approved, denied, timeout, gate, daemon-stopped (from when the hold began waiting).");
         for (by, h) in &self.counters.hold_latency {
             t.histogram("guard_hold_decision_seconds", &[("decision", by)], h);
         }

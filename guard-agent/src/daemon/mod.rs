@@ -50,8 +50,17 @@ const POLICY_POLL_TICKS: u32 = 10;
 pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let _lock = lock::acquire()?;
-    // Sinks first: a verdict file that cannot be opened stops the start before anything loads.
-    let sinks = Sinks::open(&args.sinks).context("opening the verdict sinks")?;
+    // Settings first: one that cannot work (a verdict file that cannot be opened, an unknown
+    // launch group, a metrics address in use) stops the start before anything loads.
+    let sinks = Sinks::open(&args.sinks).context("opening the verdict sinks").map_err(BadSettings)?;
+    let launch_gid = match &args.launch_group {
+        Some(g) => Some(group_id(g).with_context(|| format!("launch group {g}")).map_err(BadSettings)?),
+        None => None,
+    };
+    let metrics = match args.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await.with_context(|| format!("binding the metrics address {addr}")).map_err(BadSettings)?),
+        None => None,
+    };
     let cgroup_root = paths::cgroup2_root()?;
     let (loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
     for w in &compiled.warnings {
@@ -67,23 +76,20 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
 
-    let launch_gid = match &args.launch_group {
-        Some(g) => Some(group_id(g).with_context(|| format!("--launch-group {g}"))?),
-        None => None,
-    };
     let admin = control::bind(&args.admin_socket, 0o600, None).with_context(|| format!("binding {}", args.admin_socket.display()))?;
     let launch = control::bind(&args.launch_socket, if launch_gid.is_some() { 0o660 } else { 0o600 }, launch_gid)
         .with_context(|| format!("binding {}", args.launch_socket.display()))?;
-    let metrics = match args.metrics {
-        Some(addr) => Some(crate::metrics::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?),
-        None => None,
-    };
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
     let tail = sinks::feed();
     let admin_task = tokio::spawn(control::serve(admin, control::Kind::Admin, ctl_tx.clone(), tail.clone()));
     let launch_task = tokio::spawn(control::serve(launch, control::Kind::Launch, ctl_tx.clone(), tail.clone()));
     let metrics_task = metrics.map(|l| tokio::spawn(crate::metrics::serve(l, ctl_tx)));
 
+    // Signal handlers before READY: a SIGHUP (`systemctl reload`) or SIGTERM right after it
+    // must be handled, not kill the daemon with the default action.
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let compiled = Arc::new(compiled);
     let correlator = Correlator::new(Arc::clone(&compiled), cgroup_root.clone(), &loaded.registrations);
     tracing::info!(
@@ -103,7 +109,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         watchdog = ?notifier.watchdog_interval(),
         "ready: enforcing"
     );
-    notifier.ready(&format!("enforcing policy {}", &compiled.hash[..12.min(compiled.hash.len())]));
+    notifier.ready(&ready_status(&compiled.hash));
 
     let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_DEPTH);
     // Records that were not events (never expected from our own programs): counted, reported.
@@ -152,9 +158,6 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         settings: args.clone(),
         counters: Counters { undecodable, ..Counters::default() },
     };
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u32;
     loop {
@@ -219,6 +222,13 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A setting that cannot work (a verdict file that cannot be opened, a metrics address that
+/// cannot be bound, an unknown launch group): exit status 2, like a bad policy, so a service
+/// manager does not restart into the same error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct BadSettings(anyhow::Error);
 
 /// What the daemon does with a held process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,7 +437,7 @@ impl Engine {
             }
         };
         self.emit(&v);
-        self.notifier.ready(&format!("enforcing policy {}", self.correlator.policies.current.hash.get(..12).unwrap_or_default()));
+        self.notifier.ready(&ready_status(&self.correlator.policies.current.hash));
     }
 
     fn daemon_verdict(&self, subject: Subject, hash: &str, reason: Option<String>) -> Verdict {
@@ -527,6 +537,11 @@ impl Engine {
         }
     }
 
+}
+
+/// The STATUS= systemd shows next to READY.
+fn ready_status(policy_hash: &str) -> String {
+    format!("enforcing policy {}", policy_hash.get(..12).unwrap_or(policy_hash))
 }
 
 /// Nanoseconds of CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`).

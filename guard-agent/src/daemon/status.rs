@@ -64,6 +64,7 @@ impl Engine {
                 "config": self.settings.config.as_ref().map(|p| p.display().to_string()),
                 "metrics": self.settings.metrics.map(|a| format!("http://{a}/metrics")),
                 "systemd_notify": self.notifier.enabled(),
+                "tails": self.tail.receiver_count(),
                 "watchdog_s": self.notifier.watchdog_interval().map(|d| (d * 2).as_secs_f64()),
             },
         })
