@@ -31,7 +31,16 @@ pub fn ensure_dir(top: &Path, dir: &Path, mode: u32, created: &mut dyn FnMut(&Pa
     for part in rel.components() {
         at.push(part);
         let want = if at == dir { mode } else { 0o755 };
-        match fs::metadata(&at) {
+        // Below another root (a staging tree someone else may own), a symbolic link could send
+        // root's writes anywhere: refuse them. On `/` itself the parents are root's own.
+        let meta = match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() && top != Path::new("/") => {
+                bail!("{} is a symbolic link; install does not follow links below --root", at.display())
+            }
+            Ok(m) if m.file_type().is_symlink() => fs::metadata(&at),
+            other => other,
+        };
+        match meta {
             Ok(meta) if meta.is_dir() => {
                 if at == dir && perm(&meta) != mode {
                     set_mode(&at, mode)?;

@@ -56,6 +56,8 @@ impl Layout {
     pub fn new(root: &Path, prefix: &Path) -> anyhow::Result<Self> {
         let text = prefix.to_str().context("--prefix must be UTF-8 (it is written into the unit)")?;
         let prefix = state::target_path(text).context("--prefix must be an absolute directory below /, like /usr/local")?;
+        // `/usr/` and `/usr` are one prefix (and ExecStart= gets no `//`).
+        let prefix: PathBuf = prefix.components().collect();
         // ExecStart= splits on whitespace and expands `%` and `$`: keep the path literal.
         if let Some(c) = text.chars().find(|c| c.is_whitespace() || "%$\\\"'".contains(*c)) {
             bail!("--prefix {text}: `{c}` cannot be written into ExecStart= as is; choose another prefix");
@@ -384,6 +386,8 @@ mod tests {
         assert_eq!(root.layout("/usr").unit_dir(), "/usr/lib/systemd/system");
         assert_eq!(root.layout("/usr/local").unit_dir(), "/etc/systemd/system");
         assert_eq!(root.layout("/usr/").unit_dir(), "/usr/lib/systemd/system");
+        assert_eq!(root.layout("/usr/").binary(), "/usr/bin/guard-agent");
+        assert_eq!(root.layout("/usr/").unit_dir(), "/usr/lib/systemd/system");
         assert_eq!(root.layout("/opt/guard").binary(), "/opt/guard/bin/guard-agent");
         for (prefix, why) in [("usr/local", "absolute directory"), ("/usr/../tmp", "absolute directory"), ("/", "absolute directory"), ("/opt/my guard", "ExecStart"), ("/opt/%h", "ExecStart")] {
             let err = format!("{:#}", Layout::new(&root.0, Path::new(prefix)).unwrap_err());
@@ -506,5 +510,26 @@ mod tests {
         uninstall_quiet(&root.layout("/usr/local"), false);
         let left: Vec<_> = root.listing().into_keys().collect();
         assert_eq!(left, [root.path("/etc")]);
+    }
+
+    #[test]
+    fn links_below_a_root_are_refused_and_directories_that_were_there_are_kept() {
+        let root = Root::new("links");
+        let elsewhere = Root::new("links-target");
+        fs::create_dir_all(root.path("/var/lib")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere.0, root.path("/var/lib/guard")).unwrap();
+        let mut r = Report::quiet();
+        let err = install(&root.layout("/usr/local"), &mut r).unwrap_err();
+        assert!(format!("{err:#}").contains("is a symbolic link"), "{err:#}");
+        assert_eq!(fs::read_dir(&elsewhere.0).unwrap().count(), 0, "install wrote through the link");
+
+        let root = Root::new("preexisting");
+        fs::create_dir_all(root.path("/var/log/guard")).unwrap();
+        fs::write(root.path("/var/log/guard/old.jsonl"), "{}\n").unwrap();
+        let layout = root.layout("/usr/local");
+        install_quiet(&layout);
+        let lines = uninstall_quiet(&layout, true);
+        assert_eq!(status_of(&lines, &root.path("/var/log/guard")), Status::Kept, "{lines:?}");
+        assert!(root.path("/var/log/guard/old.jsonl").exists(), "--purge removed a directory install did not make");
     }
 }

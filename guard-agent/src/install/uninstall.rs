@@ -32,7 +32,7 @@ pub fn uninstall(layout: &Layout, purge: bool, report: &mut Report) -> anyhow::R
     // Deepest first: policy.d before /etc/guard. The state directory goes last: it keeps the
     // record if anything else stays.
     for item in items.iter().rev().filter(|i| matches!(i.kind, Kind::Dir) && i.path != STATE_DIR) {
-        remove_guard_dir(&layout.at(&item.path), purge, report)?;
+        remove_guard_dir(&layout.at(&item.path), state.dirs.contains(Path::new(&item.path)), purge, report)?;
     }
     let state_dir = layout.at(STATE_DIR);
     let kept = report.lines[first..].iter().any(|(s, _)| matches!(s, Status::Kept | Status::KeptModified));
@@ -41,7 +41,7 @@ pub fn uninstall(layout: &Layout, purge: bool, report: &mut Report) -> anyhow::R
         report.add(Status::Kept, &state_dir, Some("holds the record of what install made, for `uninstall --purge`".to_owned()));
         state.dirs.remove(Path::new(STATE_DIR));
     } else {
-        remove_guard_dir(&state_dir, purge, report)?;
+        remove_guard_dir(&state_dir, state.dirs.contains(Path::new(STATE_DIR)), purge, report)?;
     }
     remove_created_dirs(layout, &state, report)?;
     if keep_record {
@@ -71,11 +71,15 @@ fn remove_conffile(path: &Path, target: &str, default: &[u8], state: &State, pur
 }
 
 /// One of guard's own directories: removed when empty, or with everything in it on `--purge`.
-fn remove_guard_dir(dir: &Path, purge: bool, report: &mut Report) -> anyhow::Result<()> {
+fn remove_guard_dir(dir: &Path, made_by_install: bool, purge: bool, report: &mut Report) -> anyhow::Result<()> {
     let Some(n) = fsops::entries(dir)? else {
         report.add(Status::Absent, dir, None);
         return Ok(());
     };
+    if !made_by_install {
+        report.add(Status::Kept, dir, Some("it was there before install".to_owned()));
+        return Ok(());
+    }
     if n == 0 || purge {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         report.add(Status::Removed, dir, (n > 0).then(|| format!("with the {n} entries in it (--purge)")));
