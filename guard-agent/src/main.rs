@@ -15,6 +15,7 @@ mod notify;
 mod paths;
 mod policy;
 mod proctable;
+mod seq;
 mod sessions;
 mod sinks;
 mod verdict;

@@ -405,6 +405,9 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
 
     // Both sinks got every verdict; the file holds the same lines as stdout.
     let all = daemon.verdicts(|_| true);
+    // Numbered 1, 2, 3... in emission order (no state directory: numbering starts at 1).
+    let seqs: Vec<u64> = all.iter().map(|v| v["metadata"]["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
     let in_file: Vec<Value> = std::fs::read_to_string(&file_sink).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(in_file, all);
 

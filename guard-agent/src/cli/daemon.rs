@@ -48,6 +48,10 @@ pub struct DaemonArgs {
     /// enforced; without this flag the kernel does not even send them.
     #[arg(long)]
     pub observe_all_execs: bool,
+    /// Where the daemon keeps state across restarts (verdict sequence numbers, spools). Without
+    /// one, verdict numbering starts at 1 each run.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]
     pub metrics: Option<SocketAddr>,
@@ -85,6 +89,7 @@ pub struct Settings {
     /// Where verdicts go; standard output unless the settings file says otherwise.
     pub sinks: Vec<SinkConfig>,
     pub metrics: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
 }
 
 pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
@@ -105,6 +110,7 @@ pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
         observe_all_execs: args.observe_all_execs || file.observe_all_execs.unwrap_or(false),
         sinks: file.sinks.unwrap_or_else(|| vec![SinkConfig::Stdout]),
         metrics: args.metrics.or(file.metrics),
+        state_dir: args.state_dir.clone().or(file.state_dir),
     })
 }
 

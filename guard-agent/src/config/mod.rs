@@ -28,6 +28,7 @@ pub struct Config {
     pub observe_all_execs: Option<bool>,
     pub sinks: Option<Vec<SinkConfig>>,
     pub metrics: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where verdicts go.
@@ -50,7 +51,7 @@ impl SinkConfig {
 
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
-    "observe_all_execs", "sinks", "metrics",
+    "observe_all_execs", "sinks", "metrics", "state_dir",
 ];
 
 pub fn load(path: &Path) -> Result<Config, PolicyError> {
@@ -77,6 +78,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, PolicyError> {
         observe_all_execs: m.get("observe_all_execs").map(|n| boolean(&p, n, "observe_all_execs")).transpose()?,
         sinks: m.get("sinks").map(|n| sinks(&p, n)).transpose()?,
         metrics: m.get("metrics").map(|n| metrics(&p, n)).transpose()?,
+        state_dir: path("state_dir")?,
     })
 }
 
@@ -148,6 +150,7 @@ mod tests {
         assert_eq!(c.sinks, Some(vec![SinkConfig::File { path: "/var/log/guard/verdicts.jsonl".into() }]));
         assert_eq!(c.metrics, None);
         assert_eq!(c.ring_buffer_kib, Some(1024));
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/guard")));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::{
     notify::Notifier,
     paths,
     policy::{self, Policy},
+    seq::Sequence,
     sessions::{self, Sessions},
     sinks::{self, Feed, Sinks, TailItem},
     verdict::{Subject, Verdict, decision_name},
@@ -53,6 +54,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     // Settings first: one that cannot work (a verdict file that cannot be opened, an unknown
     // launch group, a metrics address in use) stops the start before anything loads.
     let sinks = Sinks::open(&args.sinks).context("opening the verdict sinks").map_err(BadSettings)?;
+    let seq = Sequence::open(args.state_dir.as_deref()).map_err(BadSettings)?;
     let launch_gid = match &args.launch_group {
         Some(g) => Some(group_id(g).with_context(|| format!("launch group {g}")).map_err(BadSettings)?),
         None => None,
@@ -156,6 +158,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         tail,
         notifier,
         settings: args.clone(),
+        seq,
         counters: Counters { undecodable, ..Counters::default() },
     };
     let mut tick = tokio::time::interval(TICK);
@@ -254,6 +257,8 @@ struct Engine {
     tail: Feed,
     notifier: Notifier,
     settings: Settings,
+    /// `metadata.sequence` of the next verdict.
+    seq: Sequence,
     counters: Counters,
 }
 
@@ -274,7 +279,9 @@ impl Engine {
     fn emit(&mut self, v: &Verdict) {
         let verdict = decision_name(v.decision);
         *self.counters.verdicts.entry(verdict).or_default() += 1;
-        let line = v.to_ocsf().to_string();
+        let mut value = v.to_ocsf();
+        value["metadata"]["sequence"] = serde_json::json!(self.seq.next_or_degrade());
+        let line = value.to_string();
         // A failing sink (closed pipe, full disk) is counted and retried; it never stops the
         // daemon.
         self.sinks.write(&line);
