@@ -1,15 +1,18 @@
 //! guard-agent: the daemon and command line of guard.
+mod audit;
 mod cgroup;
 mod cli;
 mod config;
 mod control;
 mod correlate;
 mod daemon;
+mod ecs;
 mod events;
 mod holds;
 mod install;
 mod loader;
 mod lock;
+mod mask;
 mod metrics;
 mod notify;
 mod paths;
@@ -75,9 +78,11 @@ fn main() -> ExitCode {
         },
         Command::Status(args) => done(cli::admin::status(&args)),
         Command::Tail(args) => done(cli::tail::run(&args)),
+        Command::Verdicts(cmd) => done(cli::verdicts::run(&cmd)),
         Command::Approve(args) => done(cli::admin::decide(&args, true)),
         Command::Deny(args) => done(cli::admin::decide(&args, false)),
         Command::Reload(args) => done(cli::admin::reload(&args)),
+        Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Install(args) => done(cli::install::install(&args)),
         Command::Uninstall(args) => done(cli::install::uninstall(&args)),
         Command::Policy(cmd) => match cli::policy::run(cmd) {

@@ -1,6 +1,8 @@
 //! Verdicts: what guard decided about one event, with everything a reader needs to act on it,
-//! and its OCSF-shaped JSON form (Process Activity 1007 for execs, Network Activity 4001 for
-//! connections).
+//! and its OCSF JSON form (Process Activity 1007 for execs, Network Activity 4001 for
+//! connections, Application Lifecycle 6002 for policy reloads), plus a Detection Finding 2004
+//! for what the policy stopped or held. `schemas/ocsf/` at the repository root has a JSON Schema
+//! for each; the end-to-end tests validate every line the daemon prints against them.
 use std::net::IpAddr;
 
 use guard_common::Decision;
@@ -8,7 +10,11 @@ use serde_json::{Value, json};
 
 use crate::{loader::TIER, policy::compile::RuleInfo, proctable::Ancestor};
 
-const OCSF_VERSION: &str = "1.3.0";
+/// The OCSF version the objects follow. 1.4.0 rather than 1.3.0: audit mode reports what it
+/// would have done as `action_id` 3 (Observed), `process.working_directory` is used, and a
+/// refused socket has no destination (1.4 relaxed `dst_endpoint` of Network Activity to
+/// "at least one of `src_endpoint`, `dst_endpoint`"); all three are 1.4 additions.
+pub const OCSF_VERSION: &str = "1.4.0";
 
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -111,20 +117,77 @@ fn protocol_name(p: u32) -> &'static str {
     }
 }
 
+/// What an OCSF object's `action_id`, `disposition_id`, `severity_id` and `status_id` say
+/// (with their captions), decided from the verdict.
+struct Outcome {
+    action: (u32, &'static str),
+    disposition: (u32, &'static str),
+    severity: (u32, &'static str),
+    status: (u32, &'static str),
+}
+
+const PROCESS_ACTIVITY: (u32, &str, u32, &str) = (1007, "Process Activity", 1, "System Activity");
+const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network Activity");
+const APPLICATION_LIFECYCLE: (u32, &str, u32, &str) = (6002, "Application Lifecycle", 6, "Application Activity");
+const DETECTION_FINDING: (u32, &str, u32, &str) = (2004, "Detection Finding", 2, "Findings");
+
+/// The caption of an OCSF `severity_id`.
+fn severity_name(id: u32) -> &'static str {
+    match id {
+        1 => "Informational",
+        2 => "Low",
+        3 => "Medium",
+        4 => "High",
+        5 => "Critical",
+        6 => "Fatal",
+        99 => "Other",
+        _ => "Unknown",
+    }
+}
+
 impl Verdict {
-    pub fn to_ocsf(&self) -> Value {
-        // OCSF action_id: 1 Allowed, 2 Denied, 3 Observed. disposition_id: 1 Allowed,
-        // 2 Blocked, 15 Detected. severity_id: 1 Informational, 3 Medium, 4 High.
-        // disposition_id 14 Delayed (held), 17 Logged (audited).
+    /// Whether a verdict of this decision comes with a Detection Finding: everything the policy
+    /// stopped or held, and, in audit mode, what it would have stopped or held (informational:
+    /// `is_alert` false). A failed policy reload is not a detection.
+    pub fn has_finding(&self) -> bool {
+        !matches!(self.subject, Subject::Policy { .. })
+            && matches!(
+                self.decision,
+                Decision::Denied | Decision::Killed | Decision::Held | Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold
+            )
+    }
+
+    fn outcome(&self) -> Outcome {
+        // OCSF 1.4 action_id: 1 Allowed, 2 Denied, 3 Observed, 99 Other (the caption then says
+        // what). disposition_id: 1 Allowed, 2 Blocked, 14 Delayed (held), 15 Detected, 17 Logged
+        // (audited), 27 Error. status_id: 1 Success, 2 Failure.
         let failed_reload = matches!(&self.subject, Subject::Policy { error: Some(_), .. });
-        let (action_id, disposition_id, severity_id, status_id) = match self.decision {
-            _ if failed_reload => (99, 27, 4, 2),
-            Decision::Allowed | Decision::Evaluate => (1, 1, 1, 1),
-            Decision::Audited => (1, 17, 2, 1),
-            Decision::Denied | Decision::Killed => (2, 2, 4, 2),
-            Decision::Held => (99, 14, 3, 1),
-            Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold => (3, 15, 3, 1),
+        let (action, disposition, severity, status) = match self.decision {
+            _ if failed_reload => ((99, "Policy Rejected"), (27, "Error"), 4, (2, "Failure")),
+            Decision::Allowed | Decision::Evaluate => ((1, "Allowed"), (1, "Allowed"), 1, (1, "Success")),
+            Decision::Audited => ((1, "Allowed"), (17, "Logged"), 2, (1, "Success")),
+            Decision::Denied | Decision::Killed => ((2, "Denied"), (2, "Blocked"), 4, (2, "Failure")),
+            Decision::Held => ((99, "Held"), (14, "Delayed"), 3, (1, "Success")),
+            Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold => ((3, "Observed"), (15, "Detected"), 3, (1, "Success")),
         };
+        Outcome { action, disposition, severity: (severity, severity_name(severity)), status }
+    }
+
+    fn metadata(&self) -> Value {
+        json!({
+            "version": OCSF_VERSION,
+            "product": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
+            "profiles": ["host", "security_control"],
+            "log_name": "verdicts",
+        })
+    }
+
+    /// The OCSF object of this verdict: Process Activity (1007) for execs and processes moved
+    /// out, Network Activity (4001) for connects, sends and sockets, Application Lifecycle
+    /// (6002) for policy reloads. Attributes OCSF has no place for are under `unmapped`; absent
+    /// values are left out of the mapped part (never `null`).
+    pub fn to_ocsf(&self) -> Value {
+        let o = self.outcome();
         let user = json!({ "uid": self.uid.to_string() });
         let rule = self.rule.as_ref().map(|r| json!({
             "id": r.id,
@@ -148,39 +211,38 @@ impl Verdict {
             "hold": self.hold,
             "reason": self.reason,
         });
-        let metadata = json!({
-            "version": OCSF_VERSION,
-            "product": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
-        });
         let parent = json!({ "pid": self.ppid });
         let refused = matches!(self.decision, Decision::Denied | Decision::Killed);
+        let device = device();
         // Fields every class shares; the class adds its own below.
         let common = |class: (u32, &str, u32, &str), activity: (u32, &str), unmapped: Value| {
             let (class_uid, class_name, category_uid, category_name) = class;
             json!({
                 "class_uid": class_uid, "class_name": class_name,
                 "category_uid": category_uid, "category_name": category_name,
-                "activity_id": activity.0, "activity_name": activity.1, "type_uid": class_uid * 100 + activity.0,
-                "time": self.time_ms, "severity_id": severity_id, "status_id": status_id,
-                "action_id": action_id, "disposition_id": disposition_id,
-                "metadata": metadata,
-                "device": { "hostname": hostname(), "type_id": 1 },
+                "activity_id": activity.0, "activity_name": activity.1,
+                "type_uid": class_uid * 100 + activity.0, "type_name": format!("{class_name}: {}", activity.1),
+                "time": self.time_ms,
+                "severity_id": o.severity.0, "severity": o.severity.1,
+                "status_id": o.status.0, "status": o.status.1,
+                "action_id": o.action.0, "action": o.action.1,
+                "disposition_id": o.disposition.0, "disposition": o.disposition.1,
+                "metadata": self.metadata(),
+                "device": device,
                 "message": self.reason,
                 "unmapped": unmapped,
             })
         };
-        const PROCESS_ACTIVITY: (u32, &str, u32, &str) = (1007, "Process Activity", 1, "System Activity");
-        const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network Activity");
-        const APPLICATION_LIFECYCLE: (u32, &str, u32, &str) = (6002, "Application Lifecycle", 6, "Application Activity");
+        // The local end of a connection or send: this host.
+        let local = json!({ "hostname": hostname() });
         let network_actor = |exe: &Option<String>| {
             json!({
-                "process": { "pid": self.pid, "file": exe.as_ref().map(|p| json!({ "path": p })), "parent_process": parent },
+                "process": { "pid": self.pid, "file": exe.as_deref().map(file), "parent_process": parent },
                 "user": user,
             })
         };
-        match &self.subject {
+        let value = match &self.subject {
             Subject::Exec(e) => {
-                let name = e.filename.rsplit('/').next().unwrap_or(&e.filename);
                 let unmapped = merge(unmapped, json!({
                     "filename_truncated": e.filename_truncated,
                     "argv": e.argv,
@@ -196,7 +258,7 @@ impl Verdict {
                         "name": e.comm,
                         "cmd_line": e.argv.join(" "),
                         "working_directory": e.cwd,
-                        "file": { "path": e.filename, "name": name, "type_id": 1 },
+                        "file": file(&e.filename),
                         "parent_process": parent,
                         "user": user,
                     },
@@ -212,9 +274,11 @@ impl Verdict {
                 let unmapped = merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } }));
                 merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
                     "actor": network_actor(exe),
+                    "src_endpoint": local,
                     "dst_endpoint": { "ip": addr.to_string(), "port": port },
                     "connection_info": {
                         "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
+                        "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
                         "direction_id": 2, "direction": "Outbound",
                     },
                 }))
@@ -224,9 +288,9 @@ impl Verdict {
                     "operation": "moved_out",
                     "moved": { "pid": pid, "to": to, "kept_policy": true },
                 }));
-                merge(common(PROCESS_ACTIVITY, (99, "Other"), unmapped), json!({
+                merge(common(PROCESS_ACTIVITY, (99, "Move Out"), unmapped), json!({
                     "actor": { "process": { "pid": self.pid }, "user": user },
-                    "process": { "pid": pid, "file": exe.as_ref().map(|p| json!({ "path": p })) },
+                    "process": { "pid": pid, "file": exe.as_deref().map(file) },
                 }))
             }
             Subject::Policy { source, error, previous_hash, warnings } => {
@@ -236,22 +300,194 @@ impl Verdict {
                 }));
                 merge(common(APPLICATION_LIFECYCLE, (8, "Update"), unmapped), json!({
                     "app": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
+                    "actor": { "process": { "pid": self.pid }, "user": user },
                 }))
             }
             Subject::Socket { family, sock_type, protocol, exe } => {
                 // Refuse: the socket was never created.
-                let activity = if refused { (5, "Refuse") } else { (99, "Other") };
+                let activity = if refused { (5, "Refuse") } else { (99, "Create Socket") };
                 let unmapped = merge(unmapped, json!({
                     "operation": "socket",
                     "socket": { "family": family_name(*family), "type": sock_type_name(*sock_type) },
                 }));
                 merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
                     "actor": network_actor(exe),
-                    "connection_info": { "protocol_num": protocol, "protocol_name": protocol_name(*protocol) },
+                    "src_endpoint": local,
+                    "connection_info": {
+                        "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
+                        "direction_id": 0, "direction": "Unknown",
+                    },
                 }))
+            }
+        };
+        without_nulls_outside_unmapped(value)
+    }
+
+    /// The Detection Finding (2004) that goes with this verdict's activity object `base` (as
+    /// emitted: numbered with `metadata.sequence`), for what [`Verdict::has_finding`] says.
+    /// It names the activity (`finding_info.related_events[0].uid` and
+    /// `unmapped.activity_sequence` are its sequence number), carries its actor, process and
+    /// endpoints as evidence, and the same `unmapped` block. `metadata.sequence` is left for the
+    /// emitter to number. An unnumbered `base` gives a finding without the link.
+    pub fn finding(&self, base: &Value) -> Option<Value> {
+        if !self.has_finding() || !base.is_object() {
+            return None;
+        }
+        let o = self.outcome();
+        let sequence = base.pointer("/metadata/sequence").and_then(Value::as_u64);
+        let would = matches!(self.decision, Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold);
+        let (title, kind) = self.finding_title();
+        let mut desc = Vec::new();
+        if let Some(a) = &self.agent {
+            desc.push(format!("agent {a}"));
+        }
+        if let Some(r) = &self.rule {
+            desc.push(format!("rule `{}` ({}, {})", r.matcher, r.section, r.location));
+            if let Some(m) = &r.message {
+                desc.push(m.clone());
+            }
+        } else {
+            desc.push("no rule matched: the policy's default decided".to_owned());
+        }
+        if let Some(reason) = &self.reason {
+            desc.push(reason.clone());
+        }
+        if would {
+            desc.push("audit mode: nothing was stopped".to_owned());
+        }
+        let analytic = match &self.rule {
+            Some(r) => json!({
+                "type_id": 1, "type": "Rule",
+                "uid": r.id.to_string(), "name": r.matcher, "category": r.section, "desc": r.message,
+            }),
+            None => json!({ "type_id": 99, "type": "Policy Default", "name": format!("{kind} default") }),
+        };
+        let class_uid = base.get("class_uid").and_then(Value::as_u64);
+        let type_uid = base.get("type_uid").and_then(Value::as_u64);
+        let related = sequence.map(|seq| json!([{
+            "uid": seq.to_string(),
+            "type_uid": type_uid,
+            "type": base.get("type_name"),
+            "product_uid": "guard",
+        }]));
+        let uid = match sequence {
+            Some(seq) => format!("guard:{}:{}:{seq}", hostname(), self.time_ms),
+            None => format!("guard:{}:{}:{}", hostname(), self.time_ms, self.pid),
+        };
+        // Evidence: what the activity says about who did what, to what.
+        let mut evidence = serde_json::Map::new();
+        for key in ["actor", "process", "src_endpoint", "dst_endpoint", "connection_info", "device"] {
+            if let Some(v) = base.get(key) {
+                evidence.insert(key.to_owned(), v.clone());
+            }
+        }
+        if let Some(f) = base.pointer("/process/file") {
+            evidence.insert("file".into(), f.clone());
+        }
+        let mut unmapped = base.get("unmapped").cloned().unwrap_or_else(|| json!({}));
+        if let Some(u) = unmapped.as_object_mut() {
+            u.insert("activity_sequence".into(), json!(sequence));
+            u.insert("activity_class_uid".into(), json!(class_uid));
+            u.insert("activity_type_uid".into(), json!(type_uid));
+        }
+        let (class_uid, class_name, category_uid, category_name) = DETECTION_FINDING;
+        let finding = json!({
+            "class_uid": class_uid, "class_name": class_name,
+            "category_uid": category_uid, "category_name": category_name,
+            "activity_id": 1, "activity_name": "Create",
+            "type_uid": class_uid * 100 + 1, "type_name": format!("{class_name}: Create"),
+            "time": self.time_ms,
+            "severity_id": o.severity.0, "severity": o.severity.1,
+            // Finding status: New (nobody has reviewed it yet).
+            "status_id": 1, "status": "New",
+            "action_id": o.action.0, "action": o.action.1,
+            "disposition_id": o.disposition.0, "disposition": o.disposition.1,
+            "is_alert": !would,
+            "confidence_id": 3, "confidence": "High",
+            "metadata": self.metadata(),
+            "device": device(),
+            "message": title,
+            "finding_info": {
+                "uid": uid,
+                "title": title,
+                "desc": desc.join("; "),
+                "types": ["Policy Violation", self.rule.as_ref().map_or(kind, |r| r.section)],
+                "created_time": self.time_ms,
+                "analytic": analytic,
+                "related_events": related,
+                "related_events_count": sequence.map(|_| 1),
+                "product": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
+            },
+            "evidences": [Value::Object(evidence)],
+            "unmapped": unmapped,
+        });
+        Some(without_nulls_outside_unmapped(finding))
+    }
+
+    /// A one-line title for this verdict's finding, and what kind of thing it is about.
+    fn finding_title(&self) -> (String, &'static str) {
+        let (done, suffix) = match self.decision {
+            Decision::Killed => ("Killed", ""),
+            Decision::Denied => ("Denied", ""),
+            Decision::Held => ("Held for approval", ""),
+            Decision::WouldKill => ("Would have killed", " (audit mode)"),
+            Decision::WouldDeny => ("Would have denied", " (audit mode)"),
+            Decision::WouldHold => ("Would have held", " (audit mode)"),
+            _ => ("Reported", ""),
+        };
+        match &self.subject {
+            Subject::Exec(e) => (format!("{done}: exec of {}{suffix}", e.filename), "exec"),
+            Subject::Connect { addr, port, protocol, sendmsg, .. } => {
+                let what = if *sendmsg { "datagram to" } else { "connection to" };
+                let at = if addr.is_ipv6() { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") };
+                (format!("{done}: {what} {at}/{}{suffix}", protocol_name(*protocol)), "network")
+            }
+            Subject::Socket { family, sock_type, .. } => {
+                (format!("{done}: {} {} socket{suffix}", family_name(*family), sock_type_name(*sock_type)), "network")
+            }
+            Subject::Moved { pid, to, .. } => (format!("{done}: process {pid} moved out to {to}{suffix}"), "process"),
+            Subject::Policy { source, .. } => (format!("{done}: policy {source}{suffix}"), "policy"),
+        }
+    }
+}
+
+/// This host, as OCSF's `device` (type unknown: guard cannot tell a server from a laptop).
+fn device() -> Value {
+    json!({
+        "hostname": hostname(),
+        "type_id": 0, "type": "Unknown",
+        "os": { "name": "Linux", "type_id": 200, "type": "Linux" },
+    })
+}
+
+/// An OCSF `file` object for an executable path (`type_id` 1: Regular File).
+fn file(path: &str) -> Value {
+    let name = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(path);
+    json!({ "path": path, "name": name, "type_id": 1, "type": "Regular File" })
+}
+
+/// OCSF leaves out attributes it has no value for: every `null` in the mapped part is removed
+/// (recursively). `unmapped` is guard's own shape and keeps its `null`s.
+fn without_nulls_outside_unmapped(mut v: Value) -> Value {
+    fn prune(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, x| !x.is_null());
+                map.values_mut().for_each(prune);
+            }
+            Value::Array(items) => items.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    if let Value::Object(map) = &mut v {
+        map.retain(|_, x| !x.is_null());
+        for (k, x) in map.iter_mut() {
+            if k != "unmapped" {
+                prune(x);
             }
         }
     }
+    v
 }
 
 fn family_name(f: u32) -> &'static str {
@@ -330,5 +566,140 @@ mod tests {
         assert_eq!(v["dst_endpoint"]["ip"], "::1");
         assert_eq!(v["connection_info"]["protocol_name"], "tcp");
         assert_eq!(v["action_id"], 2);
+        assert_eq!(v["action"], "Denied");
+        assert_eq!(v["disposition"], "Blocked");
+        assert_eq!(v["activity_name"], "Refuse");
+        assert_eq!(v["type_name"], "Network Activity: Refuse");
+        assert_eq!(v["severity"], "High");
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["src_endpoint"]["hostname"], hostname());
+        assert_eq!(v["connection_info"]["direction_id"], 2);
+        assert_eq!(v["connection_info"]["protocol_ver_id"], 6);
+        assert!(v["actor"]["process"].get("file").is_none(), "no exe: no file, and no null: {v:#}");
+    }
+
+    /// Every `null` is gone from the mapped part; `unmapped` keeps its shape.
+    fn assert_no_nulls_outside_unmapped(v: &Value) {
+        fn walk(v: &Value, path: &str) {
+            match v {
+                Value::Null => panic!("null at {path}"),
+                Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, &format!("{path}/{k}"))),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, &format!("{path}/{i}"))),
+                _ => {}
+            }
+        }
+        for (k, x) in v.as_object().expect("an object") {
+            if k != "unmapped" {
+                walk(x, &format!("/{k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_class_carries_the_ocsf_classification_and_names() {
+        let exec = Subject::Exec(ExecInfo { filename: "/bin/true".into(), argv: vec!["true".into()], ..Default::default() });
+        let socket = Subject::Socket { family: 2, sock_type: 3, protocol: 1, exe: Some("/usr/bin/ping".into()) };
+        let moved = Subject::Moved { pid: 12, to: "/".into(), exe: None };
+        let reload = Subject::Policy { source: "p.yaml".into(), error: Some("p.yaml:1:1: bad".into()), previous_hash: None, warnings: vec![] };
+        let cases = [
+            (Decision::Allowed, exec.clone(), 1007, 100701, "Process Activity: Launch", (1, "Allowed"), (1, "Allowed"), (1, "Informational")),
+            (Decision::Held, exec.clone(), 1007, 100701, "Process Activity: Launch", (99, "Held"), (14, "Delayed"), (3, "Medium")),
+            (Decision::WouldKill, exec, 1007, 100701, "Process Activity: Launch", (3, "Observed"), (15, "Detected"), (3, "Medium")),
+            (Decision::Denied, socket.clone(), 4001, 400105, "Network Activity: Refuse", (2, "Denied"), (2, "Blocked"), (4, "High")),
+            (Decision::WouldDeny, socket, 4001, 400199, "Network Activity: Create Socket", (3, "Observed"), (15, "Detected"), (3, "Medium")),
+            (Decision::Audited, moved, 1007, 100799, "Process Activity: Move Out", (1, "Allowed"), (17, "Logged"), (2, "Low")),
+            (Decision::Denied, reload, 6002, 600208, "Application Lifecycle: Update", (99, "Policy Rejected"), (27, "Error"), (4, "High")),
+        ];
+        for (decision, subject, class, type_uid, type_name, action, disposition, severity) in cases {
+            let v = verdict(decision, subject).to_ocsf();
+            let what = format!("{decision:?} {v:#}");
+            assert_eq!(v["class_uid"], class, "{what}");
+            assert_eq!(v["type_uid"], type_uid, "{what}");
+            assert_eq!(v["type_name"], type_name, "{what}");
+            assert_eq!(v["category_uid"], class / 1000, "{what}");
+            assert_eq!((v["action_id"].as_u64(), v["action"].as_str()), (Some(action.0), Some(action.1)), "{what}");
+            assert_eq!((v["disposition_id"].as_u64(), v["disposition"].as_str()), (Some(disposition.0), Some(disposition.1)), "{what}");
+            assert_eq!((v["severity_id"].as_u64(), v["severity"].as_str()), (Some(severity.0), Some(severity.1)), "{what}");
+            assert_eq!(v["metadata"]["version"], OCSF_VERSION);
+            assert_eq!(v["metadata"]["product"]["name"], "guard");
+            assert_eq!(v["metadata"]["product"]["version"], env!("CARGO_PKG_VERSION"));
+            assert_eq!(v["time"], 1_700_000_000_000u64);
+            assert_eq!(v["device"]["type_id"], 0);
+            assert!(v["status"].is_string() && v["activity_name"].is_string(), "{what}");
+            assert_eq!(v["unmapped"]["verdict"], decision_name(decision));
+            assert!(v["unmapped"].get("session").is_some_and(Value::is_null), "unmapped keeps its nulls: {what}");
+            assert_no_nulls_outside_unmapped(&v);
+        }
+        // A network actor's file is a whole OCSF file (name, type).
+        let v = verdict(Decision::Denied, Subject::Socket { family: 17, sock_type: 3, protocol: 0, exe: Some("/usr/sbin/tcpdump".into()) }).to_ocsf();
+        assert_eq!(v["actor"]["process"]["file"]["name"], "tcpdump");
+        assert_eq!(v["actor"]["process"]["file"]["type_id"], 1);
+        assert_eq!(v["connection_info"]["direction_id"], 0, "a socket has no direction");
+        assert!(v.get("dst_endpoint").is_none());
+        assert_eq!(v["src_endpoint"]["hostname"], hostname());
+    }
+
+    fn numbered(v: &Verdict, seq: u64) -> Value {
+        let mut o = v.to_ocsf();
+        o["metadata"]["sequence"] = json!(seq);
+        o
+    }
+
+    #[test]
+    fn what_was_stopped_or_held_has_a_finding_linked_to_its_activity() {
+        let exec = ExecInfo { filename: "/usr/bin/shred".into(), argv: vec!["shred".into(), "-u".into()], ..Default::default() };
+        let v = verdict(Decision::Killed, Subject::Exec(exec.clone()));
+        let activity = numbered(&v, 41);
+        let f = v.finding(&activity).expect("a kill has a finding");
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["category_uid"], 2);
+        assert_eq!(f["activity_id"], 1);
+        assert_eq!(f["type_uid"], 200401);
+        assert_eq!(f["type_name"], "Detection Finding: Create");
+        assert_eq!(f["time"], activity["time"]);
+        assert_eq!((f["severity_id"].as_u64(), f["action_id"].as_u64(), f["disposition_id"].as_u64()), (Some(4), Some(2), Some(2)));
+        assert_eq!(f["status"], "New");
+        assert_eq!(f["is_alert"], true);
+        assert_eq!(f["finding_info"]["title"], "Killed: exec of /usr/bin/shred");
+        assert_eq!(f["finding_info"]["related_events"][0]["uid"], "41");
+        assert_eq!(f["finding_info"]["related_events"][0]["type_uid"], 100701);
+        assert_eq!(f["finding_info"]["analytic"]["name"], "basename: shred");
+        assert_eq!(f["finding_info"]["analytic"]["type_id"], 1);
+        assert_eq!(f["finding_info"]["types"], json!(["Policy Violation", "exec.deny"]));
+        assert!(f["finding_info"]["uid"].as_str().unwrap().ends_with(":41"), "{f:#}");
+        assert_eq!(f["evidences"][0]["process"], activity["process"]);
+        assert_eq!(f["evidences"][0]["actor"], activity["actor"]);
+        assert_eq!(f["evidences"][0]["file"]["path"], "/usr/bin/shred");
+        assert_eq!(f["unmapped"]["activity_sequence"], 41);
+        assert_eq!(f["unmapped"]["activity_class_uid"], 1007);
+        assert_eq!(f["unmapped"]["rule"], activity["unmapped"]["rule"]);
+        assert_eq!(f["unmapped"]["policy_hash"], "ab");
+        assert!(f["metadata"].get("sequence").is_none(), "the emitter numbers it");
+        assert_no_nulls_outside_unmapped(&f);
+
+        // Audit mode: an informational finding; a denied connect names its destination.
+        let w = verdict(Decision::WouldKill, Subject::Exec(exec.clone()));
+        let f = w.finding(&numbered(&w, 5)).expect("would-kill has a finding");
+        assert_eq!((f["is_alert"].as_bool(), f["action_id"].as_u64()), (Some(false), Some(3)));
+        assert!(f["finding_info"]["title"].as_str().unwrap().contains("audit mode"), "{f:#}");
+        let c = verdict(Decision::Denied, Subject::Connect { addr: "::1".parse().unwrap(), port: 22, protocol: 6, exe: None, sendmsg: false });
+        let f = c.finding(&numbered(&c, 6)).unwrap();
+        assert_eq!(f["finding_info"]["title"], "Denied: connection to [::1]:22/tcp");
+        assert_eq!(f["evidences"][0]["dst_endpoint"]["port"], 22);
+        assert_eq!(f["unmapped"]["activity_class_uid"], 4001);
+
+        // Nothing to find: allowed, audited, evaluated, and a failed reload.
+        for d in [Decision::Allowed, Decision::Audited, Decision::Evaluate] {
+            let v = verdict(d, Subject::Exec(exec.clone()));
+            assert!(v.finding(&numbered(&v, 1)).is_none(), "{d:?}");
+        }
+        let bad = verdict(Decision::Denied, Subject::Policy { source: "p".into(), error: Some("e".into()), previous_hash: None, warnings: vec![] });
+        assert!(bad.finding(&numbered(&bad, 1)).is_none());
+        // Odd bases: no panic; an unnumbered one gives no link.
+        assert!(v.finding(&json!(null)).is_none());
+        let f = v.finding(&json!({})).unwrap();
+        assert!(f["finding_info"].get("related_events").is_none() && f["unmapped"]["activity_sequence"].is_null(), "{f:#}");
+        let f = v.finding(&json!({ "metadata": { "sequence": "x" }, "unmapped": 3, "process": null })).unwrap();
+        assert!(f["finding_info"].get("related_events").is_none(), "{f:#}");
     }
 }

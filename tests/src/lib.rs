@@ -1,21 +1,31 @@
 //! Harness for the privileged end-to-end tests: runs the real `guard-agent` binary as root,
 //! collects the verdicts it prints, and checks that nothing is left behind.
 //!
+//! Every line the daemon prints is validated against the JSON Schema of its OCSF class
+//! (`schemas/ocsf/` at the repository root) as it is read. A line that is not JSON, has a class
+//! guard does not emit, or fails its schema makes the test fail: at the next
+//! [`Daemon::verdicts`] / [`Daemon::findings`] call, at [`Daemon::stop`], or when the daemon is
+//! dropped.
+//!
 //! Tests panic on failure (they do not return `Result`); every guard here cleans up on drop.
 use std::{
+    collections::BTreeMap,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
         mpsc,
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+
+pub mod http_receiver;
+pub mod rsyslog;
 
 /// The guard-agent binary under test: `$GUARD_AGENT_BIN` (set by `cargo xtask test`), else the
 /// debug build next to this test's target directory.
@@ -67,10 +77,64 @@ impl Drop for TempDir {
     }
 }
 
+/// The JSON Schema of each OCSF class guard emits, from `schemas/ocsf/`, compiled once.
+fn ocsf_validators() -> &'static BTreeMap<u64, jsonschema::Validator> {
+    static VALIDATORS: OnceLock<BTreeMap<u64, jsonschema::Validator>> = OnceLock::new();
+    VALIDATORS.get_or_init(|| {
+        let sources = [
+            (1007, include_str!("../../schemas/ocsf/process_activity_1007.json")),
+            (4001, include_str!("../../schemas/ocsf/network_activity_4001.json")),
+            (6002, include_str!("../../schemas/ocsf/application_lifecycle_6002.json")),
+            (2004, include_str!("../../schemas/ocsf/detection_finding_2004.json")),
+        ];
+        sources
+            .into_iter()
+            .map(|(class, text)| {
+                let schema: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("schema of class {class} is not JSON: {e}"));
+                let validator = jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("schema of class {class} does not compile: {e}"));
+                (class, validator)
+            })
+            .collect()
+    })
+}
+
+/// What is wrong with `v` as an object guard emits: empty if it validates against the schema
+/// of its `class_uid` (1007, 4001, 6002 or 2004); an unknown class is wrong.
+pub fn ocsf_errors(v: &Value) -> Vec<String> {
+    let Some(class) = v.get("class_uid").and_then(Value::as_u64) else {
+        return vec!["no numeric class_uid".to_owned()];
+    };
+    let Some(validator) = ocsf_validators().get(&class) else {
+        return vec![format!("class_uid {class} is not a class guard emits")];
+    };
+    validator.iter_errors(v).map(|e| format!("class {class} at `{}`: {e}", e.instance_path())).collect()
+}
+
+/// What kind of object `v` is, for coverage: `exec/killed`, `connect/denied`, `sendmsg/denied`,
+/// `socket/denied`, `moved_out/audited`, `policy_load/allowed`..., and `finding/exec/killed`
+/// for a Detection Finding about a killed exec.
+pub fn kind(v: &Value) -> String {
+    let verdict = field(v, "/unmapped/verdict");
+    let operation = match v.pointer("/unmapped/operation").and_then(Value::as_str) {
+        Some(op) => op.to_owned(),
+        None => "exec".to_owned(),
+    };
+    if v["class_uid"] == 2004 { format!("finding/{operation}/{verdict}") } else { format!("{operation}/{verdict}") }
+}
+
 /// A running `guard-agent daemon`, stopped with SIGINT on [`Daemon::stop`] (or killed on drop).
 pub struct Daemon {
     child: Option<Child>,
-    verdicts: Arc<Mutex<Vec<Value>>>,
+    /// Every object the daemon printed, in order: activities and findings.
+    lines: Arc<Mutex<Vec<Value>>>,
+    /// Lines that were not JSON or failed their schema.
+    schema_errors: Arc<Mutex<Vec<String>>>,
+    /// How many objects of each [`kind`] validated.
+    validated: Arc<Mutex<BTreeMap<String, usize>>>,
+    stdout_reader: Option<JoinHandle<()>>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Held by a test to stop reading the daemon's stdout (see [`Daemon::pause_stdout`]).
     stdout_gate: Arc<Mutex<()>>,
@@ -130,9 +194,48 @@ impl Daemon {
         self.stderr.lock().unwrap().join("\n")
     }
 
-    /// All verdicts so far that satisfy `pred`.
+    /// All verdicts (activity objects: Process Activity, Network Activity, Application
+    /// Lifecycle) so far that satisfy `pred`. Detection Findings are [`Daemon::findings`].
+    /// Fails the test if any line so far failed its schema.
     pub fn verdicts(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.verdicts.lock().unwrap().iter().filter(|v| pred(v)).cloned().collect()
+        self.assert_schema_valid();
+        self.lines.lock().unwrap().iter().filter(|v| v["class_uid"] != 2004 && pred(v)).cloned().collect()
+    }
+
+    /// All Detection Findings (class 2004) so far that satisfy `pred`.
+    pub fn findings(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.assert_schema_valid();
+        self.lines.lock().unwrap().iter().filter(|v| v["class_uid"] == 2004 && pred(v)).cloned().collect()
+    }
+
+    /// Everything the daemon printed so far, activities and findings, in order.
+    pub fn emitted(&self) -> Vec<Value> {
+        self.assert_schema_valid();
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// How many objects of each [`kind`] were printed and validated against their schema.
+    pub fn validated_kinds(&self) -> BTreeMap<String, usize> {
+        self.assert_schema_valid();
+        self.validated.lock().unwrap().clone()
+    }
+
+    /// Fails the test if a line the daemon printed was not JSON or failed its schema.
+    pub fn assert_schema_valid(&self) {
+        let errors = self.schema_errors.lock().unwrap();
+        assert!(errors.is_empty(), "the daemon printed {} line(s) that fail the OCSF schemas:\n{}", errors.len(), errors.join("\n"));
+    }
+
+    /// Waits (up to 5 s) until the stdout reader has read everything the stopped daemon wrote.
+    fn drain_stdout(&mut self) {
+        let Some(reader) = self.stdout_reader.take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            let _ = reader.join();
+        }
     }
 
     /// Waits for verdicts matching `pred`, then a little longer so a duplicate would show, and
@@ -170,13 +273,16 @@ impl Daemon {
         stderr.lock().unwrap().join("\n")
     }
 
-    /// SIGINT, wait for a clean exit, then check that nothing guard made is left.
+    /// SIGINT, wait for a clean exit, then check that nothing guard made is left and that
+    /// every line the daemon printed validated.
     pub fn stop(mut self) {
         let child = self.child.take().expect("running");
         match interrupt_and_wait(child) {
             Some(status) => assert!(status.success(), "daemon exited with {status}; stderr:\n{}", self.stderr_text()),
             None => panic!("daemon did not stop within 15 s of SIGINT; stderr:\n{}", self.stderr_text()),
         }
+        self.drain_stdout();
+        self.assert_schema_valid();
         assert_nothing_left();
     }
 }
@@ -212,6 +318,8 @@ impl Daemon {
         let mut child = self.child.take().expect("running");
         let _ = child.kill();
         let _ = child.wait();
+        self.drain_stdout();
+        self.assert_schema_valid();
     }
 
     /// SIGINT and wait for a clean exit, without checking what is left (a daemon started
@@ -220,14 +328,21 @@ impl Daemon {
         let child = self.child.take().expect("running");
         let status = interrupt_and_wait(child);
         assert!(status.is_some_and(|s| s.success()), "daemon exit {status:?}; stderr:\n{}", self.stderr_text());
+        self.drain_stdout();
+        self.assert_schema_valid();
     }
 }
 
 impl Drop for Daemon {
-    /// A failed test still stops its daemon cleanly, so it leaves nothing for the next test.
+    /// A failed test still stops its daemon cleanly, so it leaves nothing for the next test. A
+    /// test that never looked at the verdicts still fails if a line failed its schema.
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
             let _ = interrupt_and_wait(child);
+            self.drain_stdout();
+        }
+        if !thread::panicking() {
+            self.assert_schema_valid();
         }
     }
 }
@@ -382,15 +497,44 @@ impl Daemon {
     /// A ready line is stored before the ready signal, so a test reading stderr right after
     /// start sees it.
     fn watch(mut child: Child) -> Self {
-        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let schema_errors = Arc::new(Mutex::new(Vec::new()));
+        let validated = Arc::new(Mutex::new(BTreeMap::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout_gate = Arc::new(Mutex::new(()));
-        let (out, gate, v) = (child.stdout.take().expect("stdout"), Arc::clone(&stdout_gate), Arc::clone(&verdicts));
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let out = child.stdout.take().expect("stdout");
+        let (gate, l, errors, kinds) = (Arc::clone(&stdout_gate), Arc::clone(&lines), Arc::clone(&schema_errors), Arc::clone(&validated));
+        // Compiled before the first line arrives (and a broken schema fails here, loudly).
+        ocsf_validators();
+        let stdout_reader = thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut buf = Vec::new();
+            for n in 1.. {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
                 drop(gate.lock());
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {line}"));
-                v.lock().unwrap().push(value);
+                // A last line cut short (a daemon killed mid-write) is not the daemon's output.
+                if buf.last() != Some(&b'\n') {
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf);
+                let value: Value = match serde_json::from_str(line.trim_end()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.lock().unwrap().push(format!("line {n} is not JSON ({e}): {line}"));
+                        continue;
+                    }
+                };
+                let problems = ocsf_errors(&value);
+                if problems.is_empty() {
+                    *kinds.lock().unwrap().entry(kind(&value)).or_insert(0) += 1;
+                } else {
+                    errors.lock().unwrap().push(format!("line {n} ({}):\n  {}\n  {line}", kind(&value), problems.join("\n  ")));
+                }
+                l.lock().unwrap().push(value);
             }
         });
         let (err, s) = (child.stderr.take().expect("stderr"), Arc::clone(&stderr));
@@ -404,11 +548,36 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Self { child: Some(child), verdicts, stderr, stdout_gate };
+        let mut daemon = Self { child: Some(child), lines, schema_errors, validated, stdout_reader: Some(stdout_reader), stderr, stdout_gate };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
         }
         daemon
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_schemas_compile_and_reject_what_is_not_guard_output() {
+        assert_eq!(ocsf_validators().keys().copied().collect::<Vec<_>>(), [1007, 2004, 4001, 6002]);
+        assert_eq!(ocsf_errors(&json!({})), ["no numeric class_uid"]);
+        assert_eq!(ocsf_errors(&json!({ "class_uid": 1001 })), ["class_uid 1001 is not a class guard emits"]);
+        for class in [1007, 4001, 6002, 2004] {
+            let errors = ocsf_errors(&json!({ "class_uid": class }));
+            assert!(errors.iter().any(|e| e.contains("metadata")), "class {class}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn kinds_name_the_operation_and_the_verdict() {
+        assert_eq!(kind(&json!({ "class_uid": 1007, "unmapped": { "verdict": "killed" } })), "exec/killed");
+        assert_eq!(kind(&json!({ "class_uid": 4001, "unmapped": { "verdict": "denied", "operation": "sendmsg" } })), "sendmsg/denied");
+        assert_eq!(kind(&json!({ "class_uid": 2004, "unmapped": { "verdict": "held" } })), "finding/exec/held");
     }
 }

@@ -386,7 +386,8 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     }
     let mine = |v: &Value| field(v, "/unmapped/agent") == agent;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.verdicts(mine).len() < 5 || raw.lines().len() < 5 || killed_only.lines().len() < 2 {
+    // tail --json streams every object: the 5 verdicts and a Detection Finding per kill.
+    while daemon.verdicts(mine).len() < 5 || raw.lines().len() < 7 || killed_only.lines().len() < 2 {
         assert!(Instant::now() < deadline, "verdicts {:?}, tail {:?}, tail killed {:?}", daemon.verdicts(mine).len(), raw.lines(), killed_only.lines());
         thread::sleep(Duration::from_millis(20));
     }
@@ -395,16 +396,19 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     let count = |name: &str| verdicts.iter().filter(|v| field(v, "/unmapped/verdict") == name).count();
     assert_eq!((count("killed"), count("allowed")), (2, 3), "{verdicts:#?}");
 
-    // tail --json: exactly the agent's verdicts, as emitted.
+    // tail --json: exactly the agent's objects (verdicts and findings), as emitted.
     let tailed: Vec<Value> = raw.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(tailed, verdicts);
+    assert_eq!(tailed, daemon.emitted().into_iter().filter(|v| mine(v)).collect::<Vec<_>>());
+    assert_eq!(daemon.findings(mine).len(), 2);
     // tail --verdict killed: one readable line per kill.
     let lines = killed_only.lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l.contains(" killed ") && l.contains(&agent) && l.contains("exec ") && l.contains("shred")), "{lines:?}");
 
     // Both sinks got every verdict; the file holds the same lines as stdout.
-    let all = daemon.verdicts(|_| true);
+    // Everything written (verdicts and findings) and the verdicts alone.
+    let all = daemon.emitted();
+    let activities = daemon.verdicts(|_| true);
     // Numbered 1, 2, 3... in emission order (no state directory: numbering starts at 1).
     let seqs: Vec<u64> = all.iter().map(|v| v["metadata"]["sequence"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
@@ -415,8 +419,8 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     let (status, m) = http_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let n = |series: &str| sample(&m, series);
-    let total_killed = all.iter().filter(|v| field(v, "/unmapped/verdict") == "killed").count() as f64;
-    let total_allowed = all.iter().filter(|v| field(v, "/unmapped/verdict") == "allowed").count() as f64;
+    let total_killed = activities.iter().filter(|v| field(v, "/unmapped/verdict") == "killed").count() as f64;
+    let total_allowed = activities.iter().filter(|v| field(v, "/unmapped/verdict") == "allowed").count() as f64;
     assert_eq!(n("guard_verdicts_total{verdict=\"killed\"}"), total_killed, "{m}");
     assert_eq!(n("guard_verdicts_total{verdict=\"allowed\"}"), total_allowed, "{m}");
     assert!(n("guard_events_total{kind=\"exec\"}") >= 5.0, "{m}");

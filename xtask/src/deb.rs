@@ -43,6 +43,11 @@ if [ "$1" = configure ]; then
     # LogsDirectory= make them too; made here so a daemon started by hand finds them.
     install -d -m 0700 -o root -g root /var/lib/guard
     install -d -m 0750 -o root -g root /var/log/guard
+    # The audit log's signing key: one per host, made here, never shipped in the package.
+    if ! [ -e /var/lib/guard/audit.key ]; then
+        /usr/bin/guard-agent audit keygen --out /var/lib/guard/audit.key
+        echo "  keep a copy of that public key off this host: guard-agent audit verify --pubkey needs it"
+    fi
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload
         # An upgrade restarts a running daemon on the new binary (enforcement stays pinned in

@@ -4,8 +4,11 @@ use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
-/// Debian packages bpf-linker is built against (its `llvm-22` feature links libLLVM 22).
-const APT_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+/// Debian packages: what bpf-linker is built against (its `llvm-22` feature links libLLVM 22),
+/// and rsyslog with its TLS driver, which the syslog sink tests send to.
+const APT_PACKAGES: [&str; 6] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "rsyslog", "rsyslog-openssl"];
+/// Debian's hook that tells maintainer scripts not to start services (exit 101).
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// The eBPF programs are built with the installed `nightly`; its LLVM must match bpf-linker's.
 const NIGHTLY: &str = "nightly";
 const LLVM_MAJOR: &str = "22";
@@ -44,10 +47,22 @@ fn apt_packages() -> anyhow::Result<()> {
     }
     println!("xtask: installing Debian packages: {}", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
+    // rsyslog's postinst would start a system-wide rsyslogd; tests start their own. Services
+    // stay stopped while installing (unless the machine already has its own policy).
+    let own_policy = !Path::new(POLICY_RC_D).exists();
+    if own_policy {
+        fs::write(POLICY_RC_D, "#!/bin/sh\n# written by cargo xtask setup while it installs packages\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    if own_policy {
+        fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    result
 }
 
 fn nightly() -> anyhow::Result<()> {

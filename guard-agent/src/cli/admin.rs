@@ -105,7 +105,7 @@ pub fn render_status(v: &Value) -> String {
     line(format!("drops:       {}; undecodable {}; process table {}", drops.join(", "), c["undecodable_events"], c["process_table"]));
     for k in v["sinks"].as_array().into_iter().flatten() {
         let health = if k["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };
-        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}", s(&k["name"]), k["sent"], k["failed"], k["backlog"]));
+        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}, dropped {}", s(&k["name"]), k["sent"], k["failed"], k["backlog"], k["dropped"]));
     }
     let d = &v["daemon"];
     let watchdog = d["watchdog_s"].as_f64().map_or("off".to_owned(), |w| format!("{w}s"));

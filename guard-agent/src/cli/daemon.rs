@@ -90,6 +90,8 @@ pub struct Settings {
     pub sinks: Vec<SinkConfig>,
     pub metrics: Option<SocketAddr>,
     pub state_dir: Option<PathBuf>,
+    pub mask_patterns: Vec<String>,
+    pub audit_log: Option<crate::config::AuditLogConfig>,
 }
 
 pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
@@ -111,6 +113,8 @@ pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
         sinks: file.sinks.unwrap_or_else(|| vec![SinkConfig::Stdout]),
         metrics: args.metrics.or(file.metrics),
         state_dir: args.state_dir.clone().or(file.state_dir),
+        mask_patterns: file.mask_patterns.unwrap_or_default(),
+        audit_log: file.audit_log,
     })
 }
 

@@ -1,10 +1,12 @@
 //! The command line: one module per subcommand.
 pub mod admin;
+pub mod audit;
 pub mod daemon;
 pub mod install;
 pub mod launch;
 pub mod policy;
 pub mod tail;
+pub mod verdicts;
 
 use clap::{Parser, Subcommand};
 
@@ -35,12 +37,18 @@ pub enum Command {
     Status(admin::StatusArgs),
     /// Live verdicts from the running daemon, one readable line each (`--json` for raw).
     Tail(tail::TailArgs),
+    /// Work with verdict lines: `verdicts ecs` turns OCSF lines on stdin into ECS lines (Elastic).
+    #[command(subcommand)]
+    Verdicts(verdicts::VerdictsCommand),
     /// Let a held process run.
     Approve(admin::HoldArgs),
     /// Kill a held process.
     Deny(admin::HoldArgs),
     /// Reload the policy (as SIGHUP does).
     Reload(admin::ReloadArgs),
+    /// The tamper-evident verdict log: make its signing key, verify it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Install the binary, the systemd units (not enabled or started) and the default
     /// configuration; idempotent.
     Install(install::InstallArgs),

@@ -43,6 +43,11 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
             eprintln!("guard-agent tail: fell behind; {n} verdicts skipped");
             continue;
         }
+        // A Detection Finding restates the verdict line before it: raw output has both, the
+        // readable one shows each event once.
+        if !args.json && v["class_uid"] == 2004 {
+            continue;
+        }
         let text = if args.json { line } else { render(&v, colour) };
         if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
             // The reader went away (`| head`): done.
@@ -124,7 +129,7 @@ fn paint(verdict: &str, colour: bool) -> String {
 }
 
 /// `2026-11-21T10:00:00.123Z` from milliseconds since the epoch.
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

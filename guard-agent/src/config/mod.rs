@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use crate::policy::{
@@ -29,6 +30,21 @@ pub struct Config {
     pub sinks: Option<Vec<SinkConfig>>,
     pub metrics: Option<SocketAddr>,
     pub state_dir: Option<PathBuf>,
+    /// Extra masking regexes (a group named `secret` marks what to mask).
+    pub mask_patterns: Option<Vec<String>>,
+    pub audit_log: Option<AuditLogConfig>,
+}
+
+/// The tamper-evident verdict log (`audit_log:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditLogConfig {
+    pub dir: PathBuf,
+    /// The Ed25519 signing key for checkpoints (`guard-agent audit keygen`); without one,
+    /// checkpoints are unsigned.
+    pub key: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    pub max_file_bytes: u64,
 }
 
 /// Where verdicts go.
@@ -38,6 +54,8 @@ pub enum SinkConfig {
     Stdout,
     /// One JSON line per verdict appended to a file (created 0640).
     File { path: PathBuf },
+    /// Splunk HEC or Elasticsearch `_bulk`, through a bounded on-disk spool (see `sinks`).
+    Network(Box<NetworkSink>),
 }
 
 impl SinkConfig {
@@ -45,13 +63,85 @@ impl SinkConfig {
         match self {
             Self::Stdout => "stdout".into(),
             Self::File { path } => format!("file:{}", path.display()),
+            Self::Network(n) => n.name.clone(),
+        }
+    }
+}
+
+/// A network sink: where it sends, how it batches, and its spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSink {
+    /// `name:` or `TYPE:HOST:PORT`; the `sink` label of its metrics.
+    pub name: String,
+    pub vendor: Vendor,
+    /// The full endpoint: `.../services/collector/event` or `.../_bulk`.
+    pub url: String,
+    pub gzip: bool,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_wait: Duration,
+    /// Of one request, connect to last response byte.
+    pub timeout: Duration,
+    /// Longest wait between two tries of a batch (without a longer `Retry-After`).
+    pub backoff_max: Duration,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// Default: `<state_dir>/spool/<name>`.
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vendor {
+    SplunkHec { token: Secret, index: Option<String>, source: String, sourcetype: String },
+    Elasticsearch { index: String, auth: Option<EsAuth> },
+    /// RFC 5424 over TCP (`tcp://HOST:PORT`) or TLS (`tls://HOST:PORT`), octet-counted.
+    Syslog { facility: u8, tls: bool, host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EsAuth {
+    Basic { username: String, password: Secret },
+    ApiKey(Secret),
+}
+
+/// A credential, given inline or (preferred) as a file read when the daemon starts. Never
+/// printed: its `Debug` says only where it comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Secret(<inline, redacted>)"),
+            Self::File(p) => write!(f, "Secret(file {})", p.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret itself (a file's content without surrounding whitespace).
+    pub fn reveal(&self) -> std::io::Result<String> {
+        match self {
+            Self::Inline(s) => Ok(s.clone()),
+            Self::File(p) => {
+                let text = std::fs::read_to_string(p)?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", p.display())));
+                }
+                Ok(t.to_owned())
+            }
         }
     }
 }
 
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
-    "observe_all_execs", "sinks", "metrics", "state_dir",
+    "observe_all_execs", "sinks", "metrics", "state_dir", "mask", "audit_log",
 ];
 
 pub fn load(path: &Path) -> Result<Config, PolicyError> {
@@ -79,6 +169,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, PolicyError> {
         sinks: m.get("sinks").map(|n| sinks(&p, n)).transpose()?,
         metrics: m.get("metrics").map(|n| metrics(&p, n)).transpose()?,
         state_dir: path("state_dir")?,
+        mask_patterns: m.get("mask").map(|n| mask(&p, n)).transpose()?,
+        audit_log: m.get("audit_log").map(|n| audit_log(&p, n)).transpose()?,
     })
 }
 
@@ -104,27 +196,300 @@ fn boolean(p: &Parser<'_>, node: &Node, key: &str) -> Result<bool, PolicyError> 
     }
 }
 
+/// Keys every network sink takes.
+const NETWORK_KEYS: &[&str] = &[
+    "type", "name", "url", "gzip", "batch_max_events", "batch_max_bytes", "batch_max_wait", "timeout",
+    "backoff_max", "tls_ca", "spool_dir", "spool_max_bytes",
+];
+const HEC_KEYS: &[&str] = &["token", "token_file", "index", "source", "sourcetype"];
+const ES_KEYS: &[&str] = &["index", "username", "password_file", "api_key_file"];
+const SYSLOG_KEYS: &[&str] = &["facility"];
+pub const HEC_PATH: &str = "/services/collector/event";
+
 fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
-    let mut out = Vec::new();
+    let mut out: Vec<SinkConfig> = Vec::new();
+    let all: Vec<&str> = ["path"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).copied().collect();
     for item in p.seq(node, "`sinks`")? {
-        let m = p.map(item, "a sink", &["type", "path"])?;
-        let ty_node = m.require("type", item, &p)?;
-        let sink = match p.str(ty_node, "`type`")? {
+        // Every key any sink takes first (so a typo gets a `did you mean`), then the type's own.
+        let m = p.map(item, "a sink", &all)?;
+        let ty_node = m.require("type", item, p)?;
+        let ty = p.str(ty_node, "`type`")?;
+        let keys = |own: &[&'static str]| -> Vec<&'static str> { NETWORK_KEYS.iter().chain(own).copied().collect() };
+        let sink = match ty {
             "stdout" => {
-                if let Some(n) = m.get("path") {
-                    return Err(p.err(n.pos, "a `stdout` sink takes no `path`"));
-                }
+                p.map(item, "a `stdout` sink", &["type"])?;
                 SinkConfig::Stdout
             }
-            "file" => SinkConfig::File { path: absolute(p, m.require("path", item, p)?, "path")? },
-            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file"))),
+            "file" => {
+                p.map(item, "a `file` sink", &["type", "path"])?;
+                SinkConfig::File { path: absolute(p, m.require("path", item, p)?, "path")? }
+            }
+            "splunk_hec" => {
+                let m = p.map(item, "a `splunk_hec` sink", &keys(HEC_KEYS))?;
+                let token = match (m.get("token"), m.get("token_file")) {
+                    (Some(t), None) => Secret::Inline(p.nonempty_str(t, "`token`")?.to_owned()),
+                    (None, Some(f)) => Secret::File(absolute(p, f, "token_file")?),
+                    (Some(t), Some(_)) => return Err(p.err(t.pos, "give `token_file` (preferred) or `token`, not both")),
+                    (None, None) => return Err(p.err(item.pos, "a `splunk_hec` sink needs `token_file` (preferred) or `token`")),
+                };
+                let text = |key: &str, default: &str| -> Result<String, PolicyError> {
+                    m.get(key).map_or(Ok(default.to_owned()), |n| p.nonempty_str(n, &format!("`{key}`")).map(str::to_owned))
+                };
+                let vendor = Vendor::SplunkHec {
+                    token,
+                    index: m.get("index").map(|n| p.nonempty_str(n, "`index`").map(str::to_owned)).transpose()?,
+                    source: text("source", "guard")?,
+                    sourcetype: text("sourcetype", "guard:ocsf")?,
+                };
+                network(p, item, &m, ty, vendor)?
+            }
+            "elasticsearch" => {
+                let m = p.map(item, "an `elasticsearch` sink", &keys(ES_KEYS))?;
+                let index_node = m.require("index", item, p)?;
+                let index = p.nonempty_str(index_node, "`index`")?;
+                if index.starts_with(['_', '-', '+']) || index.contains(['"', '\\', '/', '*', '?', '<', '>', '|', ' ', ',', '#', ':']) || index != index.to_lowercase() {
+                    return Err(p.err(index_node.pos, format!("`{index}` is not a valid Elasticsearch index or data stream name (lowercase, no `\\/*?\"<>| ,#:`, not starting with `_`, `-` or `+`)")));
+                }
+                let auth = match (m.get("username"), m.get("password_file"), m.get("api_key_file")) {
+                    (None, None, None) => None,
+                    (Some(u), Some(pw), None) => Some(EsAuth::Basic {
+                        username: p.nonempty_str(u, "`username`")?.to_owned(),
+                        password: Secret::File(absolute(p, pw, "password_file")?),
+                    }),
+                    (None, None, Some(k)) => Some(EsAuth::ApiKey(Secret::File(absolute(p, k, "api_key_file")?))),
+                    (Some(u), None, None) => return Err(p.err(u.pos, "`username` needs `password_file`")),
+                    (None, Some(pw), None) => return Err(p.err(pw.pos, "`password_file` needs `username`")),
+                    (_, _, Some(k)) => return Err(p.err(k.pos, "give `api_key_file` or `username` with `password_file`, not both")),
+                };
+                network(p, item, &m, ty, Vendor::Elasticsearch { index: index.to_owned(), auth })?
+            }
+            "syslog" => {
+                let m = p.map(item, "a `syslog` sink", &keys(SYSLOG_KEYS))?;
+                let url_node = m.require("url", item, p)?;
+                let (tls, host, port) = syslog_url(p.nonempty_str(url_node, "`url`")?).map_err(|e| p.err(url_node.pos, format!("`url`: {e}")))?;
+                let facility = match m.get("facility") {
+                    Some(n) => {
+                        let name = p.str(n, "`facility`")?;
+                        crate::sinks::syslog::facility(name)
+                            .ok_or_else(|| p.err(n.pos, format!("unknown facility `{name}` (e.g. authpriv, auth, daemon, local0..local7)")))?
+                    }
+                    None => crate::sinks::syslog::facility("authpriv").unwrap_or(10),
+                };
+                network(p, item, &m, ty, Vendor::Syslog { facility, tls, host, port })?
+            }
+            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file, splunk_hec, elasticsearch, syslog"))),
         };
-        if out.contains(&sink) {
-            return Err(p.err(item.pos, format!("sink `{}` is listed twice", sink.name())));
+        if out.iter().any(|s| *s == sink || s.name() == sink.name()) {
+            return Err(p.err(item.pos, format!("sink `{}` is listed twice (give each network sink its own `name`)", sink.name())));
+        }
+        if let SinkConfig::Network(n) = &sink {
+            let same_spool = out.iter().any(|s| matches!(s, SinkConfig::Network(o) if o.spool_dir.is_some() && o.spool_dir == n.spool_dir));
+            if same_spool {
+                return Err(p.err(item.pos, format!("sink `{}` has the same `spool_dir` as another sink", n.name)));
+            }
         }
         out.push(sink);
     }
     Ok(out)
+}
+
+/// The keys every network sink shares.
+fn network(p: &Parser<'_>, item: &Node, m: &crate::policy::parse::Map<'_>, ty: &str, vendor: Vendor) -> Result<SinkConfig, PolicyError> {
+    let url_node = m.require("url", item, p)?;
+    let raw = p.nonempty_str(url_node, "`url`")?;
+    let (endpoint, host, port) = match &vendor {
+        Vendor::Syslog { host, port, .. } => (raw.to_owned(), host.clone(), *port),
+        _ => {
+            let url = Url::parse(raw).map_err(|e| p.err(url_node.pos, format!("`url`: {e}")))?;
+            let endpoint = match &vendor {
+                Vendor::SplunkHec { .. } if url.path.is_empty() => format!("{}{HEC_PATH}", url.base()),
+                Vendor::Elasticsearch { .. } if !url.path.ends_with("/_bulk") => format!("{}{}/_bulk", url.base(), url.path),
+                _ => format!("{}{}", url.base(), url.path),
+            };
+            (endpoint, url.host, url.port)
+        }
+    };
+    let name = match m.get("name") {
+        Some(n) => {
+            let name = p.nonempty_str(n, "`name`")?;
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+                return Err(p.err(n.pos, format!("sink name `{name}` may only use letters, digits, `-`, `_`, `.` and `:` (it names the spool directory)")));
+            }
+            name.to_owned()
+        }
+        None => format!("{ty}:{host}:{port}"),
+    };
+    let get = |key: &str| m.get(key);
+    let size_of = |key: &str, default: u64, min: u64, max: u64| -> Result<u64, PolicyError> {
+        let Some(n) = get(key) else { return Ok(default) };
+        let v = size(p, n, key)?;
+        if v < min || v > max {
+            return Err(p.err(n.pos, format!("`{key}` must be between {} and {}", show_size(min), show_size(max))));
+        }
+        Ok(v)
+    };
+    let duration_of = |key: &str, default: Duration, min: Duration, max: Duration| -> Result<Duration, PolicyError> {
+        let Some(n) = get(key) else { return Ok(default) };
+        let v = duration(p, n, key)?;
+        if v < min || v > max {
+            return Err(p.err(n.pos, format!("`{key}` must be between {min:?} and {max:?}")));
+        }
+        Ok(v)
+    };
+    Ok(SinkConfig::Network(Box::new(NetworkSink {
+        name,
+        vendor,
+        url: endpoint,
+        gzip: get("gzip").map(|n| boolean(p, n, "gzip")).transpose()?.unwrap_or(true),
+        batch_max_events: size_of("batch_max_events", 500, 1, 100_000)? as usize,
+        batch_max_bytes: size_of("batch_max_bytes", 1 << 20, 1 << 10, 100 << 20)? as usize,
+        batch_max_wait: duration_of("batch_max_wait", Duration::from_secs(1), Duration::ZERO, Duration::from_secs(60))?,
+        timeout: duration_of("timeout", Duration::from_secs(10), Duration::from_millis(100), Duration::from_secs(600))?,
+        backoff_max: duration_of("backoff_max", Duration::from_secs(30), Duration::from_millis(100), Duration::from_secs(3600))?,
+        tls_ca: get("tls_ca").map(|n| absolute(p, n, "tls_ca")).transpose()?,
+        spool_dir: get("spool_dir").map(|n| absolute(p, n, "spool_dir")).transpose()?,
+        spool_max_bytes: size_of("spool_max_bytes", 256 << 20, 1 << 20, 1 << 40)?,
+    })))
+}
+
+/// `tcp://HOST[:PORT]` (default 514) or `tls://HOST[:PORT]` (default 6514): (tls, host, port).
+fn syslog_url(s: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = match s.split_once("://") {
+        Some(("tcp", r)) => (false, r),
+        Some(("tls", r)) => (true, r),
+        _ => return Err(format!("`{s}` is not tcp://HOST[:PORT] or tls://HOST[:PORT]")),
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(']') || h.starts_with('[') => {
+            (h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?)
+        }
+        _ => (rest.to_owned(), if tls { 6514 } else { 514 }),
+    };
+    if host.is_empty() || host.contains(['/', '@', ' ']) || port == 0 {
+        return Err(format!("`{s}` is not tcp://HOST[:PORT] or tls://HOST[:PORT]"));
+    }
+    Ok((tls, host, port))
+}
+
+/// `http[s]://HOST[:PORT][/PATH]`: what a sink URL may be (no user info, query or fragment).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// Without a trailing `/`; empty for the root.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{s}` must start with https:// (or http://)"));
+        };
+        if rest.contains(['?', '#', '@', ' ']) {
+            return Err(format!("`{s}` may not have user info, a query or a fragment"));
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6.split_once(']').ok_or_else(|| format!("`{s}`: unclosed `[`"))?;
+                (format!("[{h}]"), after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (authority.to_owned(), None),
+            },
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(format!("`{s}` has no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{s}`: `{p}` is not a port"))?,
+            None if https => 443,
+            None => 80,
+        };
+        Ok(Self { https, host, port, path: path.trim_end_matches('/').to_owned() })
+    }
+
+    /// `scheme://host:port`.
+    pub fn base(&self) -> String {
+        format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+    }
+}
+
+/// `1048576`, `512KiB`, `1MiB`, `2GiB` (also `K`/`M`/`G`, `KB`/`MB`/`GB` as powers of 1024).
+fn size(p: &Parser<'_>, node: &Node, key: &str) -> Result<u64, PolicyError> {
+    let t = p.str(node, &format!("`{key}`"))?;
+    let bad = || p.err(node.pos, format!("`{key}`: `{t}` is not a size like `500`, `512KiB`, `1MiB` or `2GiB`"));
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let shift = match unit.trim() {
+        "" => 0,
+        "K" | "KB" | "KiB" | "k" | "kB" => 10,
+        "M" | "MB" | "MiB" => 20,
+        "G" | "GB" | "GiB" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+fn show_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
+    }
+}
+
+/// `0`, `250ms`, `10s`, `2m`, `1h`.
+fn duration(p: &Parser<'_>, node: &Node, key: &str) -> Result<Duration, PolicyError> {
+    let t = p.str(node, &format!("`{key}`"))?;
+    let bad = || p.err(node.pos, format!("`{key}`: `{t}` is not a duration like `250ms`, `10s`, `2m` or `1h`"));
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    })
+}
+
+/// `mask: { patterns: [REGEX...] }`, each checked by the masker itself.
+fn mask(p: &Parser<'_>, node: &Node) -> Result<Vec<String>, PolicyError> {
+    let m = p.map(node, "`mask`", &["patterns"])?;
+    let list = m.require("patterns", node, p)?;
+    let mut out = Vec::new();
+    for item in p.seq(list, "`patterns`")? {
+        let pattern = p.nonempty_str(item, "a pattern")?.to_owned();
+        crate::mask::Masker::new(std::slice::from_ref(&pattern)).map_err(|e| p.err(item.pos, e))?;
+        out.push(pattern);
+    }
+    Ok(out)
+}
+
+fn audit_log(p: &Parser<'_>, node: &Node) -> Result<AuditLogConfig, PolicyError> {
+    let m = p.map(node, "`audit_log`", &["dir", "key", "checkpoint_every", "checkpoint_interval", "max_file_bytes"])?;
+    let dir = absolute(p, m.require("dir", node, p)?, "dir")?;
+    let key = m.get("key").map(|n| absolute(p, n, "key")).transpose()?;
+    let checkpoint_every = m.get("checkpoint_every").map(|n| size(p, n, "checkpoint_every")).transpose()?.unwrap_or(1000);
+    let checkpoint_interval = m.get("checkpoint_interval").map(|n| duration(p, n, "checkpoint_interval")).transpose()?.unwrap_or(Duration::from_secs(60));
+    let max_file_bytes = m.get("max_file_bytes").map(|n| size(p, n, "max_file_bytes")).transpose()?.unwrap_or(64 << 20);
+    if checkpoint_interval.is_zero() {
+        return Err(p.err(node.pos, "`checkpoint_interval` must be more than 0"));
+    }
+    Ok(AuditLogConfig { dir, key, checkpoint_every, checkpoint_interval, max_file_bytes })
 }
 
 fn metrics(p: &Parser<'_>, node: &Node) -> Result<SocketAddr, PolicyError> {
@@ -168,5 +533,63 @@ mod tests {
         assert!(err("metrics:\n  listen: localhost\n").contains("127.0.0.1:9464"));
         assert!(err("[1, 2]\n").contains("must be a mapping"));
         assert_eq!(parse("g.yaml", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn network_sinks_parse_with_defaults_and_derived_endpoints() {
+        let c = parse(
+            "g.yaml",
+            "sinks:\n  - type: splunk_hec\n    url: https://splunk.example:8088\n    token_file: /etc/guard/hec-token\n    index: security\n    tls_ca: /etc/guard/ca.pem\n  - type: elasticsearch\n    name: siem\n    url: https://es.example:9200/\n    index: guard-verdicts\n    api_key_file: /etc/guard/es-key\n    gzip: false\n    batch_max_events: 100\n    batch_max_bytes: 512KiB\n    batch_max_wait: 250ms\n    timeout: 5s\n    backoff_max: 2m\n    spool_dir: /var/spool/guard-es\n    spool_max_bytes: 1GiB\n",
+        )
+        .unwrap();
+        let sinks = c.sinks.unwrap();
+        let SinkConfig::Network(hec) = &sinks[0] else { panic!("{sinks:?}") };
+        assert_eq!(hec.name, "splunk_hec:splunk.example:8088");
+        assert_eq!(hec.url, "https://splunk.example:8088/services/collector/event");
+        assert!(matches!(&hec.vendor, Vendor::SplunkHec { token: Secret::File(p), index: Some(i), source, sourcetype }
+            if p == Path::new("/etc/guard/hec-token") && i == "security" && source == "guard" && sourcetype == "guard:ocsf"));
+        assert_eq!((hec.gzip, hec.batch_max_events, hec.batch_max_bytes, hec.spool_max_bytes), (true, 500, 1 << 20, 256 << 20));
+        assert_eq!((hec.batch_max_wait, hec.timeout, hec.backoff_max), (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(30)));
+        assert_eq!(hec.tls_ca.as_deref(), Some(Path::new("/etc/guard/ca.pem")));
+        let SinkConfig::Network(es) = &sinks[1] else { panic!() };
+        assert_eq!((es.name.as_str(), es.url.as_str()), ("siem", "https://es.example:9200/_bulk"));
+        assert!(matches!(&es.vendor, Vendor::Elasticsearch { index, auth: Some(EsAuth::ApiKey(Secret::File(_))) } if index == "guard-verdicts"));
+        assert_eq!((es.gzip, es.batch_max_events, es.batch_max_bytes, es.spool_max_bytes), (false, 100, 512 << 10, 1 << 30));
+        assert_eq!((es.batch_max_wait, es.timeout, es.backoff_max), (Duration::from_millis(250), Duration::from_secs(5), Duration::from_secs(120)));
+        assert_eq!(es.spool_dir.as_deref(), Some(Path::new("/var/spool/guard-es")));
+        // An explicit path is kept; an inline token is never printed.
+        let c = parse("g.yaml", "sinks:\n  - type: splunk_hec\n    url: http://[::1]:8088/services/collector\n    token: abc-SECRET\n").unwrap();
+        let SinkConfig::Network(n) = &c.sinks.as_ref().unwrap()[0] else { panic!() };
+        assert_eq!(n.url, "http://[::1]:8088/services/collector");
+        assert!(!format!("{c:?}").contains("abc-SECRET"));
+    }
+
+    #[test]
+    fn network_sink_errors_have_positions() {
+        let err = |t: &str| parse("g.yaml", t).unwrap_err().to_string();
+        let hec = "sinks:\n  - type: splunk_hec\n    url: https://h:8088\n    token_file: /t\n";
+        assert!(parse("g.yaml", hec).is_ok());
+        let e = err(&format!("{hec}    tokn: x\n"));
+        assert!(e.starts_with("g.yaml:5:5: unknown key `tokn`") && e.contains("did you mean `token`"), "{e}");
+        assert!(err(&format!("{hec}    username: x\n")).contains("unknown key `username` in a `splunk_hec` sink"));
+        assert!(err("sinks:\n  - type: splunk_hec\n    url: https://h\n").contains("needs `token_file`"));
+        assert!(err(&format!("{hec}    token: x\n")).contains("not both"));
+        assert!(err("sinks:\n  - type: splunk_hec\n    url: ftp://h\n    token: x\n").starts_with("g.yaml:3:10: `url`"));
+        assert!(err("sinks:\n  - type: splunk_hec\n    url: https://h:99999\n    token: x\n").contains("not a port"));
+        assert!(err("sinks:\n  - type: splunk_hec\n    url: https://u:p@h\n    token: x\n").contains("user info"));
+        assert!(err(&format!("{hec}    batch_max_bytes: 1TB\n")).contains("is not a size"));
+        assert!(err(&format!("{hec}    batch_max_events: 0\n")).contains("between 1 and"));
+        assert!(err(&format!("{hec}    spool_max_bytes: 10KiB\n")).contains("between 1MiB and 1024GiB"));
+        assert!(err(&format!("{hec}    timeout: soon\n")).contains("not a duration"));
+        assert!(err(&format!("{hec}    gzip: maybe\n")).contains("`true` or `false`"));
+        assert!(err(&format!("{hec}    spool_dir: rel\n")).contains("absolute path"));
+        assert!(err(&format!("{hec}    name: a/b\n")).contains("may only use"));
+        assert!(err(&format!("{hec}{}", &hec[7..])).contains("listed twice"));
+        let es = "sinks:\n  - type: elasticsearch\n    url: https://h:9200\n";
+        assert!(err(es).contains("missing required key `index`"));
+        assert!(err(&format!("{es}    index: Guard\n")).contains("not a valid Elasticsearch index"));
+        assert!(err(&format!("{es}    index: g\n    username: u\n")).contains("needs `password_file`"));
+        assert!(err(&format!("{es}    index: g\n    api_key_file: /k\n    username: u\n    password_file: /p\n")).contains("not both"));
+        assert!(err("sinks:\n  - type: stdout\n    path: /x\n").contains("unknown key `path` in a `stdout` sink"));
     }
 }

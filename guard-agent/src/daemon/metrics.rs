@@ -28,10 +28,15 @@ impl Engine {
         for s in &self.sinks.list {
             t.sample("guard_sink_failed_total", &[("sink", &s.name)], s.failed);
         }
-        t.family("guard_sink_backlog", "gauge", "Verdicts waiting for a sink (sinks write synchronously today: 0).");
+        t.family("guard_sink_backlog", "gauge", "Verdicts spooled and not yet delivered, by sink (network sinks; 0 for stdout and files).");
         for s in &self.sinks.list {
-            t.sample("guard_sink_backlog", &[("sink", &s.name)], 0);
+            t.sample("guard_sink_backlog", &[("sink", &s.name)], s.backlog);
         }
+        t.family("guard_sink_dropped_total", "counter", "Verdicts dropped undelivered because the sink's spool was full, by sink (since the daemon started).");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_dropped_total", &[("sink", &s.name)], s.dropped);
+        }
+        t.single("guard_audit_log_failures_total", "counter", "Audit-log appends and checkpoints that failed.", self.counters.audit_failures);
         t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
         t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);
         t.single("guard_holds_pending", "gauge", "Held processes waiting for a decision.", self.holds.iter().count());

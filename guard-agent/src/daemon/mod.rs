@@ -19,6 +19,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 mod hold;
 mod metrics;
+mod output;
 mod status;
 
 use crate::{
@@ -36,8 +37,8 @@ use crate::{
     policy::{self, Policy},
     seq::Sequence,
     sessions::{self, Sessions},
-    sinks::{self, Feed, Sinks, TailItem},
-    verdict::{Subject, Verdict, decision_name},
+    sinks::{self, Feed, Sinks},
+    verdict::{Subject, Verdict},
 };
 
 /// Events buffered between the ring-buffer reader and the event loop. When full, the reader
@@ -53,8 +54,13 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     let _lock = lock::acquire()?;
     // Settings first: one that cannot work (a verdict file that cannot be opened, an unknown
     // launch group, a metrics address in use) stops the start before anything loads.
-    let sinks = Sinks::open(&args.sinks).context("opening the verdict sinks").map_err(BadSettings)?;
+    let sinks = Sinks::open(&args.sinks, args.state_dir.as_deref()).context("opening the verdict sinks").map_err(BadSettings)?;
     let seq = Sequence::open(args.state_dir.as_deref()).map_err(BadSettings)?;
+    let masker = crate::mask::Masker::new(&args.mask_patterns).map_err(|e| BadSettings(anyhow::anyhow!("mask.patterns: {e}")))?;
+    let audit = match &args.audit_log {
+        Some(a) => Some(output::open_audit_log(a).map_err(BadSettings)?),
+        None => None,
+    };
     let launch_gid = match &args.launch_group {
         Some(g) => Some(group_id(g).with_context(|| format!("launch group {g}")).map_err(BadSettings)?),
         None => None,
@@ -159,6 +165,8 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         notifier,
         settings: args.clone(),
         seq,
+        masker,
+        audit,
         counters: Counters { undecodable, ..Counters::default() },
     };
     let mut tick = tokio::time::interval(TICK);
@@ -205,6 +213,20 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         }
     }
     engine.flush();
+    // The audit log is sealed with a final checkpoint (also sent to the network sinks).
+    if let Some(log) = engine.audit.take() {
+        match log.close() {
+            Ok(checkpoints) => {
+                for c in checkpoints {
+                    engine.sinks.witness(&json!({ "time": c["ts"], "guard_audit_checkpoint": c }).to_string());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot seal the audit log"),
+        }
+        engine.sinks.flush();
+    }
+    // Network sinks get a few seconds to deliver their backlog; the rest stays spooled.
+    engine.sinks.shutdown(Duration::from_secs(3));
     let drops = engine.loaded.drops()?;
     let undecodable = engine.counters.undecodable.load(Ordering::Relaxed);
     let process_table = engine.correlator.process_table_len();
@@ -259,6 +281,10 @@ struct Engine {
     settings: Settings,
     /// `metadata.sequence` of the next verdict.
     seq: Sequence,
+    /// Secrets are masked before any sink (or the audit log) sees a verdict.
+    masker: crate::mask::Masker,
+    /// The tamper-evident local log, when configured.
+    audit: Option<crate::audit::Log>,
     counters: Counters,
 }
 
@@ -271,29 +297,16 @@ struct Counters {
     verdicts: BTreeMap<&'static str, u64>,
     reloads: u64,
     reload_failures: u64,
+    /// Audit-log appends or checkpoints that failed.
+    audit_failures: u64,
     /// From exec to the end of a hold, by who decided.
     hold_latency: BTreeMap<String, Histogram>,
 }
 
 impl Engine {
-    fn emit(&mut self, v: &Verdict) {
-        let verdict = decision_name(v.decision);
-        *self.counters.verdicts.entry(verdict).or_default() += 1;
-        let mut value = v.to_ocsf();
-        value["metadata"]["sequence"] = serde_json::json!(self.seq.next_or_degrade());
-        let line = value.to_string();
-        // A failing sink (closed pipe, full disk) is counted and retried; it never stops the
-        // daemon.
-        self.sinks.write(&line);
-        if self.tail.receiver_count() > 0 {
-            let _ = self.tail.send(Arc::new(TailItem { agent: v.agent.clone(), verdict, line }));
-        }
-    }
-
-    fn flush(&mut self) {
-        self.sinks.flush();
-    }
-
+    /// Writes a verdict's activity object and, for what the policy stopped or held (or would
+    /// have, in audit mode), its Detection Finding right after it, each numbered. Only the
+    /// verdict is counted (`counters.verdicts`), not its finding.
     fn event(&mut self, ev: Event) {
         *self.counters.events.entry(ev.kind_name()).or_default() += 1;
         match &ev {
@@ -383,6 +396,12 @@ impl Engine {
     }
 
     fn tick(&mut self, poll_policy: bool) {
+        if let Some(log) = &mut self.audit {
+            if let Err(e) = log.tick(Instant::now()) {
+                self.counters.audit_failures += 1;
+                tracing::error!(error = %e, "cannot write an audit log checkpoint");
+            }
+        }
         for p in self.holds.expired(Instant::now()) {
             let reason = format!("no approval within {}s", p.timeout.as_secs());
             self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));

@@ -53,9 +53,10 @@ impl Engine {
                 "ring_buffer_drops": drops,
                 "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),
+                "audit_log_failures": self.counters.audit_failures,
             },
             "sinks": self.sinks.list.iter().map(|s| json!({
-                "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": 0,
+                "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": s.backlog, "dropped": s.dropped,
                 "healthy": s.healthy,
             })).collect::<Vec<_>>(),
             "daemon": {

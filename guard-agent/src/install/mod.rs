@@ -44,6 +44,8 @@ const STATE_DIR: &str = "/var/lib/guard";
 /// The verdict log.
 const LOG_DIR: &str = "/var/log/guard";
 const STATE_FILE: &str = "/var/lib/guard/install-state";
+/// The audit log's checkpoint signing key (see `config/guard.yaml`).
+const AUDIT_KEY: &str = "/var/lib/guard/audit.key";
 
 /// Where things go: the target system's root directory and the binary's prefix there.
 #[derive(Debug)]
@@ -225,10 +227,27 @@ pub fn install(layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
         state.write(&state_file)?;
     }
     done?;
+    if layout.on_host() {
+        audit_key(report)?;
+    }
     if layout.on_host() && systemd::running() {
         systemd::systemctl(&["daemon-reload"])?;
         report.say("systemd: reloaded units");
     }
+    Ok(())
+}
+
+/// The audit log's signing key, made once per host (never in a staging tree: a package must
+/// not ship one key to every host). Its public key is printed: keep it off this host, it is
+/// what proves the log unaltered (`guard-agent audit verify --pubkey`).
+fn audit_key(report: &Report) -> anyhow::Result<()> {
+    let key = std::path::Path::new(AUDIT_KEY);
+    if key.exists() {
+        report.say(&format!("audit key: {AUDIT_KEY} exists, kept (public key in {AUDIT_KEY}.pub)"));
+        return Ok(());
+    }
+    let public = crate::audit::create_key(key)?;
+    report.say(&format!("audit key: created {AUDIT_KEY}; public key (keep a copy elsewhere): {public}"));
     Ok(())
 }
 

@@ -1,0 +1,309 @@
+//! Where verdict lines go: standard output, JSON-lines files, Splunk HEC and Elasticsearch
+//! (`_bulk`), any number at once, and the live feed `guard-agent tail` subscribes to.
+//!
+//! A sink that fails (closed pipe, full disk, file removed, a server down) is counted and
+//! retried; it never stops the daemon, and enforcement (in the kernel) never waits for it.
+//!
+//! Network sinks never make the event loop wait: a verdict is appended to the sink's bounded
+//! on-disk spool ([`spool`]), and the sink's own thread ([`http`]) delivers it, in order, when
+//! the server takes it, across daemon restarts too. While a server is down its verdicts queue
+//! in the spool; when the spool is full the oldest are dropped and counted (`dropped`). For
+//! network sinks, `sent` counts verdicts the server accepted, `failed` the ones lost for good
+//! (rejected by the server, or not spooled), `backlog` the ones spooled and not yet delivered.
+//!
+//! Network sink settings (in `sinks:`; see `config`):
+//!
+//! ```yaml
+//! - type: splunk_hec                 # or elasticsearch
+//!   name: splunk                     # metrics label and spool name [TYPE:HOST:PORT]
+//!   url: https://splunk:8088         # HEC: /services/collector/event is added to a bare host;
+//!                                    # Elasticsearch: /_bulk is added
+//!   token_file: /etc/guard/hec-token # HEC (or `token:`); `index`, `source` [guard],
+//!                                    # `sourcetype` [guard:ocsf] optional
+//!   # Elasticsearch: `index:` (index or data stream, required), `username` + `password_file`,
+//!   # or `api_key_file`
+//!   gzip: true                       # Content-Encoding: gzip
+//!   batch_max_events: 500            # a request holds at most this many verdicts,
+//!   batch_max_bytes: 1MiB            # about this many bytes (one verdict at least),
+//!   batch_max_wait: 1s               # and waits at most this long to fill up
+//!   timeout: 10s                     # one request, connect to last byte
+//!   backoff_max: 30s                 # longest wait between tries (Retry-After may say more)
+//!   tls_ca: /etc/guard/siem-ca.pem   # trusted besides the system's CA bundle
+//!   spool_dir: /var/lib/guard/spool/splunk   # [<state_dir>/spool/<name>]
+//!   spool_max_bytes: 256MiB          # when full, the oldest verdicts are dropped and counted
+//! ```
+//!
+//! A network sink without `spool_dir` needs `state_dir`; a credential or `tls_ca` that cannot
+//! be read stops the start (exit 2), like a verdict file that cannot be opened. At shutdown
+//! (SIGINT/SIGTERM) network sinks get 3 s to deliver their backlog; the rest stays spooled.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::sync::broadcast;
+
+use crate::config::SinkConfig;
+
+mod http;
+mod spool;
+pub mod syslog;
+
+/// Verdicts a slow `tail` client may fall behind by before it is told it lost some.
+const TAIL_BACKLOG: usize = 1024;
+
+/// One verdict on the live feed.
+#[derive(Debug)]
+pub struct TailItem {
+    pub agent: Option<String>,
+    pub verdict: &'static str,
+    /// The verdict's JSON, one line.
+    pub line: String,
+}
+
+pub type Feed = broadcast::Sender<Arc<TailItem>>;
+
+pub fn feed() -> Feed {
+    broadcast::channel(TAIL_BACKLOG).0
+}
+
+pub struct Sink {
+    pub name: String,
+    output: Output,
+    /// Lines written.
+    pub sent: u64,
+    /// Lines (or flushes) that failed.
+    pub failed: u64,
+    /// Whether the last write or flush worked (network sinks: the last delivery).
+    pub healthy: bool,
+    /// Verdicts waiting to be delivered (network sinks; 0 for the others).
+    pub backlog: u64,
+    /// Verdicts dropped unsent because the sink's spool was full (this daemon run).
+    pub dropped: u64,
+}
+
+enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    /// `None` after a failure: reopened at the next write. `checked`: whether this burst has
+    /// made sure the open file is still the one at `path`.
+    File { path: PathBuf, writer: Option<BufWriter<File>>, checked: bool },
+    /// The spool's writing end (a thread of its own delivers); whether its last write worked
+    /// (records it could not take are counted as failed by the spool).
+    Network { spool: spool::Writer, spool_ok: bool },
+}
+
+/// The open file is no longer the one at `path` (removed, or renamed by logrotate): reopen.
+fn moved_away(path: &PathBuf, w: &BufWriter<File>) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (w.get_ref().metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+        _ => true,
+    }
+}
+
+fn open_file(path: &PathBuf) -> io::Result<BufWriter<File>> {
+    let file = OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
+    Ok(BufWriter::new(file))
+}
+
+pub struct Sinks {
+    pub list: Vec<Sink>,
+}
+
+impl Sinks {
+    /// Opens every sink. A file sink that cannot be opened, or a network sink whose spool,
+    /// credential or CA file cannot be used, is an error here, at start, where an admin sees
+    /// it; later failures are counted and retried. A network sink spools under
+    /// `<state_dir>/spool/<name>` unless it names its `spool_dir`.
+    pub fn open(config: &[SinkConfig], state_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut list = Vec::new();
+        for c in config {
+            let output = match c {
+                SinkConfig::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
+                SinkConfig::File { path } => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                    let writer = open_file(path).with_context(|| format!("opening the verdict file {}", path.display()))?;
+                    Output::File { path: path.clone(), writer: Some(writer), checked: true }
+                }
+                SinkConfig::Network(n) => {
+                    let dir = match (&n.spool_dir, state_dir) {
+                        (Some(d), _) => d.clone(),
+                        (None, Some(s)) => s.join("spool").join(n.name.replace(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)), "_")),
+                        (None, None) => anyhow::bail!("sink `{}` needs a spool: set `state_dir` (or --state-dir), or the sink's `spool_dir`", n.name),
+                    };
+                    if n.url.starts_with("http://") || n.url.starts_with("tcp://") {
+                        tracing::warn!(sink = %n.name, "the sink's url is http://: verdicts (and its credential) travel unencrypted");
+                    }
+                    let (writer, reader) = spool::open(&dir, n.spool_max_bytes).with_context(|| format!("opening the spool {} of sink `{}`", dir.display(), n.name))?;
+                    match n.vendor {
+                        crate::config::Vendor::Syslog { .. } => syslog::start(n, reader),
+                        _ => http::start(n, reader),
+                    }
+                    .with_context(|| format!("sink `{}`", n.name))?;
+                    Output::Network { spool: writer, spool_ok: true }
+                }
+            };
+            let mut sink = Sink { name: c.name(), output, sent: 0, failed: 0, healthy: true, backlog: 0, dropped: 0 };
+            sink.refresh();
+            list.push(sink);
+        }
+        Ok(Self { list })
+    }
+
+    pub fn write(&mut self, line: &str) {
+        for sink in &mut self.list {
+            let result = match &mut sink.output {
+                Output::Network { spool, spool_ok } => {
+                    // Counted as sent once the server has it (see `refresh`).
+                    if spool.append(line).is_err() {
+                        *spool_ok = false;
+                    }
+                    continue;
+                }
+                Output::Stdout(w) => writeln!(w, "{line}"),
+                Output::File { path, writer, checked } => {
+                    // Once per burst (a stat and an fstat): lines written to a removed or
+                    // rotated file would be lost.
+                    if !*checked {
+                        *checked = true;
+                        if writer.as_ref().is_some_and(|w| moved_away(path, w)) {
+                            if let Some(mut w) = writer.take() {
+                                let _ = w.flush();
+                            }
+                        }
+                    }
+                    if writer.is_none() {
+                        *writer = open_file(path).ok();
+                    }
+                    match writer {
+                        Some(w) => writeln!(w, "{line}").inspect_err(|_| *writer = None),
+                        None => Err(io::Error::other("cannot reopen")),
+                    }
+                }
+            };
+            match result {
+                Ok(()) => sink.sent += 1,
+                Err(_) => sink.failed += 1,
+            }
+            sink.healthy = result.is_ok();
+        }
+    }
+
+    /// A line for network sinks only (SIEMs): the audit log's checkpoints, as an outside
+    /// witness of the local chain. Standard output and files (the local record) do not get it.
+    pub fn witness(&mut self, line: &str) {
+        for sink in &mut self.list {
+            if let Output::Network { spool, spool_ok } = &mut sink.output {
+                *spool_ok = spool.append(line).is_ok();
+            }
+        }
+    }
+
+    /// Writes out what is buffered: once per burst of verdicts. Network sinks' counters are
+    /// brought up to date here too.
+    pub fn flush(&mut self) {
+        for sink in &mut self.list {
+            let result = match &mut sink.output {
+                Output::Network { spool, spool_ok, .. } => {
+                    // A failed write is counted by the spool (its records are lost).
+                    *spool_ok = spool.commit().is_ok();
+                    sink.refresh();
+                    continue;
+                }
+                Output::Stdout(w) => w.flush(),
+                Output::File { writer, checked, .. } => {
+                    *checked = false;
+                    writer.as_mut().map_or(Ok(()), |w| w.flush())
+                }
+            };
+            sink.healthy &= result.is_ok();
+            if result.is_err() {
+                sink.failed += 1;
+                if let Output::File { writer, .. } = &mut sink.output {
+                    *writer = None;
+                }
+            }
+        }
+    }
+
+    /// At shutdown: writes out what is buffered, gives network sinks until `within` from now
+    /// (all together) to deliver their backlog, and leaves the rest spooled for the next start.
+    pub fn shutdown(&mut self, within: Duration) {
+        self.flush();
+        let deadline = Instant::now() + within;
+        for sink in &mut self.list {
+            if let Output::Network { spool, .. } = &mut sink.output {
+                spool.close(deadline);
+                sink.refresh();
+                if sink.backlog > 0 {
+                    tracing::info!(sink = %sink.name, backlog = sink.backlog, "undelivered verdicts stay spooled for the next start");
+                }
+            }
+        }
+    }
+
+    /// Reopens file sinks (after logrotate moved them away; on SIGHUP).
+    pub fn reopen(&mut self) {
+        self.flush();
+        for sink in &mut self.list {
+            if let Output::File { writer, .. } = &mut sink.output {
+                *writer = None;
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Copies a network sink's counters from its spool and sender.
+    fn refresh(&mut self) {
+        if let Output::Network { spool, spool_ok } = &self.output {
+            let s = spool.snapshot();
+            self.sent = s.sent;
+            self.failed = s.failed;
+            self.backlog = s.backlog;
+            self.dropped = s.dropped;
+            self.healthy = s.healthy && *spool_ok;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sink_appends_lines_and_follows_rotation_and_removal() {
+        let dir = std::env::temp_dir().join(format!("guard-sink-{}", std::process::id()));
+        let path = dir.join("v.jsonl");
+        let mut sinks = Sinks::open(&[SinkConfig::File { path: path.clone() }], None).unwrap();
+        sinks.write("{\"a\":1}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        // logrotate moved it away: SIGHUP reopens, and the next line starts a new file.
+        std::fs::rename(&path, dir.join("v.jsonl.1")).unwrap();
+        sinks.reopen();
+        sinks.write("{\"a\":2}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}\n");
+        // Moved away without a SIGHUP, or removed: the next burst notices and starts anew.
+        std::fs::rename(&path, dir.join("v.jsonl.2")).unwrap();
+        sinks.write("{\"a\":3}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":3}\n");
+        std::fs::remove_file(&path).unwrap();
+        sinks.write("{\"a\":4}");
+        sinks.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":4}\n");
+        assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.1")).unwrap(), "{\"a\":1}\n");
+        assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.2")).unwrap(), "{\"a\":2}\n");
+        assert_eq!((sinks.list[0].sent, sinks.list[0].failed), (4, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
