@@ -53,7 +53,7 @@ pub enum SinkConfig {
     /// One JSON line per verdict on standard output (the journal, under systemd).
     Stdout,
     /// One JSON line per verdict appended to a file (created 0640).
-    File { path: PathBuf },
+    File { path: PathBuf, rotation: crate::sinks::Rotation },
     /// Splunk HEC or Elasticsearch `_bulk`, through a bounded on-disk spool (see `sinks`).
     Network(Box<NetworkSink>),
 }
@@ -62,7 +62,7 @@ impl SinkConfig {
     pub fn name(&self) -> String {
         match self {
             Self::Stdout => "stdout".into(),
-            Self::File { path } => format!("file:{}", path.display()),
+            Self::File { path, .. } => format!("file:{}", path.display()),
             Self::Network(n) => n.name.clone(),
         }
     }
@@ -208,7 +208,7 @@ pub const HEC_PATH: &str = "/services/collector/event";
 
 fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
     let mut out: Vec<SinkConfig> = Vec::new();
-    let all: Vec<&str> = ["path"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).copied().collect();
+    let all: Vec<&str> = ["path", "rotate_bytes", "rotate_age", "keep"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).copied().collect();
     for item in p.seq(node, "`sinks`")? {
         // Every key any sink takes first (so a typo gets a `did you mean`), then the type's own.
         let m = p.map(item, "a sink", &all)?;
@@ -221,8 +221,17 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
                 SinkConfig::Stdout
             }
             "file" => {
-                p.map(item, "a `file` sink", &["type", "path"])?;
-                SinkConfig::File { path: absolute(p, m.require("path", item, p)?, "path")? }
+                let m = p.map(item, "a `file` sink", &["type", "path", "rotate_bytes", "rotate_age", "keep"])?;
+                let d = crate::sinks::Rotation::default();
+                let rotation = crate::sinks::Rotation {
+                    max_bytes: m.get("rotate_bytes").map(|n| size(p, n, "rotate_bytes")).transpose()?.unwrap_or(d.max_bytes),
+                    max_age: m.get("rotate_age").map(|n| duration(p, n, "rotate_age")).transpose()?.or(d.max_age),
+                    keep: match m.get("keep") {
+                        Some(n) => u32::try_from(size(p, n, "keep")?).map_err(|_| p.err(n.pos, "`keep` is too large"))?,
+                        None => d.keep,
+                    },
+                };
+                SinkConfig::File { path: absolute(p, m.require("path", item, p)?, "path")?, rotation }
             }
             "splunk_hec" => {
                 let m = p.map(item, "a `splunk_hec` sink", &keys(HEC_KEYS))?;
@@ -512,7 +521,9 @@ mod tests {
     fn installed_default_parses() {
         let c = parse("guard.yaml", DEFAULT_CONFIG).unwrap();
         assert_eq!(c.policy.as_deref(), Some(Path::new("/etc/guard/policy.d")));
-        assert_eq!(c.sinks, Some(vec![SinkConfig::File { path: "/var/log/guard/verdicts.jsonl".into() }]));
+        assert_eq!(c.sinks, Some(vec![SinkConfig::File { path: "/var/log/guard/verdicts.jsonl".into(), rotation: crate::sinks::Rotation::default() }]));
+        let r = parse("g.yaml", "sinks:\n  - type: file\n    path: /v\n    rotate_bytes: 1MiB\n    rotate_age: 1h\n    keep: 3\n").unwrap();
+        assert_eq!(r.sinks, Some(vec![SinkConfig::File { path: "/v".into(), rotation: crate::sinks::Rotation { max_bytes: 1 << 20, max_age: Some(Duration::from_secs(3600)), keep: 3 } }]));
         assert_eq!(c.metrics, None);
         assert_eq!(c.ring_buffer_kib, Some(1024));
         assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/guard")));

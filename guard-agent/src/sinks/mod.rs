@@ -37,10 +37,8 @@
 //! be read stops the start (exit 2), like a verdict file that cannot be opened. At shutdown
 //! (SIGINT/SIGTERM) network sinks get 3 s to deliver their backlog; the rest stays spooled.
 use std::{
-    fs::{File, OpenOptions},
     io::{self, BufWriter, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -50,6 +48,8 @@ use tokio::sync::broadcast;
 
 use crate::config::SinkConfig;
 
+mod file;
+pub use file::Rotation;
 mod http;
 mod spool;
 pub mod syslog;
@@ -89,26 +89,10 @@ pub struct Sink {
 
 enum Output {
     Stdout(BufWriter<io::Stdout>),
-    /// `None` after a failure: reopened at the next write. `checked`: whether this burst has
-    /// made sure the open file is still the one at `path`.
-    File { path: PathBuf, writer: Option<BufWriter<File>>, checked: bool },
+    File(file::FileSink),
     /// The spool's writing end (a thread of its own delivers); whether its last write worked
     /// (records it could not take are counted as failed by the spool).
     Network { spool: spool::Writer, spool_ok: bool },
-}
-
-/// The open file is no longer the one at `path` (removed, or renamed by logrotate): reopen.
-fn moved_away(path: &PathBuf, w: &BufWriter<File>) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    match (w.get_ref().metadata(), std::fs::metadata(path)) {
-        (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
-        _ => true,
-    }
-}
-
-fn open_file(path: &PathBuf) -> io::Result<BufWriter<File>> {
-    let file = OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
-    Ok(BufWriter::new(file))
 }
 
 pub struct Sinks {
@@ -125,12 +109,9 @@ impl Sinks {
         for c in config {
             let output = match c {
                 SinkConfig::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
-                SinkConfig::File { path } => {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                    }
-                    let writer = open_file(path).with_context(|| format!("opening the verdict file {}", path.display()))?;
-                    Output::File { path: path.clone(), writer: Some(writer), checked: true }
+                SinkConfig::File { path, rotation } => {
+                    let f = file::FileSink::open(path, *rotation).with_context(|| format!("opening the verdict file {}", path.display()))?;
+                    Output::File(f)
                 }
                 SinkConfig::Network(n) => {
                     let dir = match (&n.spool_dir, state_dir) {
@@ -168,25 +149,7 @@ impl Sinks {
                     continue;
                 }
                 Output::Stdout(w) => writeln!(w, "{line}"),
-                Output::File { path, writer, checked } => {
-                    // Once per burst (a stat and an fstat): lines written to a removed or
-                    // rotated file would be lost.
-                    if !*checked {
-                        *checked = true;
-                        if writer.as_ref().is_some_and(|w| moved_away(path, w)) {
-                            if let Some(mut w) = writer.take() {
-                                let _ = w.flush();
-                            }
-                        }
-                    }
-                    if writer.is_none() {
-                        *writer = open_file(path).ok();
-                    }
-                    match writer {
-                        Some(w) => writeln!(w, "{line}").inspect_err(|_| *writer = None),
-                        None => Err(io::Error::other("cannot reopen")),
-                    }
-                }
+                Output::File(f) => f.write(line),
             };
             match result {
                 Ok(()) => sink.sent += 1,
@@ -218,17 +181,11 @@ impl Sinks {
                     continue;
                 }
                 Output::Stdout(w) => w.flush(),
-                Output::File { writer, checked, .. } => {
-                    *checked = false;
-                    writer.as_mut().map_or(Ok(()), |w| w.flush())
-                }
+                Output::File(f) => f.flush(),
             };
             sink.healthy &= result.is_ok();
             if result.is_err() {
                 sink.failed += 1;
-                if let Output::File { writer, .. } = &mut sink.output {
-                    *writer = None;
-                }
             }
         }
     }
@@ -253,8 +210,8 @@ impl Sinks {
     pub fn reopen(&mut self) {
         self.flush();
         for sink in &mut self.list {
-            if let Output::File { writer, .. } = &mut sink.output {
-                *writer = None;
+            if let Output::File(f) = &mut sink.output {
+                f.reopen();
             }
         }
     }
@@ -282,7 +239,7 @@ mod tests {
     fn file_sink_appends_lines_and_follows_rotation_and_removal() {
         let dir = std::env::temp_dir().join(format!("guard-sink-{}", std::process::id()));
         let path = dir.join("v.jsonl");
-        let mut sinks = Sinks::open(&[SinkConfig::File { path: path.clone() }], None).unwrap();
+        let mut sinks = Sinks::open(&[SinkConfig::File { path: path.clone(), rotation: Rotation::default() }], None).unwrap();
         sinks.write("{\"a\":1}");
         sinks.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");

@@ -1,0 +1,210 @@
+//! The JSON-lines file sink, with rename-based rotation a log shipper (Filebeat, Vector, Fluent
+//! Bit) can follow without loss: when the file reaches `rotate_bytes` or `rotate_age`, it is
+//! renamed `PATH.1` (older ones shift to `.2`, `.3`, ...; beyond `keep` they are deleted) and a
+//! new `PATH` is started. A shipper that tracks files by inode reads the renamed file to its
+//! end. A file renamed or removed by someone else (logrotate) is noticed at the next burst and
+//! a new one started; SIGHUP reopens too.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+/// When a file sink starts a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a line would take the file past this size (0: never by size).
+    pub max_bytes: u64,
+    /// Rotate a file this old (by its first write; `None`: never by age).
+    pub max_age: Option<Duration>,
+    /// Rotated files kept (`PATH.1` .. `PATH.keep`).
+    pub keep: u32,
+}
+
+impl Default for Rotation {
+    /// 64 MiB files, 10 kept, no age limit.
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20, max_age: None, keep: 10 }
+    }
+}
+
+pub struct FileSink {
+    path: PathBuf,
+    rotation: Rotation,
+    /// `None` after a failure: reopened at the next write.
+    writer: Option<Open>,
+    /// Whether this burst has made sure the open file is still the one at `path`.
+    checked: bool,
+}
+
+struct Open {
+    w: BufWriter<File>,
+    bytes: u64,
+    since: SystemTime,
+}
+
+impl FileSink {
+    /// Opens (appending to) `path`, creating its directory; an error here stops the start.
+    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut s = Self { path: path.to_owned(), rotation, writer: None, checked: true };
+        s.writer = Some(s.open_file()?);
+        Ok(s)
+    }
+
+    fn open_file(&self) -> io::Result<Open> {
+        let file = OpenOptions::new().create(true).append(true).mode(0o640).open(&self.path)?;
+        let meta = file.metadata()?;
+        // An existing file keeps its age across a daemon restart (its birth or last change).
+        let since = if meta.len() == 0 { SystemTime::now() } else { meta.created().or_else(|_| meta.modified()).unwrap_or_else(|_| SystemTime::now()) };
+        Ok(Open { w: BufWriter::new(file), bytes: meta.len(), since })
+    }
+
+    pub fn write(&mut self, line: &str) -> io::Result<()> {
+        if !self.checked {
+            // Once per burst (a stat and an fstat): lines written to a removed or rotated
+            // file would be lost.
+            self.checked = true;
+            if self.writer.as_ref().is_some_and(|o| self.moved_away(o)) {
+                self.close();
+            }
+        }
+        let due = self.writer.as_ref().is_some_and(|o| self.due(o, line.len() as u64 + 1));
+        if due {
+            self.rotate()?;
+        }
+        if self.writer.is_none() {
+            self.writer = Some(self.open_file()?);
+        }
+        let Some(o) = &mut self.writer else { return Err(io::Error::other("no file")) };
+        match writeln!(o.w, "{line}") {
+            Ok(()) => {
+                o.bytes += line.len() as u64 + 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.writer = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes out what is buffered; the next burst checks the file is still ours.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.checked = false;
+        let Some(o) = &mut self.writer else { return Ok(()) };
+        o.w.flush().inspect_err(|_| self.writer = None)
+    }
+
+    /// Starts a new file at the next write (SIGHUP, after logrotate).
+    pub fn reopen(&mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(mut o) = self.writer.take() {
+            let _ = o.w.flush();
+        }
+    }
+
+    fn moved_away(&self, o: &Open) -> bool {
+        match (o.w.get_ref().metadata(), std::fs::metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+            _ => true,
+        }
+    }
+
+    fn due(&self, o: &Open, adding: u64) -> bool {
+        let r = &self.rotation;
+        let by_size = r.max_bytes > 0 && o.bytes > 0 && o.bytes + adding > r.max_bytes;
+        let by_age = r.max_age.is_some_and(|age| o.bytes > 0 && o.since.elapsed().is_ok_and(|e| e >= age));
+        by_size || by_age
+    }
+
+    /// `PATH` becomes `PATH.1`, `PATH.N` becomes `PATH.N+1`, and the one past `keep` goes.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.close();
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        let keep = self.rotation.keep;
+        match std::fs::remove_file(numbered(keep.max(1))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..keep).rev() {
+            match std::fs::rename(numbered(n), numbered(n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        if keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        self.writer = Some(self.open_file()?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("guard-file-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn read(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p).map(|t| t.lines().map(str::to_owned).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn rotates_by_size_keeping_order_and_the_retention_count() {
+        let d = dir("size");
+        let path = d.join("v.jsonl");
+        // 10-byte lines ("{\"n\":NNN}" + newline), 35-byte files: 3 lines a file.
+        let mut s = FileSink::open(&path, Rotation { max_bytes: 35, max_age: None, keep: 2 }).unwrap();
+        for n in 100..112 {
+            s.write(&format!("{{\"n\":{n}}}")).unwrap();
+            s.flush().unwrap();
+        }
+        let n = |file: &Path| read(file).iter().map(|l| l[5..8].parse::<u32>().unwrap()).collect::<Vec<_>>();
+        assert_eq!(n(&path), [109, 110, 111]);
+        assert_eq!(n(&d.join("v.jsonl.1")), [106, 107, 108]);
+        assert_eq!(n(&d.join("v.jsonl.2")), [103, 104, 105]);
+        assert!(!d.join("v.jsonl.3").exists(), "more than `keep` rotated files");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rotates_by_age_and_follows_outside_rotation() {
+        let d = dir("age");
+        let path = d.join("v.jsonl");
+        let mut s = FileSink::open(&path, Rotation { max_bytes: 0, max_age: Some(Duration::from_millis(50)), keep: 5 }).unwrap();
+        s.write("{\"a\":1}").unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        s.write("{\"a\":2}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(read(&d.join("v.jsonl.1")), ["{\"a\":1}"]);
+        assert_eq!(read(&path), ["{\"a\":2}"]);
+        // Moved away by logrotate: the next burst starts a new file.
+        std::fs::rename(&path, d.join("outside")).unwrap();
+        s.write("{\"a\":3}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(read(&path), ["{\"a\":3}"]);
+        assert_eq!(read(&d.join("outside")), ["{\"a\":2}"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
