@@ -82,12 +82,12 @@ pub fn project(ocsf: &Value) -> Value {
     let reason = str_at(&unmapped, "/reason").or(str_at(&unmapped, "/rule/message"));
     put(&mut event, "reason", reason.map(|r| json!(r)));
     if let Some(ms) = ocsf.get("time").and_then(Value::as_u64) {
-        event.insert("created".into(), json!(rfc3339(ms)));
+        event.insert("created".into(), json!(crate::cli::tail::utc(ms)));
     }
 
     let mut doc = Map::new();
     if let Some(ms) = ocsf.get("time").and_then(Value::as_u64) {
-        doc.insert("@timestamp".into(), json!(rfc3339(ms)));
+        doc.insert("@timestamp".into(), json!(crate::cli::tail::utc(ms)));
     }
     doc.insert("ecs".into(), json!({ "version": ECS_VERSION }));
     doc.insert("event".into(), Value::Object(event));
@@ -236,22 +236,6 @@ fn user(u: Option<&Value>, unmapped: &Value) -> Option<Value> {
     Some(Value::Object(out))
 }
 
-/// `2026-11-21T10:00:00.123Z` from milliseconds since the epoch.
-fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a proleptic Gregorian date (the era-based method).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
-}
 
 #[cfg(test)]
 mod tests {
@@ -445,7 +429,6 @@ mod tests {
             assert_eq!(e["ecs"]["version"], ECS_VERSION, "{odd}");
             assert!(e["event"]["kind"].is_string(), "{odd}");
         }
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(crate::cli::tail::utc(0), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -31,7 +31,9 @@
 //! strings, mount options and connection strings need that); argv-aware masking sees the whole
 //! argument instead. Masking errs towards hiding: a non-secret that only looks like one (a path
 //! after `--private-key`) may be masked too.
-// The verdict path wires this in; until then the binary does not call it.
+//
+//! The daemon masks every verdict object ([`Masker::mask_value`]) before it is numbered, written
+//! to the audit log or handed to any sink.
 
 use std::borrow::Cow;
 

@@ -14,7 +14,7 @@
 //!   `{"text":"Success","code":0}`; 400 with `invalid-event-number` for a bad event.
 //! - Elasticsearch: path `/_bulk`, `Content-Type: application/x-ndjson`, the expected
 //!   `Authorization`, a body of newline-terminated lines in pairs: an action with the one key
-//!   `create` naming the expected `_index` and a numeric `_id`, then a document object with an
+//!   `create` naming the expected `_index` and a `HOST-SEQUENCE` `_id`, then a document object with an
 //!   `@timestamp`. Answer: the `_bulk` reply, an item per action: 201 `created`, 409
 //!   `version_conflict_engine_exception` for an `_id` it already has, or (when told to) 429.
 use std::{
@@ -148,7 +148,7 @@ impl Receiver {
                 .map(|e| {
                     e.pointer("/metadata/sequence")
                         .and_then(Value::as_u64)
-                        .or_else(|| e["_id"].as_str().and_then(|s| s.parse().ok()))
+                        .or_else(|| e["_id"].as_str().and_then(|s| s.rsplit('-').next()?.parse().ok()))
                         .unwrap_or(0)
                 })
                 .collect()
@@ -498,8 +498,9 @@ fn es(got: &mut Got, bad: &mut Vec<String>, req: &Request, body: &[u8], index: &
         };
         let create = action.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("create"));
         let Some(create) = create else { return parse_error(bad, format!("a _bulk action is not `create`: {}", pair[0])) };
-        let id = create["_id"].as_str().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).map(str::to_owned);
-        let Some(id) = id else { return parse_error(bad, format!("a _bulk create without a numeric `_id`: {}", pair[0])) };
+        // guard's ids are HOST-SEQUENCE, so hosts sharing an index never collide.
+        let id = create["_id"].as_str().filter(|s| s.rsplit_once('-').is_some_and(|(h, n)| !h.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))).map(str::to_owned);
+        let Some(id) = id else { return parse_error(bad, format!("a _bulk create without a HOST-SEQUENCE `_id`: {}", pair[0])) };
         if create["_index"].as_str() != Some(index) {
             bad.push(format!("_index {} (expected {index})", create["_index"]));
         }

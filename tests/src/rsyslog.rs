@@ -10,8 +10,9 @@ use std::{
 
 use crate::TempDir;
 
-/// What rsyslog parsed out of each message: severity, app name, msgid, structured data, message.
-pub const FIELDS: &str = "%syslogseverity%|%app-name%|%msgid%|%structured-data%|%msg%";
+/// What rsyslog parsed out of each message: facility, severity, app name, msgid, structured
+/// data, message.
+pub const FIELDS: &str = "%syslogfacility-text%|%syslogseverity%|%app-name%|%msgid%|%structured-data%|%msg%";
 
 pub struct Rsyslog {
     child: Option<Child>,

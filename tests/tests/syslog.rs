@@ -50,17 +50,19 @@ fn ten_thousand_hostile_verdicts_reach_rsyslog_over_tcp_and_tls_complete_and_in_
     assert_eq!(argv[1], "line1\nline2");
     assert!(argv[5].as_str().unwrap().contains('\u{fffd}'), "{argv:?}");
 
-    for (which, server, facility_severity) in [("tcp", &plain, "6"), ("tls", &tls, "6")] {
+    // The TCP sink keeps the default facility, the TLS one is set to local3.
+    for (which, server, facility) in [("tcp", &plain, "authpriv"), ("tls", &tls, "local3")] {
         let lines = server.wait_lines(emitted.len(), Duration::from_secs(60));
         assert_eq!(lines.len(), emitted.len(), "{which}: rsyslog wrote {} of {} messages", lines.len(), emitted.len());
         for (i, (line, sent)) in lines.iter().zip(&emitted).enumerate() {
-            // severity|app-name|msgid|structured-data|msg, as rsyslog parsed them.
-            let mut parts = line.splitn(5, '|');
-            let (sev, app, msgid, sd, msg) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            // facility|severity|app-name|msgid|structured-data|msg, as rsyslog parsed them.
+            let mut parts = line.splitn(6, '|');
+            let (fac, sev, app, msgid, sd, msg) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let got: Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{which} message {i} is not the verdict JSON ({e}): {line}"));
             assert_eq!(&got, sent, "{which} message {i} differs (order or content)");
+            assert_eq!(fac, Some(facility), "{which} {line}");
             if field(sent, "/unmapped/verdict") == "allowed" {
-                assert_eq!(sev, Some(facility_severity), "{which} {line}");
+                assert_eq!(sev, Some("6"), "{which}: an allowed verdict is informational: {line}");
             }
             assert_eq!(app, Some("guard"), "{which} {line}");
             assert!(msgid.is_some_and(|m| !m.is_empty()), "{which} {line}");

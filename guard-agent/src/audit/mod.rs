@@ -65,10 +65,11 @@
 //! Limits, by construction:
 //!
 //! - The hash chain alone is not a secret: someone who can write the files can rewrite the
-//!   log from any point and recompute every hash. What they cannot make is a checkpoint signed
-//!   by the daemon's key; so without `--pubkey`, only accidental damage and careless tampering
-//!   are caught, and a flipped signature byte is not (the summary says signatures were not
-//!   checked).
+//!   log from any point and recompute every hash. What they cannot make without the signing
+//!   key is a checkpoint signed by it; so without `--pubkey`, only accidental damage and
+//!   careless tampering are caught, and a flipped signature byte is not (the summary says
+//!   signatures were not checked). The key is root-only on the same host: against root there,
+//!   only the checkpoints already sent to a SIEM (`--witness`) still testify.
 //! - A truncation that ends exactly on a checkpoint leaves a log that is sealed and valid: it
 //!   looks like a log that stopped there. Only an outside copy of a later checkpoint shows it:
 //!   the daemon sends every checkpoint to its SIEM sinks (`Log::take_checkpoints`), and

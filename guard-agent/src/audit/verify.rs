@@ -491,6 +491,8 @@ impl Report {
     fn signature_state(&self) -> String {
         let ids = self.key_ids.iter().cloned().collect::<Vec<_>>().join(", ");
         match (self.signatures_checked, self.unsigned) {
+            // No checkpoint at all: nothing was signed, so nothing was verified.
+            (true, _) if self.checkpoints == 0 => "0 signatures to verify: the log holds no checkpoint".into(),
             (true, _) => "signatures verified".into(),
             (false, 0) => format!("signatures NOT checked: no --pubkey; signed by key {ids}"),
             (false, n) => format!("signatures NOT checked: no --pubkey; {n} unsigned; key ids: {ids}"),

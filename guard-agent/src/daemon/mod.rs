@@ -537,7 +537,7 @@ impl Engine {
                 let (outcome, word) = if approve { (Outcome::Release, "approved") } else { (Outcome::Kill, "denied") };
                 let reason = format!("{word} by uid {}", peer.uid);
                 self.finish_hold(p, outcome, json!({ "decision": word, "by": by }), Some(reason));
-                json!({ "ok": true, "id": id, "pid": pid, "argv": argv, "decision": word })
+                json!({ "ok": true, "id": id, "pid": pid, "argv": self.masked_argv(&argv), "decision": word })
             }
             Request::Launch { agent, labels, command, keep_running } => {
                 let registrations = &self.loaded.registrations;

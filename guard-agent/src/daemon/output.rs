@@ -30,7 +30,10 @@ impl Engine {
         if let Some(log) = &mut self.audit {
             if let Err(e) = log.append(value) {
                 self.counters.audit_failures += 1;
-                tracing::error!(error = %e, "cannot append to the audit log");
+                // Said on the first failure and then every 1000th, not at verdict rate.
+                if self.counters.audit_failures % 1000 == 1 {
+                    tracing::error!(error = %e, failures = self.counters.audit_failures, "cannot append to the audit log (verdicts still go to the sinks; restart the daemon once the cause is fixed)");
+                }
             }
         }
         let line = value.to_string();

@@ -7,6 +7,13 @@ use super::Engine;
 use crate::loader;
 
 impl Engine {
+    /// A workload's argv as the admin socket shows it: masked, as in verdicts.
+    pub(super) fn masked_argv(&self, argv: &[String]) -> Value {
+        let mut v = json!({ "argv": argv });
+        self.masker.mask_value(&mut v);
+        v["argv"].take()
+    }
+
     pub(super) fn status(&self) -> Value {
         let c = &self.correlator.policies.current;
         let drops: Vec<Value> = self
@@ -41,7 +48,7 @@ impl Engine {
                 "labels": s.labels, "started": s.started_ms, "command": s.command,
             })).collect::<Vec<_>>(),
             "holds": self.holds.iter().map(|p| json!({
-                "id": p.id, "pid": p.pid, "agent": p.agent, "argv": p.argv, "cwd": p.cwd,
+                "id": p.id, "pid": p.pid, "agent": p.agent, "argv": self.masked_argv(&p.argv), "cwd": p.cwd,
                 "rule": self.correlator.policies.of(p.policy_id).and_then(|c| c.rule(p.rule_id)).map(|r| r.matcher.clone()),
                 "since": p.since_ms,
                 "waiting_s": p.since.elapsed().as_secs(),

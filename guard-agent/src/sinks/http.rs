@@ -6,9 +6,9 @@
 //!   event objects one after another (no array, no commas): `{"time":<epoch s.ms>,"host":..,
 //!   "source":..,"sourcetype":..,["index":..,]"event":<verdict>}`. 200 is success.
 //! - **Elasticsearch**: `POST <url>/_bulk`, `Content-Type: application/x-ndjson`, for each verdict
-//!   `{"create":{"_index":..,"_id":"<metadata.sequence>"}}` and the verdict's ECS projection
+//!   `{"create":{"_index":..,"_id":"<host>-<metadata.sequence>"}}` and the verdict's ECS projection
 //!   (`crate::ecs`, with `@timestamp`), each on its own line.
-//!   `create` with the sequence as `_id` makes redelivery harmless: a 409 (already there) counts
+//!   `create` with host and sequence as `_id` (hosts sharing an index never collide) makes redelivery harmless: a 409 (already there) counts
 //!   as delivered. With `errors: true`, each item is judged: 2xx and 409 delivered, 429 and 5xx
 //!   sent again, any other status dropped and counted as failed (with the reason logged).
 //!
@@ -152,7 +152,7 @@ impl Encoder {
         let js = |s: &str| serde_json::to_string(s).expect("a string serializes");
         Ok(match vendor {
             Vendor::SplunkHec { index, source, sourcetype, .. } => {
-                let mut fields = format!("\"host\":{},\"source\":{},\"sourcetype\":{},", js(&hostname()), js(source), js(sourcetype));
+                let mut fields = format!("\"host\":{},\"source\":{},\"sourcetype\":{},", js(crate::verdict::hostname()), js(source), js(sourcetype));
                 if let Some(i) = index {
                     fields.push_str(&format!("\"index\":{},", js(i)));
                 }
@@ -179,7 +179,7 @@ impl Encoder {
                 let doc = es_document(&v, time_ms);
                 let mut out = Vec::with_capacity(line.len() + 100);
                 match id {
-                    Some(id) => writeln!(out, "{{\"create\":{{\"_index\":{index},\"_id\":\"{id}\"}}}}"),
+                    Some(id) => writeln!(out, "{{\"create\":{{\"_index\":{index},\"_id\":{}}}}}", serde_json::to_string(&format!("{}-{id}", crate::verdict::hostname())).expect("a string serializes")),
                     None => writeln!(out, "{{\"create\":{{\"_index\":{index}}}}}"),
                 }
                 .expect("writing to a Vec");
@@ -194,7 +194,8 @@ impl Encoder {
 /// The Elasticsearch document of a verdict: its ECS projection (see `crate::ecs`), which has
 /// the `@timestamp` data streams require.
 fn es_document(v: &Value, time_ms: u64) -> Value {
-    let mut doc = crate::ecs::project(v);
+    // A verdict is projected; anything else (the audit log's checkpoint witness) goes as it is.
+    let mut doc = if v.get("class_uid").is_some() { crate::ecs::project(v) } else { v.clone() };
     if !doc.is_object() {
         doc = v.clone();
     }
@@ -204,9 +205,6 @@ fn es_document(v: &Value, time_ms: u64) -> Value {
     doc
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into())
-}
 
 /// One encoded record of a batch.
 struct Item {
@@ -484,6 +482,12 @@ fn hec_reply(status: u16, text: &str, after: Option<Duration>, n: usize) -> Repl
         return r;
     }
     let why = format!("HTTP {status}: {}", excerpt(text));
+    // HEC's 400s that are settings, not content: 7 incorrect index, 10/11 data channel. Keep
+    // the verdicts until an admin fixes it (the spool bound decides what is lost).
+    let code = serde_json::from_str::<Value>(text).ok().and_then(|v| v["code"].as_u64());
+    if status == 400 && matches!(code, Some(7 | 10 | 11)) {
+        return Reply::Later { after, why: format!("{why} (check the sink's index and HEC settings)") };
+    }
     if status == 400 {
         // The events before the invalid one were indexed.
         let bad = serde_json::from_str::<Value>(text).ok().and_then(|v| v["invalid-event-number"].as_u64()).map(|i| i as usize);
@@ -572,7 +576,7 @@ mod tests {
         let out = String::from_utf8(e.encode(r#"{"time":0,"metadata":{"sequence":42}}"#).unwrap()).unwrap();
         let lines: Vec<&str> = out.split_terminator('\n').collect();
         assert!(out.ends_with('\n') && lines.len() == 2, "{out:?}");
-        assert_eq!(lines[0], r#"{"create":{"_index":"guard-verdicts","_id":"42"}}"#);
+        assert_eq!(lines[0], format!(r#"{{"create":{{"_index":"guard-verdicts","_id":"{}-42"}}}}"#, crate::verdict::hostname()));
         let doc: Value = serde_json::from_str(lines[1]).unwrap();
         assert!(doc["@timestamp"].as_str().is_some_and(|t| t.starts_with("1970-01-01T00:00:00")), "{doc}");
     }

@@ -33,6 +33,14 @@
 //!   spool_max_bytes: 256MiB          # when full, the oldest verdicts are dropped and counted
 //! ```
 //!
+//! ```yaml
+//! - type: syslog                     # RFC 5424, octet-counted (RFC 6587)
+//!   url: tls://siem.example.com:6514 # or tcp://HOST[:514]
+//!   tls_ca: /etc/guard/siem-ca.pem
+//!   facility: authpriv               # any RFC 5424 facility name
+//!   # and the batching, timeout, backoff and spool keys above
+//! ```
+//!
 //! A network sink without `spool_dir` needs `state_dir`; a credential or `tls_ca` that cannot
 //! be read stops the start (exit 2), like a verdict file that cannot be opened. At shutdown
 //! (SIGINT/SIGTERM) network sinks get 3 s to deliver their backlog; the rest stays spooled.
@@ -106,6 +114,7 @@ impl Sinks {
     /// `<state_dir>/spool/<name>` unless it names its `spool_dir`.
     pub fn open(config: &[SinkConfig], state_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut list = Vec::new();
+        let mut spools: Vec<std::path::PathBuf> = Vec::new();
         for c in config {
             let output = match c {
                 SinkConfig::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
@@ -120,8 +129,13 @@ impl Sinks {
                         (None, None) => anyhow::bail!("sink `{}` needs a spool: set `state_dir` (or --state-dir), or the sink's `spool_dir`", n.name),
                     };
                     if n.url.starts_with("http://") || n.url.starts_with("tcp://") {
-                        tracing::warn!(sink = %n.name, "the sink's url is http://: verdicts (and its credential) travel unencrypted");
+                        tracing::warn!(sink = %n.name, url = %n.url, "the sink is not encrypted: verdicts (and any credential) travel in clear");
                     }
+                    // Two sinks on one spool would deliver and delete each other's records.
+                    if spools.contains(&dir) {
+                        anyhow::bail!("sink `{}` would share the spool {} with another sink: give it its own `spool_dir` or `name`", n.name, dir.display());
+                    }
+                    spools.push(dir.clone());
                     let (writer, reader) = spool::open(&dir, n.spool_max_bytes).with_context(|| format!("opening the spool {} of sink `{}`", dir.display(), n.name))?;
                     match n.vendor {
                         crate::config::Vendor::Syslog { .. } => syslog::start(n, reader),

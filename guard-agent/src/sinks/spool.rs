@@ -70,6 +70,25 @@ struct State {
     sender_done: bool,
 }
 
+impl State {
+    /// Forgets the oldest segment (never the head) before the sender is done with it: the
+    /// sender starts over at the next one. Returns the segment and how many of its records were
+    /// never delivered (no longer in the backlog; the caller counts them as dropped or failed).
+    fn abandon_oldest(&mut self) -> Option<(Seg, u64)> {
+        if self.segs.len() < 2 {
+            return None;
+        }
+        let old = self.segs.pop_front()?;
+        let unsent = old.records.saturating_sub(self.cursor_records);
+        self.total_bytes = self.total_bytes.saturating_sub(old.bytes);
+        self.snap.backlog = self.snap.backlog.saturating_sub(unsent);
+        self.cursor_offset = 0;
+        self.cursor_records = 0;
+        self.epoch += 1;
+        Some((old, unsent))
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     /// The sender waits here for records (and for the end of a backoff).
@@ -132,7 +151,8 @@ pub fn open(dir: &Path, max_bytes: u64) -> io::Result<(Writer, Reader)> {
             tracing::warn!(spool = %dir.display(), seg, offset, "the spool's acked position is not at a record; delivering its segment from the start");
         }
     }
-    let head_id = segs.back().map_or(1, |s| s.id + 1).max(acked.map_or(1, |(seg, _)| seg + 1));
+    // Hostile names (a segment `ffffffffffffffff`) must not overflow.
+    let head_id = segs.back().map_or(1, |s| s.id.saturating_add(1)).max(acked.map_or(1, |(seg, _)| seg.saturating_add(1)));
     let head = create_segment(dir, head_id)?;
     segs.push_back(Seg { id: head_id, bytes: 0, records: 0 });
     let total_bytes = segs.iter().map(|s| s.bytes).sum();
@@ -268,10 +288,10 @@ impl Writer {
         st.snap.backlog += records;
         if full {
             drop(st);
-            match create_segment(&self.dir, self.head_id + 1) {
+            match create_segment(&self.dir, self.head_id.saturating_add(1)) {
                 Ok(f) => {
                     self.head = f;
-                    self.head_id += 1;
+                    self.head_id = self.head_id.saturating_add(1);
                     st = self.shared.lock();
                     st.segs.push_back(Seg { id: self.head_id, bytes: 0, records: 0 });
                 }
@@ -290,15 +310,9 @@ impl Writer {
     /// Deletes the oldest segments while the spool is over its bound (never the head).
     fn bound(&self, st: &mut State) {
         let mut lost = 0;
-        while st.total_bytes > self.max_bytes && st.segs.len() > 1 {
-            let old = st.segs.pop_front().expect("two segments");
-            let unsent = old.records - st.cursor_records;
-            st.total_bytes -= old.bytes;
-            st.snap.backlog -= unsent;
+        while st.total_bytes > self.max_bytes {
+            let Some((old, unsent)) = st.abandon_oldest() else { break };
             st.snap.dropped += unsent;
-            st.cursor_offset = 0;
-            st.cursor_records = 0;
-            st.epoch += 1;
             lost += unsent;
             let _ = std::fs::remove_file(seg_path(&self.dir, old.id));
         }
@@ -408,15 +422,9 @@ impl Reader {
                         // rather than stall every verdict after it.
                         tracing::error!(spool = %self.dir.display(), seg, error = %e, "cannot read a spool segment; skipping it");
                         let mut st = self.shared.lock();
-                        if st.epoch == epoch && st.segs.len() > 1 {
-                            let old = st.segs.pop_front().expect("two segments");
-                            let unsent = old.records - st.cursor_records;
-                            st.total_bytes -= old.bytes;
-                            st.snap.backlog -= unsent;
+                        let abandoned = if st.epoch == epoch { st.abandon_oldest() } else { None };
+                        if let Some((_, unsent)) = abandoned {
                             st.snap.failed += unsent;
-                            st.cursor_offset = 0;
-                            st.cursor_records = 0;
-                            st.epoch += 1;
                         } else {
                             drop(st);
                             self.pause(Duration::from_secs(1));

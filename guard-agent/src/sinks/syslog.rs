@@ -112,18 +112,25 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
 /// The system's CA bundle plus `tls_ca`.
 fn tls_config(tls_ca: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
-    let mut add = |bytes: &[u8]| {
-        for item in ureq::tls::parse_pem(bytes).flatten() {
-            if let ureq::tls::PemItem::Certificate(c) = item {
-                let _ = roots.add(rustls::pki_types::CertificateDer::from(c.der().to_vec()));
-            }
-        }
+    // Certificates added from `bytes`.
+    let mut add = |bytes: &[u8]| -> usize {
+        ureq::tls::parse_pem(bytes)
+            .flatten()
+            .filter_map(|item| match item {
+                ureq::tls::PemItem::Certificate(c) => roots.add(rustls::pki_types::CertificateDer::from(c.der().to_vec())).ok(),
+                _ => None,
+            })
+            .count()
     };
-    if let Ok(system) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
-        add(&system);
+    let system = std::env::var_os("SSL_CERT_FILE").map_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into(), std::path::PathBuf::from);
+    if let Ok(bundle) = std::fs::read(&system) {
+        add(&bundle);
     }
     if let Some(ca) = tls_ca {
-        add(&std::fs::read(ca).with_context(|| format!("reading tls_ca {}", ca.display()))?);
+        let n = add(&std::fs::read(ca).with_context(|| format!("reading tls_ca {}", ca.display()))?);
+        if n == 0 {
+            anyhow::bail!("tls_ca {} holds no usable PEM certificate", ca.display());
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
