@@ -213,18 +213,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         }
     }
     engine.flush();
-    // The audit log is sealed with a final checkpoint (also sent to the network sinks).
-    if let Some(log) = engine.audit.take() {
-        match log.close() {
-            Ok(checkpoints) => {
-                for c in checkpoints {
-                    engine.sinks.witness(&json!({ "time": c["ts"], "guard_audit_checkpoint": c }).to_string());
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot seal the audit log"),
-        }
-        engine.sinks.flush();
-    }
+    engine.seal_audit_log();
     // Network sinks get a few seconds to deliver their backlog; the rest stays spooled.
     engine.sinks.shutdown(Duration::from_secs(3));
     let drops = engine.loaded.drops()?;

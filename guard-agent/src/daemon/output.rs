@@ -50,14 +50,28 @@ impl Engine {
         self.sinks.flush();
     }
 
-    /// The audit log's new checkpoints go to the network sinks too: a copy outside this host
-    /// that an attacker who rewrites the local log cannot reach.
     fn witness_checkpoints(&mut self) {
         let Some(log) = &mut self.audit else { return };
-        for c in log.take_checkpoints() {
-            let line = json!({ "time": c["ts"], "guard_audit_checkpoint": c }).to_string();
-            self.sinks.witness(&line);
+        witness(&mut self.sinks, log.take_checkpoints());
+    }
+
+    /// At shutdown: the audit log is sealed with a final checkpoint (also sent to the network
+    /// sinks).
+    pub(super) fn seal_audit_log(&mut self) {
+        let Some(log) = self.audit.take() else { return };
+        match log.close() {
+            Ok(checkpoints) => witness(&mut self.sinks, checkpoints),
+            Err(e) => tracing::error!(error = %e, "cannot seal the audit log"),
         }
+        self.sinks.flush();
+    }
+}
+
+/// The audit log's checkpoints go to the network sinks too: a copy outside this host that an
+/// attacker who rewrites the local log cannot reach.
+fn witness(sinks: &mut crate::sinks::Sinks, checkpoints: Vec<Value>) {
+    for c in checkpoints {
+        sinks.witness(&json!({ "time": c["ts"], "guard_audit_checkpoint": c }).to_string());
     }
 }
 
