@@ -37,7 +37,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::Value;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 
 use super::spool::{Batch, Reader};
 use crate::config::{EsAuth, NetworkSink, Vendor};
@@ -95,30 +95,10 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The system's CA bundle (or Mozilla's roots without one), plus `tls_ca`.
+/// The trusted CAs (see `tls`), or Mozilla's roots when there are none at all.
 fn roots(tls_ca: Option<&Path>) -> anyhow::Result<RootCerts> {
-    let pem_certs = |bytes: &[u8]| -> Vec<Certificate<'static>> {
-        ureq::tls::parse_pem(bytes)
-            .filter_map(|item| match item {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
-    let bundles = std::env::var_os("SSL_CERT_FILE").into_iter().map(std::path::PathBuf::from).chain(
-        ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"].map(Into::into),
-    );
-    let mut certs: Vec<Certificate<'static>> = bundles.filter_map(|p| std::fs::read(p).ok()).map(|b| pem_certs(&b)).find(|c| !c.is_empty()).unwrap_or_default();
-    let system = !certs.is_empty();
-    if let Some(path) = tls_ca {
-        let bytes = std::fs::read(path).with_context(|| format!("reading tls_ca {}", path.display()))?;
-        let ca = pem_certs(&bytes);
-        if ca.is_empty() {
-            anyhow::bail!("tls_ca {} holds no PEM certificate", path.display());
-        }
-        certs.extend(ca);
-    }
-    Ok(if system || tls_ca.is_some() { RootCerts::new_with_certs(&certs) } else { RootCerts::WebPki })
+    let certs = super::tls::trusted(tls_ca)?;
+    Ok(if certs.is_empty() { RootCerts::WebPki } else { RootCerts::new_with_certs(&certs) })
 }
 
 /// Standard base64 with padding (for HTTP Basic authentication).

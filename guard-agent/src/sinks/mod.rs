@@ -61,6 +61,7 @@ pub use file::Rotation;
 mod http;
 mod spool;
 pub mod syslog;
+mod tls;
 
 /// Verdicts a slow `tail` client may fall behind by before it is told it lost some.
 const TAIL_BACKLOG: usize = 1024;

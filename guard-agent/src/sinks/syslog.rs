@@ -109,28 +109,12 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The system's CA bundle plus `tls_ca`.
+/// A TLS client trusting the CAs of `tls` (the system bundle plus `tls_ca`).
 fn tls_config(tls_ca: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
-    // Certificates added from `bytes`.
-    let mut add = |bytes: &[u8]| -> usize {
-        ureq::tls::parse_pem(bytes)
-            .flatten()
-            .filter_map(|item| match item {
-                ureq::tls::PemItem::Certificate(c) => roots.add(rustls::pki_types::CertificateDer::from(c.der().to_vec())).ok(),
-                _ => None,
-            })
-            .count()
-    };
-    let system = std::env::var_os("SSL_CERT_FILE").map_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into(), std::path::PathBuf::from);
-    if let Ok(bundle) = std::fs::read(&system) {
-        add(&bundle);
-    }
-    if let Some(ca) = tls_ca {
-        let n = add(&std::fs::read(ca).with_context(|| format!("reading tls_ca {}", ca.display()))?);
-        if n == 0 {
-            anyhow::bail!("tls_ca {} holds no usable PEM certificate", ca.display());
-        }
+    for c in super::tls::trusted(tls_ca)? {
+        // A certificate rustls cannot use is skipped, as other TLS clients do.
+        let _ = roots.add(rustls::pki_types::CertificateDer::from(c.der().to_vec()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
