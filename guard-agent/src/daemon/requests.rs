@@ -1,0 +1,86 @@
+//! Requests from the control sockets, answered by the event loop: status, reload, approve and
+//! deny, launch and end of sessions, and metrics scrapes.
+use serde_json::{Value, json};
+
+use super::{Engine, Outcome};
+use crate::{
+    cgroup,
+    control::{self, Call, ControlMsg, Peer, Request},
+    sessions,
+};
+
+impl Engine {
+    pub(super) fn control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Closed { session } => {
+                self.end_session(&session);
+            }
+            ControlMsg::Call(Call { request, peer, session, reply }) => {
+                let response = self.request(request, peer, session);
+                let _ = reply.send(response);
+            }
+            ControlMsg::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
+        }
+    }
+
+    fn end_session(&mut self, id: &str) -> bool {
+        // The launcher leaves the session's cgroup as part of ending it: untagged first, so
+        // that move is not reported as a workload escaping.
+        if let Some(launcher) = self.sessions.live().find(|s| s.id == id).map(|s| s.launcher) {
+            let _ = self.loaded.untag(launcher);
+        }
+        self.sessions.end(id).is_some()
+    }
+
+    fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
+        match request {
+            Request::Status {} => self.status(),
+            // Served by the socket task itself; never reaches the loop.
+            Request::Tail { .. } => control::error("`tail` is a stream, served by the socket"),
+            Request::Reload {} => {
+                let before = self.counters.reload_failures;
+                self.reload("control socket");
+                if self.counters.reload_failures > before {
+                    control::error("the reload failed; the previous policy stays in force (see the error verdict)")
+                } else {
+                    json!({ "ok": true, "policy_hash": self.correlator.policies.current.hash })
+                }
+            }
+            Request::Approve { id } | Request::Deny { id } => {
+                let approve = matches!(request, Request::Approve { .. });
+                let Some(p) = self.holds.take(id) else {
+                    return control::error(format!("no pending hold {id}"));
+                };
+                let (pid, argv) = (p.pid, p.argv.clone());
+                let by = json!({ "uid": peer.uid, "name": sessions::user_name(peer.uid), "pid": peer.pid });
+                let (outcome, word) = if approve { (Outcome::Release, "approved") } else { (Outcome::Kill, "denied") };
+                let reason = format!("{word} by uid {}", peer.uid);
+                self.finish_hold(p, outcome, json!({ "decision": word, "by": by }), Some(reason));
+                json!({ "ok": true, "id": id, "pid": pid, "argv": self.masked_argv(&argv), "decision": word })
+            }
+            Request::Launch { agent, labels, command, keep_running } => {
+                let registrations = &self.loaded.registrations;
+                let covered = |rel: &str| registrations.iter().any(|r| cgroup::is_below(rel, &r.path));
+                let policies = &self.correlator.policies;
+                match self.sessions.launch(peer, &agent, labels, command, keep_running, covered) {
+                    Ok(s) => {
+                        let policy_agent = registrations
+                            .iter()
+                            .filter(|r| cgroup::is_below(&s.cgroup, &r.path))
+                            .max_by_key(|r| r.path.len())
+                            .and_then(|r| policies.agent(r.policy_id))
+                            .map(|a| a.name.clone());
+                        json!({ "ok": true, "session": s.id, "cgroup": s.cgroup, "agent": policy_agent })
+                    }
+                    Err(e) => control::error(e),
+                }
+            }
+            Request::End {} => match session {
+                Some(id) if self.end_session(&id) => json!({ "ok": true }),
+                _ => control::error("no live session on this connection"),
+            },
+        }
+    }
+}
