@@ -55,10 +55,12 @@ fn a_killed_daemon_leaves_enforcement_and_a_restarted_one_adopts_it_without_a_ga
     assert_eq!(pinned_generations().len(), 1, "{:?}", pinned_generations());
 
     // An exec loop in the agent, running right across the kill and the restart: every one of
-    // its execs of the denied binary must die before writing the marker.
+    // its execs of the denied binary must die before writing the marker. (Paced, so the
+    // restarted daemon's ring buffer does not overflow with its kills and drop the one exec
+    // this test looks for below.)
     let (stop, count, loop_marker) = (dir.path("stop"), dir.path("count"), dir.path("loop-marker"));
     let script = format!(
-        "i=0; while [ ! -e '{}' ]; do '{denied}'; i=$((i+1)); echo $i > '{}'; done",
+        "i=0; while [ ! -e '{}' ]; do '{denied}'; i=$((i+1)); echo $i > '{}'; sleep 0.005; done",
         stop.display(),
         count.display()
     );
