@@ -120,7 +120,7 @@ impl Correlator {
                 (Subject::Socket { family: s.family, sock_type: s.sock_type, protocol: s.protocol, exe }, ppid)
             }
             // The daemon's event loop handles these itself.
-            Event::Move(_) | Event::Cgroup(_) | Event::Gate(_) => return None,
+            Event::Move(_) | Event::Cgroup(_) | Event::Gate(_) | Event::Open(_) | Event::Budget(_) | Event::Dns(_) => return None,
         };
         Some(self.verdict(h, subject, ppid))
     }
@@ -171,6 +171,7 @@ impl Correlator {
             hold: None,
             reason: (h.flags & EVENT_FLAG_MOVED_OUT != 0)
                 .then(|| "moved out of its agent's cgroups; still under its agent's policy".to_owned()),
+            exfil: None,
         }
     }
 }

@@ -272,6 +272,7 @@ mod tests {
             })),
             hold: None,
             reason: None,
+            exfil: None,
         }
     }
 

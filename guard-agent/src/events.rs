@@ -3,8 +3,8 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, CgroupEvent, ConnectEvent, EventHeader, EventKind, ExecEvent, MoveEvent, ProcEvent,
-    SocketEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
+    MoveEvent, OpenEvent, ProcEvent, SocketEvent,
 };
 
 #[derive(Debug, Clone)]
@@ -18,6 +18,12 @@ pub enum Event {
     Cgroup(Box<CgroupEvent>),
     /// A held process killed by the gate at its first system call.
     Gate(ProcEvent),
+    /// An open the kernel's sensitive-path filter matched.
+    Open(Box<OpenEvent>),
+    /// A workload went over its byte budget to one destination.
+    Budget(BudgetEvent),
+    /// A DNS query or answer of an agent workload.
+    Dns(Box<DnsEvent>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +46,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Move) => read::<MoveEvent>(buf, "move event").map(|e| Event::Move(Box::new(e))),
         Some(EventKind::Cgroup) => read::<CgroupEvent>(buf, "cgroup event").map(|e| Event::Cgroup(Box::new(e))),
         Some(EventKind::Gate) => read::<ProcEvent>(buf, "gate event").map(Event::Gate),
+        Some(EventKind::Open) => read::<OpenEvent>(buf, "open event").map(|e| Event::Open(Box::new(e))),
+        Some(EventKind::Budget) => read::<BudgetEvent>(buf, "budget event").map(Event::Budget),
+        Some(EventKind::Dns) => read::<DnsEvent>(buf, "dns event").map(|e| Event::Dns(Box::new(e))),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -56,6 +65,9 @@ impl Event {
             Event::Move(_) => "move",
             Event::Cgroup(_) => "cgroup",
             Event::Gate(_) => "gate",
+            Event::Open(_) => "open",
+            Event::Budget(_) => "budget",
+            Event::Dns(_) => "dns",
         }
     }
 
@@ -67,7 +79,8 @@ impl Event {
             Event::Socket(e) => Some(&e.header),
             Event::Fork(e) | Event::Exit(e) | Event::Gate(e) => Some(&e.header),
             Event::Move(e) => Some(&e.header),
-            Event::Cgroup(_) => None,
+            Event::Open(e) => Some(&e.header),
+            Event::Cgroup(_) | Event::Budget(_) | Event::Dns(_) => None,
         }
     }
 }
@@ -104,7 +117,7 @@ mod tests {
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(decode(&[]), Err(DecodeError::Short { .. })));
-        assert_eq!(decode(&[9, 0, 0, 0, 0]).unwrap_err(), DecodeError::UnknownKind { kind: 9 });
+        assert_eq!(decode(&[99, 0, 0, 0, 0]).unwrap_err(), DecodeError::UnknownKind { kind: 99 });
         assert!(matches!(decode(&[1, 0, 0, 0, 0, 0]), Err(DecodeError::Short { what: "exec event", .. })));
     }
 

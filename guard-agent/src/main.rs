@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod control;
 mod correlate;
+mod dns;
 mod daemon;
 mod ecs;
 mod events;

@@ -42,6 +42,9 @@ pub struct Verdict {
     pub hold: Option<Value>,
     /// Why, when it is not just the rule (e.g. "continued while held").
     pub reason: Option<String>,
+    /// Exfiltration context: the sensitive read behind a refused connect, the DNS names an
+    /// address was answered for, the numbers of a byte budget, a DNS tunnel shape.
+    pub exfil: Option<Value>,
 }
 
 /// What an exec verdict says about the new image.
@@ -69,6 +72,9 @@ pub enum Subject {
     Connect { addr: IpAddr, port: u16, protocol: u32, exe: Option<String>, sendmsg: bool },
     /// A raw or packet socket creation.
     Socket { family: u32, sock_type: u32, protocol: u32, exe: Option<String> },
+    /// Traffic of a connection or a workload rather than one call: `operation` is
+    /// `egress_budget` (bytes over budget to `addr`) or `dns_tunnel` (DNS to the server `addr`).
+    Flow { addr: IpAddr, port: u16, protocol: u32, exe: Option<String>, operation: &'static str },
     /// A tagged process moved out of its agent's cgroups (by `pid`'s writer, the verdict's
     /// process): it stays under its policy.
     Moved { pid: u32, to: String, exe: Option<String> },
@@ -210,6 +216,7 @@ impl Verdict {
             "session": self.session,
             "hold": self.hold,
             "reason": self.reason,
+            "exfil": self.exfil,
         });
         let parent = json!({ "pid": self.ppid });
         let refused = matches!(self.decision, Decision::Denied | Decision::Killed);
@@ -272,6 +279,20 @@ impl Verdict {
                     (false, true) => (6, "Traffic"),
                 };
                 let unmapped = merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } }));
+                merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
+                    "actor": network_actor(exe),
+                    "src_endpoint": local,
+                    "dst_endpoint": { "ip": addr.to_string(), "port": port },
+                    "connection_info": {
+                        "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
+                        "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
+                        "direction_id": 2, "direction": "Outbound",
+                    },
+                }))
+            }
+            Subject::Flow { addr, port, protocol, exe, operation } => {
+                let activity = if refused { (5, "Refuse") } else { (6, "Traffic") };
+                let unmapped = merge(unmapped, json!({ "operation": operation }));
                 merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
                     "actor": network_actor(exe),
                     "src_endpoint": local,
@@ -444,6 +465,11 @@ impl Verdict {
             }
             Subject::Socket { family, sock_type, .. } => {
                 (format!("{done}: {} {} socket{suffix}", family_name(*family), sock_type_name(*sock_type)), "network")
+            }
+            Subject::Flow { addr, port, operation, .. } => {
+                let at = if addr.is_ipv6() { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") };
+                let what = if *operation == "dns_tunnel" { "DNS of a workload sending tunnel-shaped queries to" } else { "traffic over its egress budget to" };
+                (format!("{done}: {what} {at}{suffix}"), "exfil")
             }
             Subject::Moved { pid, to, .. } => (format!("{done}: process {pid} moved out to {to}{suffix}"), "process"),
             Subject::Policy { source, .. } => (format!("{done}: policy {source}{suffix}"), "policy"),

@@ -7,6 +7,9 @@
 
 use core::mem::size_of;
 
+mod exfil;
+pub use exfil::*;
+
 /// Longest exec filename (as passed to `execve`) carried in an event and used as a map key.
 pub const FILENAME_LEN: usize = 256;
 /// Longest basename used as a map key (longer basenames never match a basename rule).
@@ -40,11 +43,17 @@ pub enum EventKind {
     Cgroup = 7,
     /// A held process ran a system call and was killed by the gate (`ProcEvent`, child = 0).
     Gate = 8,
+    /// An agent workload opened a path the sensitive-path filter matched (`OpenEvent`).
+    Open = 9,
+    /// A workload went over its byte budget to one destination (`BudgetEvent`).
+    Budget = 10,
+    /// A DNS query or answer of an agent workload (`DnsEvent`).
+    Dns = 11,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 12;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -56,6 +65,9 @@ impl EventKind {
             6 => Some(Self::Move),
             7 => Some(Self::Cgroup),
             8 => Some(Self::Gate),
+            9 => Some(Self::Open),
+            10 => Some(Self::Budget),
+            11 => Some(Self::Dns),
             _ => None,
         }
     }
@@ -120,6 +132,14 @@ pub const EVENT_FLAG_MOVED_OUT: u32 = 1 << 5;
 /// `EventHeader::flags`: a hold could not be recorded (the held-tasks map is full), so the exec
 /// was killed instead (fail closed).
 pub const EVENT_FLAG_HOLD_FULL: u32 = 1 << 6;
+/// `EventHeader::flags`: a connect refused (or killed) because the process read a sensitive
+/// path (`TAINT`) and the destination is not on the allow list.
+pub const EVENT_FLAG_TAINTED: u32 = 1 << 7;
+/// `EventHeader::flags`: DNS refused: the workload's DNS was cut off for a tunnel shape.
+pub const EVENT_FLAG_DNS_BLOCKED: u32 = 1 << 8;
+/// `EventHeader::flags` of a connect: the process is tainted and the connect was allowed
+/// by an explicit allow rule.
+pub const EVENT_FLAG_TAINT_ALLOWED: u32 = 1 << 9;
 
 /// argv bytes carried in an exec event (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_LEN: usize = 4096;
@@ -472,87 +492,8 @@ pub struct NetKeyV6 {
 }
 const _: () = assert!(size_of::<NetKeyV6>() == 20);
 
-/// Names of the maps and programs in the eBPF object, shared so neither side spells them twice.
-pub mod names {
-    pub const EVENTS: &str = "EVENTS";
-    pub const DROPS: &str = "DROPS";
-    pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
-    pub const POLICIES: &str = "POLICIES";
-    pub const EXEC_PATHS: &str = "EXEC_PATHS";
-    pub const EXEC_NAMES: &str = "EXEC_NAMES";
-    pub const EXEC_PREFIXES: &str = "EXEC_PREFIXES";
-    pub const EXEC_NAME_PREFIXES: &str = "EXEC_NAME_PFX";
-    pub const EXEC_INODES: &str = "EXEC_INODES";
-    pub const NET_V4: &str = "NET_V4";
-    pub const NET_V6: &str = "NET_V6";
-    pub const HELD: &str = "HELD";
-    pub const TAGGED: &str = "TAGGED";
-
-    pub const PROG_EXEC: &str = "guard_exec";
-    pub const PROG_CONNECT4: &str = "guard_connect4";
-    pub const PROG_CONNECT6: &str = "guard_connect6";
-    pub const PROG_SENDMSG4: &str = "guard_sendmsg4";
-    pub const PROG_SENDMSG6: &str = "guard_sendmsg6";
-    pub const PROG_SOCK_CREATE: &str = "guard_sock_create";
-    pub const PROG_SOCKET_ENTER: &str = "guard_socket_enter";
-    pub const PROG_FORK: &str = "guard_fork";
-    pub const PROG_EXIT: &str = "guard_exit";
-    pub const PROG_GATE: &str = "guard_gate";
-    pub const PROG_ATTACH: &str = "guard_attach";
-    pub const PROG_MKDIR: &str = "guard_cgroup_mkdir";
-    pub const PROG_RMDIR: &str = "guard_cgroup_rmdir";
-}
-
-/// Names of the globals the loader fills in from the running kernel (tracefs formats and BTF).
-/// A value of 0 for an offset means "not resolved": the program then leaves that field 0.
-pub mod globals {
-    /// Offset of `__data_loc char[] filename` in the `sched_process_exec` record.
-    pub const EXEC_FILENAME_LOC: &str = "EXEC_FILENAME_LOC";
-    /// Offsets in the `cgroup/cgroup_attach_task` record.
-    pub const ATTACH_ROOT: &str = "ATTACH_ROOT";
-    pub const ATTACH_ID: &str = "ATTACH_ID";
-    pub const ATTACH_PID: &str = "ATTACH_PID";
-    pub const ATTACH_PATH_LOC: &str = "ATTACH_PATH_LOC";
-    /// Offsets in the `cgroup/cgroup_mkdir` and `cgroup/cgroup_rmdir` records (one format).
-    pub const CGROUP_EV_ROOT: &str = "CGROUP_EV_ROOT";
-    pub const CGROUP_EV_ID: &str = "CGROUP_EV_ID";
-    pub const CGROUP_EV_PATH_LOC: &str = "CGROUP_EV_PATH_LOC";
-    /// Non-zero: execs outside agent workloads are reported too (policy id 0, never enforced).
-    pub const OBSERVE_ALL_EXECS: &str = "OBSERVE_ALL_EXECS";
-    /// Offsets of `family`, `type`, `protocol` in the `sys_enter_socket` record.
-    pub const SOCKET_FAMILY: &str = "SOCKET_FAMILY";
-    pub const SOCKET_TYPE: &str = "SOCKET_TYPE";
-    pub const SOCKET_PROTOCOL: &str = "SOCKET_PROTOCOL";
-    pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
-    pub const TASK_TGID: &str = "TASK_TGID";
-    pub const TASK_PID: &str = "TASK_PID";
-    pub const TASK_CRED: &str = "TASK_CRED";
-    pub const CRED_EUID: &str = "CRED_EUID";
-    pub const TASK_LOGINUID: &str = "TASK_LOGINUID";
-    pub const TASK_FS: &str = "TASK_FS";
-    /// `fs_struct.pwd` + `path.dentry` / `path.mnt`; `fs_struct.root` + `path.mnt`.
-    pub const FS_PWD_DENTRY: &str = "FS_PWD_DENTRY";
-    pub const FS_PWD_MNT: &str = "FS_PWD_MNT";
-    pub const FS_ROOT_MNT: &str = "FS_ROOT_MNT";
-    pub const MM_ARG_START: &str = "MM_ARG_START";
-    pub const MM_ARG_END: &str = "MM_ARG_END";
-    pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE";
-    pub const TASK_CGROUPS: &str = "TASK_CGROUPS";
-    pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP";
-    pub const CGROUP_KN: &str = "CGROUP_KN";
-    pub const KERNFS_NODE_NAME: &str = "KERNFS_NODE_NAME";
-    pub const TASK_MM: &str = "TASK_MM";
-    pub const MM_EXE_FILE: &str = "MM_EXE_FILE";
-    /// `file.f_path` + `path.dentry`.
-    pub const FILE_DENTRY: &str = "FILE_DENTRY";
-    /// `dentry.d_name` + `qstr.name`.
-    pub const DENTRY_NAME: &str = "DENTRY_NAME";
-    pub const DENTRY_PARENT: &str = "DENTRY_PARENT";
-    pub const DENTRY_INODE: &str = "DENTRY_INODE";
-    pub const INODE_INO: &str = "INODE_INO";
-    pub const INODE_SB: &str = "INODE_SB";
-    pub const SB_DEV: &str = "SB_DEV";
-}
+pub mod globals;
+pub mod names;
 
 #[cfg(feature = "user")]
 mod user {

@@ -4,11 +4,11 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use guard_common::{EventKind, ProcEvent};
+use guard_common::{EventKind, ProcEvent, TAINT_INHERITED};
 
 use crate::{
     kernel::{current_exit_code, fill_task_header, task_ids},
-    maps::{EVENTS, HELD, TAGGED, count_drop},
+    maps::{EVENTS, HELD, TAGGED, TAINT, count_drop},
     workload,
 };
 
@@ -25,6 +25,13 @@ pub fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     // The child inherits the cgroup, and the policy if the parent was moved out.
     w.tag(pid);
+    // And the taint of a sensitive read: the reader's children are its hands.
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: copied out at once.
+    if let Some(t) = unsafe { TAINT.get(&parent) }.copied() {
+        let inherited = guard_common::Taint { flags: t.flags | TAINT_INHERITED, ..t };
+        let _ = TAINT.insert(&pid, &inherited, 0);
+    }
     emit(EventKind::Fork, &w, pid, 0);
     Ok(())
 }
@@ -41,6 +48,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let tgid = (pid_tgid >> 32) as u32;
     let _ = TAGGED.remove(&tgid);
     let _ = HELD.remove(&tgid);
+    let _ = TAINT.remove(&tgid);
     emit(EventKind::Exit, &w, 0, current_exit_code());
     Ok(())
 }

@@ -10,12 +10,14 @@ mod kernel;
 mod lineage;
 mod maps;
 mod net;
+mod open;
+mod skb;
 mod sock;
 mod workload;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, raw_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext, SockAddrContext, SockContext, TracePointContext},
+    macros::{btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, TracePointContext},
 };
 use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 
@@ -123,6 +125,46 @@ pub fn guard_cgroup_mkdir(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn guard_cgroup_rmdir(ctx: TracePointContext) -> u32 {
     match cgroups::try_cgroup(&ctx, cgroups::RMDIR) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `cgroup_skb/egress` at the cgroup v2 root: byte budgets of agent workloads' sockets, DNS
+/// queries copied to the daemon, DNS of tunnelling workloads dropped. Returns 1 to pass, 0 to
+/// drop. Fails open: a packet it cannot parse, or of a socket no hook recorded, passes.
+#[cgroup_skb(egress)]
+pub fn guard_egress(ctx: SkBuffContext) -> i32 {
+    if skb::try_egress(&ctx) == skb::DROP { skb::DROP } else { skb::PASS }
+}
+
+/// `cgroup_skb/ingress` at the cgroup v2 root: DNS answers to agent workloads' sockets copied
+/// to the daemon (FQDN allowlists). Never drops.
+#[cgroup_skb(ingress)]
+pub fn guard_ingress(ctx: SkBuffContext) -> i32 {
+    skb::try_ingress(&ctx);
+    skb::PASS
+}
+
+/// `syscalls/sys_enter_openat`: sensitive reads of agent workloads (see `open`). Fails open.
+#[tracepoint]
+pub fn guard_openat(ctx: TracePointContext) -> u32 {
+    match open::try_openat(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_enter_openat2`, like `guard_openat`.
+#[tracepoint]
+pub fn guard_openat2(ctx: TracePointContext) -> u32 {
+    match open::try_openat2(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_enter_open`, like `guard_openat`.
+#[tracepoint]
+pub fn guard_open(ctx: TracePointContext) -> u32 {
+    match open::try_open_legacy(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

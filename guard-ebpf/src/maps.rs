@@ -1,12 +1,13 @@
 //! Every map of the object. Sizes here are defaults; the loader may resize them.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use guard_common::{
     CgroupPolicy, EventKind, ExecEvent, Held, Tagged, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
-    ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig,
+    ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig, BudgetKey, BudgetValue,
+    ExfilConfig, OpenEvent, POLICY_SLOTS, SensKey, SensRule, SockOwner, Taint,
 };
 
 /// The one ring buffer every event goes through.
@@ -61,6 +62,46 @@ pub static HELD: HashMap<u32, Held> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static TAGGED: HashMap<u32, Tagged> = HashMap::with_max_entries(65536, 0);
 
+/// Per-policy exfiltration settings, indexed by policy id.
+#[map]
+pub static EXFIL: Array<ExfilConfig> = Array::with_max_entries(POLICY_SLOTS, 0);
+
+/// Which workload a socket belongs to, by socket cookie (see `SockOwner`).
+#[map]
+pub static SOCK_OWNER: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Bytes per (workload, destination, port) in the current budget window.
+#[map]
+pub static BUDGETS: LruHashMap<BudgetKey, BudgetValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// `exfil.budget_exempt`: destinations counted but never limited, keyed like `NET_V4`/`NET_V6`.
+#[map(name = "BUDGET_EXEMPT4")]
+pub static BUDGET_EXEMPT_V4: LpmTrie<NetKeyV4, u32> = LpmTrie::with_max_entries(4096, 0);
+#[map(name = "BUDGET_EXEMPT6")]
+pub static BUDGET_EXEMPT_V6: LpmTrie<NetKeyV6, u32> = LpmTrie::with_max_entries(4096, 0);
+
+/// The kernel side of `exfil.sensitive_paths`: literal starts of names and `parent/name`s.
+#[map]
+pub static SENSITIVE: LpmTrie<SensKey, SensRule> = LpmTrie::with_max_entries(4096, 0);
+
+/// Processes that opened a sensitive path, or descend from one that did, by tgid.
+#[map]
+pub static TAINT: HashMap<u32, Taint> = HashMap::with_max_entries(65536, 0);
+
+/// Workloads (cgroup ids) whose DNS is cut off for a tunnel shape; set by the daemon.
+#[map]
+pub static DNS_BLOCKED: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Per-CPU room for the open event and the sensitive-path key.
+#[repr(C)]
+pub struct OpenScratch {
+    pub event: OpenEvent,
+    pub key: Key<SensKey>,
+}
+
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU room for the exec event and the lookup keys (too large for the 512-byte BPF stack).
 #[repr(C)]
 pub struct ExecScratch {
@@ -89,5 +130,14 @@ pub fn policy_config(policy_id: u32) -> PolicyConfig {
     match POLICIES.get(policy_id) {
         Some(c) => *c,
         None => PolicyConfig { flags: 0, net_default: guard_common::NET_ALLOW, exec_default_rule: 0, _pad: 0 },
+    }
+}
+
+/// Exfiltration settings of a policy; a missing slot has none.
+#[inline(always)]
+pub fn exfil_config(policy_id: u32) -> ExfilConfig {
+    match EXFIL.get(policy_id) {
+        Some(c) => *c,
+        None => ExfilConfig { budget_bytes: 0, window_ns: 0, flags: 0, _pad: 0 },
     }
 }

@@ -1,13 +1,14 @@
 //! Connect decisions: one longest-prefix lookup per destination, then the entry's port ranges.
-use aya_ebpf::{maps::lpm_trie::Key, programs::SockAddrContext};
+use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, maps::lpm_trie::Key, programs::SockAddrContext};
 use guard_common::{
-    ConnectEvent, Decision, EventKind, MAX_PORT_RANGES, NET_DENY, NET_OP_SENDMSG, NO_RULE,
-    NetKeyV4, NetKeyV6, NetRule, POLICY_FLAG_AUDIT,
+    ConnectEvent, Decision, EVENT_FLAG_DNS_BLOCKED, EVENT_FLAG_TAINT_ALLOWED, EVENT_FLAG_TAINTED,
+    EXFIL_TAINT_ALLOWLIST, EXFIL_TAINT_KILL, EventKind, MAX_PORT_RANGES, NET_ALLOW, NET_DENY,
+    NET_OP_SENDMSG, NO_RULE, NetKeyV4, NetKeyV6, NetRule, POLICY_FLAG_AUDIT, SockOwner,
 };
 
 use crate::{
     kernel::fill_header,
-    maps::{EVENTS, NET_V4, NET_V6, count_drop, policy_config},
+    maps::{DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config},
     workload::{self, Workload},
 };
 
@@ -34,7 +35,9 @@ pub fn try_v4(ctx: &SockAddrContext, op: u16) -> Result<i32, i64> {
     let sa = unsafe { &*ctx.sock_addr };
     let addr = sa.user_ip4.to_ne_bytes();
     let port = u16::from_be(sa.user_port as u16);
-    Ok(judge_v4(&w, op, addr, port, sa.protocol))
+    let r = judge_v4(&w, op, addr, port, sa.protocol);
+    own(ctx, &w, op, r);
+    Ok(r)
 }
 
 pub fn try_v6(ctx: &SockAddrContext, op: u16) -> Result<i32, i64> {
@@ -47,7 +50,9 @@ pub fn try_v6(ctx: &SockAddrContext, op: u16) -> Result<i32, i64> {
     let port = u16::from_be(sa.user_port as u16);
     // ::ffff:a.b.c.d is the IPv4 address a.b.c.d on a dual-stack socket: judge it as one.
     if words[0] == 0 && words[1] == 0 && words[2] == 0xffffu32.to_be() {
-        return Ok(judge_v4(&w, op, words[3].to_ne_bytes(), port, sa.protocol));
+        let r = judge_v4(&w, op, words[3].to_ne_bytes(), port, sa.protocol);
+        own(ctx, &w, op, r);
+        return Ok(r);
     }
     let mut addr = [0u8; 16];
     for (i, word) in words.iter().enumerate() {
@@ -59,7 +64,42 @@ pub fn try_v6(ctx: &SockAddrContext, op: u16) -> Result<i32, i64> {
     }
     let key = Key::new(32 + 128, NetKeyV6 { policy_id_be: w.policy_id.to_be_bytes(), addr });
     let rule = NET_V6.get(&key);
-    Ok(decide(&w, op, rule, AF_INET6, addr, port, sa.protocol))
+    let r = decide(&w, op, rule, AF_INET6, addr, port, sa.protocol);
+    own(ctx, &w, op, r);
+    Ok(r)
+}
+
+/// Records whose socket this is, for the `cgroup_skb` programs (byte budgets, DNS). A sendmsg
+/// only records a socket not seen yet: datagrams are many.
+#[inline(always)]
+fn own(ctx: &SockAddrContext, w: &Workload, op: u16, ret: i32) {
+    if ret != ALLOW {
+        return;
+    }
+    // SAFETY: reads the context's socket only.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: presence test only.
+    if op == NET_OP_SENDMSG && unsafe { SOCK_OWNER.get(&cookie) }.is_some() {
+        return;
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let o = SockOwner { tgid, policy_id: w.policy_id, cgroup_id: w.cgroup_id, matched_cgroup_id: w.matched_cgroup_id };
+    let _ = SOCK_OWNER.insert(&cookie, &o, 0);
+}
+
+const DNS_PORT: u16 = 53;
+
+/// Is the destination loopback (127.0.0.0/8 or ::1)?
+#[inline(always)]
+fn loopback(family: u32, addr: &[u8; 16]) -> bool {
+    if family == AF_INET {
+        return addr[0] == 127;
+    }
+    let mut zero = true;
+    for b in &addr[..15] {
+        zero &= *b == 0;
+    }
+    zero && addr[15] == 1
 }
 
 #[inline(always)]
@@ -91,9 +131,36 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
         }
     }
     let audit = config.flags & POLICY_FLAG_AUDIT != 0;
+    let mut flags = 0;
+    let mut kill = false;
+    if action == NET_ALLOW && port == DNS_PORT {
+        // SAFETY: presence test only.
+        if unsafe { DNS_BLOCKED.get(&w.cgroup_id) }.is_some() {
+            action = NET_DENY;
+            flags |= EVENT_FLAG_DNS_BLOCKED;
+        }
+    } else if action == NET_ALLOW {
+        // After a sensitive read, only what an allow rule names (DNS is left to the tunnel
+        // checks: host rules need it).
+        let exfil = exfil_config(w.policy_id).flags;
+        let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: presence test only.
+        if exfil & (EXFIL_TAINT_ALLOWLIST | EXFIL_TAINT_KILL) != 0 && unsafe { TAINT.get(&tgid) }.is_some() {
+            if rule_id != NO_RULE {
+                flags |= EVENT_FLAG_TAINT_ALLOWED;
+            } else {
+                action = NET_DENY;
+                flags |= EVENT_FLAG_TAINTED;
+                kill = exfil & EXFIL_TAINT_KILL != 0 && !loopback(family, &addr);
+            }
+        }
+    }
     let (decision, ret) = match (action == NET_DENY, audit) {
         (false, _) => (Decision::Allowed, ALLOW),
+        (true, true) if kill => (Decision::WouldKill, ALLOW),
         (true, true) => (Decision::WouldDeny, ALLOW),
+        // The daemon carries out the kill: sock_addr programs cannot signal.
+        (true, false) if kill => (Decision::Killed, REFUSE),
         (true, false) => (Decision::Denied, REFUSE),
     };
     if op == NET_OP_SENDMSG && decision == Decision::Allowed {
@@ -104,6 +171,7 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     fill_header(&mut ev.header, EventKind::Connect, w);
     ev.header.decision = decision as u32;
     ev.header.rule_id = rule_id;
+    ev.header.flags |= flags;
     ev.family = family;
     ev.protocol = protocol;
     ev.port = port;

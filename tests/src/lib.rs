@@ -24,7 +24,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns_server;
 pub mod http_receiver;
+pub mod netns;
 pub mod rsyslog;
 
 /// The guard-agent binary under test: `$GUARD_AGENT_BIN` (set by `cargo xtask test`), else the

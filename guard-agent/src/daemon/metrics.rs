@@ -12,6 +12,16 @@ impl Engine {
             t.sample("guard_events_total", &[("kind", kind)], n);
         }
         t.single("guard_undecodable_events_total", "counter", "Ring-buffer records that were not events.", self.counters.undecodable.load(Ordering::Relaxed));
+        let x = &self.exfil.counters;
+        t.family("guard_dns_messages_total", "counter", "DNS messages of agent workloads, by how they parsed.");
+        for (result, n) in [("parsed", x.dns_messages), ("malformed", x.dns_malformed), ("truncated", x.dns_truncated)] {
+            t.sample("guard_dns_messages_total", &[("result", result)], n);
+        }
+        t.single("guard_sensitive_reads_total", "counter", "Opens of sensitive paths confirmed against the policy's globs.", x.sensitive_reads);
+        t.single("guard_egress_budget_exceeded_total", "counter", "Times a workload went over its byte budget to a destination.", x.budget_exceeded);
+        t.single("guard_dns_tunnels_total", "counter", "Workloads whose DNS was cut off for tunnel-shaped queries.", x.tunnels);
+        t.single("guard_tainted_processes", "gauge", "Processes tainted by a sensitive read.", self.exfil.tainted() as u64);
+        t.single("guard_learned_addresses", "gauge", "Addresses allowed from DNS answers for host rules.", self.exfil.learned() as u64);
         t.family("guard_verdicts_total", "counter", "Verdicts emitted, by decision.");
         for (decision, n) in &self.counters.verdicts {
             t.sample("guard_verdicts_total", &[("verdict", decision)], n);

@@ -17,6 +17,7 @@ use guard_common::{CGROUP_OP_MKDIR, Decision};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+mod exfil;
 mod hold;
 mod metrics;
 mod output;
@@ -169,6 +170,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         masker,
         audit,
         counters: Counters { undecodable, ..Counters::default() },
+        exfil: exfil::ExfilState::default(),
     };
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u32;
@@ -276,6 +278,8 @@ struct Engine {
     /// The tamper-evident local log, when configured.
     audit: Option<crate::audit::Log>,
     counters: Counters,
+    /// Sensitive-read taints, learned DNS addresses, tunnel detection.
+    exfil: exfil::ExfilState,
 }
 
 /// What `status` and `/metrics` count.
@@ -303,15 +307,23 @@ impl Engine {
             Event::Cgroup(c) => return self.cgroup_event(c.op, c.id, nul_terminated(&c.path)),
             Event::Move(m) => return self.moved(m),
             Event::Gate(g) => return self.gate(g.header.tgid, &ev),
+            Event::Open(o) => return self.sensitive_open(o),
+            Event::Budget(b) => return self.budget(b),
+            Event::Dns(d) => return self.dns(d),
             Event::Exit(e) => {
                 // A held process that ended (killed by someone): its hold is moot.
                 self.holds.take_pid(e.header.tgid);
+                self.exfil.exit(e.header.tgid);
             }
+            Event::Fork(f) => self.exfil.fork(f.header.tgid, f.child),
             _ => {}
         }
         let Some(mut v) = self.correlator.handle(&ev) else { return };
         if let Some(path) = &v.cgroup_path {
             v.session = self.sessions.of_cgroup(path).map(sessions::Session::to_json);
+        }
+        if let Event::Connect(c) = &ev {
+            self.annotate_connect(c, &mut v);
         }
         match (&ev, v.decision) {
             (Event::Exec(e), Decision::Held) => self.held(e, v),
@@ -323,6 +335,7 @@ impl Engine {
     fn cgroup_event(&mut self, op: u32, id: u64, path: String) {
         if op != CGROUP_OP_MKDIR {
             self.loaded.forget(id);
+            self.forget_workload(id);
             return;
         }
         self.correlator.know_cgroup(id, path.clone());
@@ -397,6 +410,7 @@ impl Engine {
             self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));
         }
         self.sessions.reap();
+        self.expire_learned();
         if poll_policy {
             if let Some(path) = &self.policy_path {
                 let now = fingerprint(path);
@@ -476,6 +490,7 @@ impl Engine {
             session: None,
             hold: None,
             reason,
+            exfil: None,
         }
     }
 

@@ -62,6 +62,7 @@ impl Engine {
                 "process_table": self.correlator.process_table_len(),
                 "audit_log_failures": self.counters.audit_failures,
             },
+            "exfil": self.exfil.status(),
             "sinks": self.sinks.list.iter().map(|s| json!({
                 "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": s.backlog, "dropped": s.dropped,
                 "healthy": s.healthy,

@@ -16,7 +16,7 @@ use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, ExecInodeKey, ExecNameKey,
     ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, Held, NetKeyV4, NetKeyV6, NetRule,
-    POLICY_SLOTS, PolicyConfig, Tagged, names,
+    POLICY_SLOTS, PolicyConfig, Tagged, names, ExfilConfig, SensKey, SensRule,
 };
 
 use super::{LoadError, Loaded, Registration, pins::Generation};
@@ -43,12 +43,16 @@ pub(super) fn hash<K: aya::Pod, V: aya::Pod>(g: &Generation, name: &'static str)
     HashMap::try_from(open(g, name)?).map_err(|source| LoadError::Map { name, source })
 }
 
-fn trie<K: aya::Pod, V: aya::Pod>(g: &Generation, name: &'static str) -> Result<LpmTrie<MapData, K, V>, LoadError> {
+pub(super) fn trie<K: aya::Pod, V: aya::Pod>(g: &Generation, name: &'static str) -> Result<LpmTrie<MapData, K, V>, LoadError> {
     LpmTrie::try_from(open(g, name)?).map_err(|source| LoadError::Map { name, source })
 }
 
 fn policies(g: &Generation) -> Result<Array<MapData, PolicyConfig>, LoadError> {
     Array::try_from(open(g, names::POLICIES)?).map_err(|source| LoadError::Map { name: names::POLICIES, source })
+}
+
+fn exfil_configs(g: &Generation) -> Result<Array<MapData, ExfilConfig>, LoadError> {
+    Array::try_from(open(g, names::EXFIL)?).map_err(|source| LoadError::Map { name: names::EXFIL, source })
 }
 
 /// Inclusive range of the policy ids of the half starting after `base`.
@@ -114,6 +118,13 @@ impl Loaded {
         fill_trie(&mut trie(g, names::EXEC_NAME_PREFIXES)?, &c.exec_name_prefixes, names::EXEC_NAME_PREFIXES)?;
         fill_trie(&mut trie(g, names::NET_V4)?, &c.net_v4, names::NET_V4)?;
         fill_trie(&mut trie(g, names::NET_V6)?, &c.net_v6, names::NET_V6)?;
+        fill_trie(&mut trie(g, names::SENSITIVE)?, &c.sensitive, names::SENSITIVE)?;
+        fill_trie(&mut trie(g, names::BUDGET_EXEMPT_V4)?, &c.exempt_v4, names::BUDGET_EXEMPT_V4)?;
+        fill_trie(&mut trie(g, names::BUDGET_EXEMPT_V6)?, &c.exempt_v6, names::BUDGET_EXEMPT_V6)?;
+        let mut exfil = exfil_configs(g)?;
+        for a in &c.agents {
+            exfil.set(a.policy_id, a.exfil_config, 0).map_err(insert_err(names::EXFIL))?;
+        }
         let mut configs = policies(g)?;
         for a in &c.agents {
             configs.set(a.policy_id, a.config, 0).map_err(insert_err(names::POLICIES))?;
@@ -189,10 +200,15 @@ impl Loaded {
         drop_trie_where(&mut trie::<ExecNamePrefixKey, ExecRule>(g, names::EXEC_NAME_PREFIXES)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
         drop_trie_where(&mut trie::<NetKeyV4, NetRule>(g, names::NET_V4)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
         drop_trie_where(&mut trie::<NetKeyV6, NetRule>(g, names::NET_V6)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<SensKey, SensRule>(g, names::SENSITIVE)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV4, u32>(g, names::BUDGET_EXEMPT_V4)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV6, u32>(g, names::BUDGET_EXEMPT_V6)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
         let mut configs = policies(g)?;
+        let mut exfil = exfil_configs(g)?;
         let empty = PolicyConfig { flags: 0, net_default: 0, exec_default_rule: 0, _pad: 0 };
         for id in ids {
             configs.set(id, empty, 0).map_err(insert_err(names::POLICIES))?;
+            exfil.set(id, ExfilConfig::default(), 0).map_err(insert_err(names::EXFIL))?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
 //! `guard-agent detach` removes it.
 mod apply;
+mod exfil;
 mod btf;
 pub mod pins;
 mod tracefs;
@@ -16,7 +17,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        RawTracePoint, TracePoint,
         links::{FdLink, LinkError},
     },
 };
@@ -38,7 +40,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const TIER: &str = "tracepoint";
 
 /// Every program, in attach order. A generation is complete when each has a pinned link.
-pub const PROGRAMS: [&str; 13] = [
+pub const PROGRAMS: [&str; 18] = [
     names::PROG_GATE,
     names::PROG_EXEC,
     names::PROG_EXIT,
@@ -49,6 +51,11 @@ pub const PROGRAMS: [&str; 13] = [
     names::PROG_SENDMSG4,
     names::PROG_SENDMSG6,
     names::PROG_SOCK_CREATE,
+    names::PROG_EGRESS,
+    names::PROG_INGRESS,
+    names::PROG_OPENAT,
+    names::PROG_OPENAT2,
+    names::PROG_OPEN,
     names::PROG_ATTACH,
     names::PROG_MKDIR,
     names::PROG_RMDIR,
@@ -324,6 +331,13 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::CGROUP_EV_ROOT, record("cgroup/cgroup_mkdir", "root")?),
         (globals::CGROUP_EV_ID, record("cgroup/cgroup_mkdir", "id")?),
         (globals::CGROUP_EV_PATH_LOC, record("cgroup/cgroup_mkdir", "path")?),
+        (globals::OPENAT_DFD, record("syscalls/sys_enter_openat", "dfd")?),
+        (globals::OPENAT_FILENAME, record("syscalls/sys_enter_openat", "filename")?),
+        (globals::OPENAT_FLAGS, record("syscalls/sys_enter_openat", "flags")?),
+        (globals::OPENAT2_DFD, record("syscalls/sys_enter_openat2", "dfd")?),
+        (globals::OPENAT2_FILENAME, record("syscalls/sys_enter_openat2", "filename")?),
+        (globals::OPEN_FILENAME, record("syscalls/sys_enter_open", "filename")?),
+        (globals::OPEN_FLAGS, record("syscalls/sys_enter_open", "flags")?),
     ];
     offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
@@ -452,6 +466,9 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), L
         (names::PROG_EXEC, "sched", "sched_process_exec"),
         (names::PROG_EXIT, "sched", "sched_process_exit"),
         (names::PROG_SOCKET_ENTER, "syscalls", "sys_enter_socket"),
+        (names::PROG_OPENAT, "syscalls", "sys_enter_openat"),
+        (names::PROG_OPENAT2, "syscalls", "sys_enter_openat2"),
+        (names::PROG_OPEN, "syscalls", "sys_enter_open"),
         (names::PROG_ATTACH, "cgroup", "cgroup_attach_task"),
         (names::PROG_MKDIR, "cgroup", "cgroup_mkdir"),
         (names::PROG_RMDIR, "cgroup", "cgroup_rmdir"),
@@ -484,5 +501,11 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), L
     prog.load().map_err(prog_err(name))?;
     let id = prog.attach(&cgroup_fd, CgroupAttachMode::Single).map_err(prog_err(name))?;
     pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
+    for (name, direction) in [(names::PROG_EGRESS, CgroupSkbAttachType::Egress), (names::PROG_INGRESS, CgroupSkbAttachType::Ingress)] {
+        let prog: &mut CgroupSkb = program(ebpf, name)?;
+        prog.load().map_err(prog_err(name))?;
+        let id = prog.attach(&cgroup_fd, direction, CgroupAttachMode::Single).map_err(prog_err(name))?;
+        pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
+    }
     Ok(())
 }

@@ -49,6 +49,20 @@ pub struct AgentEntry {
     pub exec: Vec<EvalRule>,
     /// With `exec.allow`: the rule id an exec off the allow list is killed by.
     pub allowlist_rule: Option<u32>,
+    pub exfil_config: guard_common::ExfilConfig,
+    pub exfil: super::exfil::ExfilEval,
+    /// `network.allow: - host:` rules, with their rule ids.
+    pub hosts: Vec<HostEntry>,
+    pub dns_grace: std::time::Duration,
+}
+
+/// A host rule as the daemon applies it to DNS answers.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    pub rule_id: u32,
+    pub pattern: crate::dns::HostPattern,
+    /// Inclusive port ranges; empty means every port.
+    pub ports: Vec<(u16, u16)>,
 }
 
 /// One exec rule, ready for the daemon to match.
@@ -86,6 +100,11 @@ pub struct Compiled {
     /// (trie prefix length, key, value)
     pub net_v4: Vec<(u32, NetKeyV4, KernelNetRule)>,
     pub net_v6: Vec<(u32, NetKeyV6, KernelNetRule)>,
+    /// `exfil.sensitive_paths`, for the kernel filter: (trie prefix length, key, value)
+    pub sensitive: Vec<(u32, guard_common::SensKey, guard_common::SensRule)>,
+    /// `exfil.budget_exempt`: (trie prefix length, key, 1)
+    pub exempt_v4: Vec<(u32, NetKeyV4, u32)>,
+    pub exempt_v6: Vec<(u32, NetKeyV6, u32)>,
 }
 
 impl Compiled {
@@ -130,6 +149,9 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
         warnings: Vec::new(),
         net_v4: Vec::new(),
         net_v6: Vec::new(),
+        sensitive: Vec::new(),
+        exempt_v4: Vec::new(),
+        exempt_v6: Vec::new(),
     };
     for (i, agent) in policy.agents.iter().enumerate() {
         let policy_id = base + i as u32 + 1;
@@ -159,6 +181,50 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             }
         }
         let exec = compile_exec(&mut out, agent, policy_id)?;
+        let mut exfil = super::exfil::compile(agent.exfil.as_ref(), !agent.network.hosts.is_empty(), policy_id, &agent.file)?;
+        if let Some(x) = &agent.exfil {
+            use super::exfil::{AfterRead, BudgetAction};
+            if let Some(b) = &x.egress_budget {
+                let action = if b.action == BudgetAction::Kill { "kill" } else { "drop" };
+                let shown = format!("egress_budget: {} bytes per {}s, {action}", b.bytes, b.per.as_secs_f64());
+                let msg = Some("bytes to one destination over the agent's egress budget".to_owned());
+                exfil.eval.budget_rule = Some(add_rule(&mut out, agent, "exfil.egress_budget", action, shown, &msg, x.pos));
+            }
+            if let Some(a) = x.after_sensitive_read {
+                let (action, text) = if a == AfterRead::Kill { ("kill", "kill") } else { ("deny", "allowlist-only") };
+                let msg = Some("after a sensitive read, only allow-listed destinations".to_owned());
+                exfil.eval.taint_rule = Some(add_rule(&mut out, agent, "exfil.after_sensitive_read", action, format!("after_sensitive_read: {text}"), &msg, x.pos));
+            }
+            if let Some(t) = &x.dns_tunnel {
+                let shown = format!(
+                    "dns_tunnel: name > {}, label > {}, entropy > {}, > {} queries per {}s to one domain",
+                    t.max_name_len, t.max_label_len, t.max_label_entropy, t.max_queries_per_window, t.window.as_secs_f64()
+                );
+                let msg = Some("DNS queries shaped like a tunnel: the workload's DNS is cut off".to_owned());
+                exfil.eval.tunnel_rule = Some(add_rule(&mut out, agent, "exfil.dns_tunnel", "deny", shown, &msg, x.pos));
+            }
+        }
+        out.sensitive.extend(exfil.sensitive);
+        for c in agent.exfil.iter().flat_map(|x| &x.budget_exempt) {
+            let policy_id_be = policy_id.to_be_bytes();
+            match c.addr {
+                IpAddr::V4(a) => out.exempt_v4.push((32 + u32::from(c.len), NetKeyV4 { policy_id_be, addr: a.octets() }, 1)),
+                IpAddr::V6(a) => out.exempt_v6.push((32 + u32::from(c.len), NetKeyV6 { policy_id_be, addr: a.octets() }, 1)),
+            }
+        }
+        let hosts = agent
+            .network
+            .hosts
+            .iter()
+            .map(|h| {
+                let mut matcher = format!("host: {}", h.pattern);
+                if !h.ports.is_empty() {
+                    matcher.push_str(&format!(" ports: {}", port_list(&h.ports)));
+                }
+                let rule_id = add_rule(&mut out, agent, "network.allow", "allow", matcher, &h.message, h.pos);
+                HostEntry { rule_id, pattern: h.pattern.clone(), ports: h.ports.clone() }
+            })
+            .collect();
         out.agents.push(AgentEntry {
             name: agent.name.clone(),
             policy_id,
@@ -168,6 +234,10 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             cgroup_globs,
             exec,
             allowlist_rule,
+            exfil_config: exfil.config,
+            exfil: exfil.eval,
+            hosts,
+            dns_grace: agent.network.dns_grace,
         });
         compile_net(&mut out, agent, policy_id)?;
     }
@@ -336,8 +406,7 @@ fn compile_net(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<(), 
             let section = if action == NetAction::Deny { "network.deny" } else { "network.allow" };
             let mut matcher = format!("cidr: {}", rule.cidr);
             if !rule.ports.is_empty() {
-                let ports: Vec<String> = rule.ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
-                matcher.push_str(&format!(" ports: {}", ports.join(",")));
+                matcher.push_str(&format!(" ports: {}", port_list(&rule.ports)));
             }
             let action_name = if action == NetAction::Deny { "deny" } else { "allow" };
             let rule_id = add_rule(out, agent, section, action_name, matcher, &rule.message, rule.pos);
@@ -378,6 +447,11 @@ fn compile_net(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<(), 
         }
     }
     Ok(())
+}
+
+fn port_list(ports: &[(u16, u16)]) -> String {
+    let ports: Vec<String> = ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    ports.join(",")
 }
 
 /// Does prefix `outer` contain prefix `inner`? (Both have host bits cleared.)

@@ -1,6 +1,7 @@
 //! Policy: YAML -> validated model ([`parse`]) -> kernel map entries ([`compile`]).
 pub mod compile;
 pub mod eval;
+pub mod exfil;
 pub mod parse;
 pub mod yaml;
 
@@ -49,6 +50,8 @@ pub struct Agent {
     /// Where `exec.allow` is, if the agent has one: execs no allow rule matches are then killed.
     pub exec_allowlist: Option<Pos>,
     pub network: Network,
+    /// `exfil`: byte budgets, sensitive paths, DNS tunnel limits.
+    pub exfil: Option<exfil::Exfil>,
 }
 
 /// Which cgroups a `match.cgroup` glob or `match.systemd_unit` covers, relative to the cgroup
@@ -205,6 +208,30 @@ pub struct Network {
     pub raw_sockets: NetAction,
     /// Allow and deny rules in document order.
     pub rules: Vec<NetRule>,
+    /// `allow: - host:` rules: addresses learned from the agent's own DNS answers.
+    pub hosts: Vec<HostRule>,
+    /// How long a learned address outlives its DNS record's TTL.
+    pub dns_grace: Duration,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self { default: NetAction::Allow, raw_sockets: NetAction::Deny, rules: Vec::new(), hosts: Vec::new(), dns_grace: DEFAULT_DNS_GRACE }
+    }
+}
+
+/// Connections open when a record expires stay open; the grace covers clients that resolve
+/// once and reconnect a little later.
+pub const DEFAULT_DNS_GRACE: Duration = Duration::from_secs(30);
+
+/// `network.allow: - host: api.example.com` (or `*.example.com`).
+#[derive(Debug, Clone)]
+pub struct HostRule {
+    pub pattern: crate::dns::HostPattern,
+    /// Inclusive ranges; empty means every port.
+    pub ports: Vec<(u16, u16)>,
+    pub message: Option<String>,
+    pub pos: Pos,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -120,7 +120,7 @@ impl Parser<'_> {
     }
 
     fn agent(&self, node: &Node) -> Result<Agent, PolicyError> {
-        let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network"])?;
+        let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network", "exfil"])?;
         let name_node = m.require("name", node, self)?;
         let name = self.nonempty_str(name_node, "`name`")?.to_owned();
         if !super::valid_agent_name(&name) {
@@ -147,9 +147,10 @@ impl Parser<'_> {
         };
         let network = match m.get("network") {
             Some(n) => self.network(n)?,
-            None => Network { default: NetAction::Allow, raw_sockets: NetAction::Deny, rules: Vec::new() },
+            None => Network::default(),
         };
-        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network })
+        let exfil = m.get("exfil").map(|n| self.exfil(n)).transpose()?;
+        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil })
     }
 
     fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {
@@ -369,7 +370,7 @@ impl Parser<'_> {
     }
 
     /// `500ms`, `30s`, `2m`, `1h`.
-    fn duration(&self, node: &Node) -> Result<std::time::Duration, PolicyError> {
+    pub(crate) fn duration(&self, node: &Node) -> Result<std::time::Duration, PolicyError> {
         let t = self.str(node, "a duration")?;
         let bad = || self.err(node.pos, format!("`{t}` is not a duration like `500ms`, `30s`, `2m` or `1h`"));
         let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -389,19 +390,27 @@ impl Parser<'_> {
     }
 
     fn network(&self, node: &Node) -> Result<Network, PolicyError> {
-        let m = self.map(node, "`network`", &["default", "raw_sockets", "allow", "deny"])?;
+        let m = self.map(node, "`network`", &["default", "raw_sockets", "allow", "deny", "dns_grace"])?;
         let default = m.get("default").map(|n| self.net_action(n, "default")).transpose()?.unwrap_or(NetAction::Allow);
         let raw_sockets = m.get("raw_sockets").map(|n| self.net_action(n, "raw_sockets")).transpose()?.unwrap_or(NetAction::Deny);
         let mut rules = Vec::new();
+        let mut hosts = Vec::new();
         for (key, action) in [("deny", NetAction::Deny), ("allow", NetAction::Allow)] {
             if let Some(list) = m.get(key) {
                 for r in self.seq(list, &format!("`network.{key}`"))? {
+                    let is_host = action == NetAction::Allow
+                        && self.map(r, "a network rule", &["cidr", "host", "ports", "message"]).is_ok_and(|m| m.get("host").is_some());
+                    if is_host {
+                        hosts.push(self.host_rule(r)?);
+                        continue;
+                    }
                     rules.push(self.net_rule(r, action)?);
                 }
             }
         }
         rules.sort_by_key(|r| (r.pos.line, r.pos.col));
-        Ok(Network { default, raw_sockets, rules })
+        let dns_grace = m.get("dns_grace").map(|n| self.duration(n)).transpose()?.unwrap_or(super::DEFAULT_DNS_GRACE);
+        Ok(Network { default, raw_sockets, rules, hosts, dns_grace })
     }
 
     fn net_action(&self, node: &Node, key: &str) -> Result<NetAction, PolicyError> {
@@ -413,7 +422,8 @@ impl Parser<'_> {
     }
 
     fn net_rule(&self, node: &Node, action: NetAction) -> Result<NetRule, PolicyError> {
-        let m = self.map(node, "a network rule", &["cidr", "ports", "message"])?;
+        let keys: &[&str] = if action == NetAction::Allow { &["cidr", "host", "ports", "message"] } else { &["cidr", "ports", "message"] };
+        let m = self.map(node, "a network rule", keys)?;
         let cidr_node = m.require("cidr", node, self)?;
         let cidr = self.cidr(cidr_node)?;
         let ports = match m.get("ports") {
@@ -424,7 +434,7 @@ impl Parser<'_> {
         Ok(NetRule { action, cidr, ports, message, pos: node.pos })
     }
 
-    fn cidr(&self, node: &Node) -> Result<Cidr, PolicyError> {
+    pub(crate) fn cidr(&self, node: &Node) -> Result<Cidr, PolicyError> {
         let text = self.nonempty_str(node, "`cidr`")?;
         let bad = |why: &str| self.err(node.pos, format!("`{text}` is not a valid CIDR: {why}"));
         let (addr, len) = match text.split_once('/') {
@@ -440,7 +450,7 @@ impl Parser<'_> {
         Ok(Cidr { addr: mask(addr, len), len })
     }
 
-    fn ports(&self, node: &Node) -> Result<Vec<(u16, u16)>, PolicyError> {
+    pub(crate) fn ports(&self, node: &Node) -> Result<Vec<(u16, u16)>, PolicyError> {
         let items = self.seq(node, "`ports`")?;
         if items.is_empty() {
             return Err(self.err(node.pos, "`ports` is empty: leave it out to mean every port"));
@@ -550,7 +560,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_column() {
-        assert_eq!(err("agents:\n  - name: a\n    exce: {}\n"), "p.yaml:3:5: unknown key `exce` in an agent (did you mean `exec`?); valid keys: name, mode, match, exec, network");
+        assert_eq!(err("agents:\n  - name: a\n    exce: {}\n"), "p.yaml:3:5: unknown key `exce` in an agent (did you mean `exec`?); valid keys: name, mode, match, exec, network, exfil");
         assert!(err("agents: [\n").starts_with("p.yaml:2:1: YAML syntax error"), "{}", err("agents: [\n"));
         assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: 10.0.0.0/33\n"), "p.yaml:5:17: `10.0.0.0/33` is not a valid CIDR: bad prefix length");
         assert_eq!(err("agents:\n  - name: a\n  - name: a\n"), "p.yaml:3:5: agent `a` is defined twice");

@@ -20,6 +20,7 @@ fn verdict(decision: Decision, subject: Subject) -> Verdict {
         session: None,
         hold: None,
         reason: None,
+        exfil: None,
     }
 }
 

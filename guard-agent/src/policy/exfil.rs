@@ -1,0 +1,338 @@
+//! The `exfil` section of an agent (byte budgets, sensitive paths, DNS tunnel limits) and
+//! `network.allow: - host:` rules: model, parsing, and what the kernel maps get from them.
+//!
+//! ```yaml
+//! exfil:
+//!   sensitive_paths: ["/home/*/.ssh/**", "**/.env", "/etc/shadow"]
+//!   after_sensitive_read: allowlist-only     # or kill
+//!   egress_budget: { bytes: 8MiB, per: 60s, action: kill }   # or drop
+//!   budget_exempt: [127.0.0.0/8, "::1"]
+//!   dns_tunnel: { max_name_length: 120, max_label_length: 52, max_label_entropy: 4.0,
+//!                 max_queries: 60, per: 60s }                # or `off`
+//! ```
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use guard_common::{
+    EXFIL_BUDGET_KILL, EXFIL_TAINT_ALLOWLIST, EXFIL_TAINT_KILL, EXFIL_WATCH_DNS, EXFIL_WATCH_OPENS,
+    ExfilConfig, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW, SENS_TEXT_LEN, SensKey, SensRule,
+};
+
+use super::{
+    Cidr, HostRule, PolicyError, Pos,
+    parse::Parser,
+    yaml::{Node, Value},
+};
+use crate::dns::{HostPattern, TunnelLimits};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRead {
+    /// Only destinations an allow rule names.
+    AllowlistOnly,
+    /// Killed at its next connect off the allow list (refused if to loopback).
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetAction {
+    /// Packets over budget are dropped and the sender is killed.
+    Kill,
+    /// Packets over budget are dropped until the window ends.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub bytes: u64,
+    pub per: Duration,
+    pub action: BudgetAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exfil {
+    /// Globs as written, with where.
+    pub sensitive_paths: Vec<(String, Pos)>,
+    pub after_sensitive_read: Option<AfterRead>,
+    pub egress_budget: Option<Budget>,
+    pub budget_exempt: Vec<Cidr>,
+    /// `None`: `dns_tunnel: off`.
+    pub dns_tunnel: Option<TunnelLimits>,
+    pub pos: Pos,
+}
+
+impl Parser<'_> {
+    pub(crate) fn exfil(&self, node: &Node) -> Result<Exfil, PolicyError> {
+        let keys = ["sensitive_paths", "after_sensitive_read", "egress_budget", "budget_exempt", "dns_tunnel"];
+        let m = self.map(node, "`exfil`", &keys)?;
+        let mut sensitive_paths = Vec::new();
+        if let Some(list) = m.get("sensitive_paths") {
+            for item in self.seq(list, "`sensitive_paths`")? {
+                let g = self.nonempty_str(item, "a sensitive path")?;
+                sensitive_kernel_keys(g).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
+                super::compile::glob(g, true).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
+                sensitive_paths.push((g.to_owned(), item.pos));
+            }
+        }
+        let after_sensitive_read = match m.get("after_sensitive_read") {
+            None => None,
+            Some(n) => Some(match self.str(n, "`after_sensitive_read`")? {
+                "allowlist-only" => AfterRead::AllowlistOnly,
+                "kill" => AfterRead::Kill,
+                other => return Err(self.err(n.pos, format!("`after_sensitive_read` must be `allowlist-only` or `kill`, not `{other}`"))),
+            }),
+        };
+        if after_sensitive_read.is_some() && sensitive_paths.is_empty() {
+            return Err(self.err(node.pos, "`after_sensitive_read` needs `sensitive_paths`"));
+        }
+        let egress_budget = m.get("egress_budget").map(|n| self.budget(n)).transpose()?;
+        let mut budget_exempt = Vec::new();
+        if let Some(list) = m.get("budget_exempt") {
+            for item in self.seq(list, "`budget_exempt`")? {
+                budget_exempt.push(self.cidr(item)?);
+            }
+        }
+        let dns_tunnel = match m.get("dns_tunnel") {
+            None => Some(TunnelLimits::default()),
+            Some(n) if matches!(&n.value, Value::Scalar { text, .. } if text == "off") => None,
+            Some(n) => Some(self.tunnel(n)?),
+        };
+        Ok(Exfil { sensitive_paths, after_sensitive_read, egress_budget, budget_exempt, dns_tunnel, pos: node.pos })
+    }
+
+    fn budget(&self, node: &Node) -> Result<Budget, PolicyError> {
+        let m = self.map(node, "`egress_budget`", &["bytes", "per", "action"])?;
+        let bytes_node = m.require("bytes", node, self)?;
+        let bytes = byte_size(self.str(bytes_node, "`bytes`")?).ok_or_else(|| {
+            self.err(bytes_node.pos, "`bytes` must be a size like `8MiB`, `512KiB`, `1GiB` or a number of bytes (at least 1500)")
+        })?;
+        let per = self.duration(m.require("per", node, self)?)?;
+        let action = match m.get("action") {
+            None => BudgetAction::Kill,
+            Some(n) => match self.str(n, "`action`")? {
+                "kill" => BudgetAction::Kill,
+                "drop" => BudgetAction::Drop,
+                other => return Err(self.err(n.pos, format!("`action` must be `kill` or `drop`, not `{other}`"))),
+            },
+        };
+        Ok(Budget { bytes, per, action })
+    }
+
+    fn tunnel(&self, node: &Node) -> Result<TunnelLimits, PolicyError> {
+        let keys = ["max_name_length", "max_label_length", "max_label_entropy", "max_queries", "per"];
+        let m = self.map(node, "`dns_tunnel`", &keys)?;
+        let mut t = TunnelLimits::default();
+        let number = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, PolicyError> {
+            let Some(n) = m.get(key) else { return Ok(None) };
+            let text = self.str(n, &format!("`{key}`"))?;
+            match text.parse::<f64>() {
+                Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+                _ => Err(self.err(n.pos, format!("`{key}` must be a number from {lo} to {hi}, not `{text}`"))),
+            }
+        };
+        if let Some(v) = number("max_name_length", 16.0, 253.0)? {
+            t.max_name_len = v as usize;
+        }
+        if let Some(v) = number("max_label_length", 8.0, 63.0)? {
+            t.max_label_len = v as usize;
+        }
+        if let Some(v) = number("max_label_entropy", 1.0, 8.0)? {
+            t.max_label_entropy = v;
+        }
+        if let Some(v) = number("max_queries", 1.0, 1_000_000.0)? {
+            t.max_queries_per_window = v as u32;
+        }
+        if let Some(n) = m.get("per") {
+            t.window = self.duration(n)?;
+        }
+        Ok(t)
+    }
+
+    pub(crate) fn host_rule(&self, node: &Node) -> Result<HostRule, PolicyError> {
+        let m = self.map(node, "a network rule", &["cidr", "host", "ports", "message"])?;
+        if m.get("cidr").is_some() {
+            return Err(self.err(node.pos, "a network rule has either `cidr` or `host`, not both"));
+        }
+        let host_node = m.require("host", node, self)?;
+        let text = self.nonempty_str(host_node, "`host`")?;
+        let pattern = HostPattern::parse(text).map_err(|e| self.err(host_node.pos, format!("`host: {text}`: {e}")))?;
+        let ports = m.get("ports").map(|n| self.ports(n)).transpose()?.unwrap_or_default();
+        let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
+        Ok(HostRule { pattern, ports, message, pos: node.pos })
+    }
+}
+
+/// `8MiB`, `512KiB`, `1GiB`, `10MB`, `1500`: bytes, at least one full-size packet.
+pub fn byte_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|b| *b >= 1500)
+}
+
+const WILDCARDS: [char; 4] = ['*', '?', '[', '{'];
+
+/// What the kernel filter looks for to catch opens `glob` may match: (kind, literal bytes,
+/// flags). The daemon confirms every hit against the glob itself.
+///
+/// - `dir/name*` (a literal parent): `parent/name-start` (`SENS_KIND_TAIL`), tainting at once;
+///   and the name start alone, report-only, for opens relative to that directory.
+/// - `**/name*` or `*/name*` (any parent): the name start (`SENS_KIND_NAME`), tainting at once.
+/// - `dir/**`: `dir/` — files directly in `dir` are caught by the kernel, deeper ones are not.
+/// - Anything else (`**/*.pem`) gives the kernel nothing to look for: an error.
+pub fn sensitive_kernel_keys(glob: &str) -> Result<Vec<(u8, Vec<u8>, u32)>, String> {
+    let parts: Vec<&str> = glob.split('/').filter(|p| !p.is_empty()).collect();
+    let Some(&last) = parts.last() else {
+        return Err("is empty".into());
+    };
+    let parent = if parts.len() >= 2 { Some(parts[parts.len() - 2]) } else { None };
+    let literal_parent = parent.filter(|p| !p.contains(WILDCARDS));
+    let name_start: &str = &last[..last.find(WILDCARDS).unwrap_or(last.len())];
+    let exact = name_start.len() == last.len();
+    let with_nul = |mut v: Vec<u8>, exact: bool| {
+        if exact {
+            v.push(0);
+        }
+        v.truncate(SENS_TEXT_LEN);
+        v
+    };
+    let mut keys = Vec::new();
+    if last == "**" {
+        let Some(p) = literal_parent else {
+            return Err("`**` needs a literal directory before it for the kernel filter to look for".into());
+        };
+        keys.push((SENS_KIND_TAIL, with_nul(format!("{p}/").into_bytes(), false), SENS_TAINT_NOW));
+        return Ok(keys);
+    }
+    match literal_parent {
+        Some(p) => {
+            keys.push((SENS_KIND_TAIL, with_nul(format!("{p}/{name_start}").into_bytes(), exact), SENS_TAINT_NOW));
+            if !name_start.is_empty() {
+                keys.push((SENS_KIND_NAME, with_nul(name_start.as_bytes().to_vec(), exact), 0));
+            }
+        }
+        None if !name_start.is_empty() => {
+            keys.push((SENS_KIND_NAME, with_nul(name_start.as_bytes().to_vec(), exact), SENS_TAINT_NOW));
+        }
+        None => {
+            return Err("gives the kernel nothing to look for: the file name must start with a literal, or its directory must be literal (e.g. `**/.ssh/id_*`, `/home/*/.ssh/*`)".into());
+        }
+    }
+    Ok(keys)
+}
+
+/// What the daemon keeps of an agent's `exfil` section to judge events.
+#[derive(Debug, Clone)]
+pub struct ExfilEval {
+    /// The `sensitive_paths` globs (index = position in `sensitive_text`).
+    pub sensitive: Option<GlobSet>,
+    pub sensitive_text: Vec<String>,
+    pub after_read: Option<AfterRead>,
+    pub budget: Option<Budget>,
+    pub tunnel: Option<TunnelLimits>,
+    /// Rule ids verdicts name: `egress_budget`, `after_sensitive_read`, `dns_tunnel`.
+    pub budget_rule: Option<u32>,
+    pub taint_rule: Option<u32>,
+    pub tunnel_rule: Option<u32>,
+}
+
+/// The kernel entries and settings of one agent's exfil section and host rules.
+pub struct CompiledExfil {
+    pub config: ExfilConfig,
+    pub eval: ExfilEval,
+    /// (trie prefix length, key, value)
+    pub sensitive: Vec<(u32, SensKey, SensRule)>,
+}
+
+pub fn compile(exfil: Option<&Exfil>, has_hosts: bool, policy_id: u32, file: &str) -> Result<CompiledExfil, PolicyError> {
+    let mut config = ExfilConfig::default();
+    let mut sensitive = Vec::new();
+    let mut eval = ExfilEval { sensitive: None, sensitive_text: Vec::new(), after_read: None, budget: None, tunnel: None, budget_rule: None, taint_rule: None, tunnel_rule: None };
+    if has_hosts {
+        config.flags |= EXFIL_WATCH_DNS;
+    }
+    let Some(x) = exfil else {
+        return Ok(CompiledExfil { config, eval, sensitive });
+    };
+    if let Some(b) = &x.egress_budget {
+        config.budget_bytes = b.bytes;
+        config.window_ns = u64::try_from(b.per.as_nanos()).unwrap_or(u64::MAX);
+        if b.action == BudgetAction::Kill {
+            config.flags |= EXFIL_BUDGET_KILL;
+        }
+    }
+    match x.after_sensitive_read {
+        Some(AfterRead::AllowlistOnly) => config.flags |= EXFIL_TAINT_ALLOWLIST,
+        Some(AfterRead::Kill) => config.flags |= EXFIL_TAINT_KILL,
+        None => {}
+    }
+    if x.dns_tunnel.is_some() {
+        config.flags |= EXFIL_WATCH_DNS;
+    }
+    if !x.sensitive_paths.is_empty() {
+        config.flags |= EXFIL_WATCH_OPENS;
+        let mut set = GlobSetBuilder::new();
+        for (g, pos) in &x.sensitive_paths {
+            let err = |message: String| PolicyError { file: file.to_owned(), pos: *pos, message };
+            let built = globset::GlobBuilder::new(g).literal_separator(true).backslash_escape(true).build().map_err(|e| err(format!("sensitive path `{g}`: {e}")))?;
+            set.add(built);
+            for (kind, text, flags) in sensitive_kernel_keys(g).map_err(|e| err(format!("sensitive path `{g}`: {e}")))? {
+                let mut key = SensKey { policy_id_be: policy_id.to_be_bytes(), kind, text: [0; SENS_TEXT_LEN] };
+                key.text[..text.len()].copy_from_slice(&text);
+                let len = 32 + 8 + 8 * text.len() as u32;
+                // One entry per key: a tainting one outranks a report-only one.
+                match sensitive.iter_mut().find(|(l, k, _): &&mut (u32, SensKey, SensRule)| *l == len && *k == key) {
+                    Some((_, _, v)) => v.flags |= flags,
+                    None => sensitive.push((len, key, SensRule { flags, _pad: 0 })),
+                }
+            }
+            eval.sensitive_text.push(g.clone());
+        }
+        eval.sensitive = Some(set.build().map_err(|e| PolicyError { file: file.to_owned(), pos: x.sensitive_paths[0].1, message: format!("sensitive paths: {e}") })?);
+    }
+    eval.after_read = x.after_sensitive_read;
+    eval.budget = x.egress_budget.clone();
+    eval.tunnel = x.dns_tunnel.clone();
+    Ok(CompiledExfil { config, eval, sensitive })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(g: &str) -> Vec<(char, String, u32)> {
+        sensitive_kernel_keys(g).unwrap().into_iter().map(|(k, t, f)| (k as char, String::from_utf8_lossy(&t).into_owned(), f)).collect()
+    }
+
+    #[test]
+    fn globs_become_kernel_keys() {
+        assert_eq!(keys("/home/*/.ssh/**"), vec![('T', ".ssh/".into(), SENS_TAINT_NOW)]);
+        assert_eq!(keys("**/.env"), vec![('N', ".env\0".into(), SENS_TAINT_NOW)]);
+        assert_eq!(keys("/etc/shadow"), vec![('T', "etc/shadow\0".into(), SENS_TAINT_NOW), ('N', "shadow\0".into(), 0)]);
+        assert_eq!(keys("**/.ssh/id_*"), vec![('T', ".ssh/id_".into(), SENS_TAINT_NOW), ('N', "id_".into(), 0)]);
+        assert_eq!(keys("**/.config/gcloud/*"), vec![('T', "gcloud/".into(), SENS_TAINT_NOW)]);
+        assert!(sensitive_kernel_keys("**/*.pem").unwrap_err().contains("nothing to look for"));
+        assert!(sensitive_kernel_keys("**").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(byte_size("8MiB"), Some(8 << 20));
+        assert_eq!(byte_size("1GiB"), Some(1 << 30));
+        assert_eq!(byte_size("10MB"), Some(10_000_000));
+        assert_eq!(byte_size("1500"), Some(1500));
+        assert_eq!(byte_size("100"), None);
+        assert_eq!(byte_size("8 parsecs"), None);
+        assert_eq!(byte_size("99999999999999999999GiB"), None);
+    }
+}
