@@ -97,6 +97,13 @@ pub static DNS_BLOCKED: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 pub struct OpenScratch {
     pub event: OpenEvent,
     pub key: Key<SensKey>,
+    /// The filename read from user memory, zero beyond it: twice its longest length, so a
+    /// key can be copied from any offset within it with a constant size.
+    pub name: [u8; 2 * guard_common::FILENAME_LEN],
+    /// Where the last and the one-before-last '/' are (`NO_SLASH`: none), written to memory
+    /// rather than kept in registers so the verifier need not track them per iteration.
+    pub last: u64,
+    pub prev: u64,
 }
 
 #[map]

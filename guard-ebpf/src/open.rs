@@ -3,7 +3,7 @@
 //! the globs. Entries marked `SENS_TAINT_NOW` taint the process here and now, so a read
 //! followed at once by a connect is refused before the daemon has even seen the read.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user_str_bytes, generated::bpf_ktime_get_boot_ns},
+    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user_str_bytes, generated::bpf_ktime_get_boot_ns},
     programs::TracePointContext,
 };
 use guard_common::{
@@ -61,40 +61,46 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     let scratch = unsafe { &mut *scratch };
     // SAFETY: the offset comes from this tracepoint's format; the read is bounds-checked.
     let ptr: u64 = unsafe { ctx.read_at(name_off as usize) }?;
-    let ev = &mut scratch.event;
-    ev.filename = [0; FILENAME_LEN];
+    scratch.name = [0; 2 * FILENAME_LEN];
     // SAFETY: reads a NUL-terminated user string into a bounded buffer; faults are errors.
-    let n = unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut ev.filename) }.map(|s| s.len()).unwrap_or(0);
+    let n = unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut scratch.name[..FILENAME_LEN]) }.map(|s| s.len()).unwrap_or(0);
     if n == 0 {
         return Ok(());
     }
-    // The last two '/' (usize::MAX: none).
-    let (mut last, mut prev) = (usize::MAX, usize::MAX);
-    for i in 0..FILENAME_LEN {
-        if i >= n {
-            break;
-        }
-        if ev.filename[i] == b'/' {
-            prev = last;
-            last = i;
+    // Every byte is looked at (those past the name are 0), so no exit depends on the data.
+    // Volatile: the compiler must not keep them in registers, where the verifier would follow
+    // every combination of values.
+    let (last_p, prev_p) = (&raw mut scratch.last, &raw mut scratch.prev);
+    // SAFETY: both point into the per-CPU slot we hold.
+    unsafe {
+        core::ptr::write_volatile(last_p, NO_SLASH);
+        core::ptr::write_volatile(prev_p, NO_SLASH);
+        for i in 0..FILENAME_LEN {
+            if scratch.name[i] == b'/' {
+                core::ptr::write_volatile(prev_p, core::ptr::read_volatile(last_p));
+                core::ptr::write_volatile(last_p, i as u64);
+            }
         }
     }
+    // SAFETY: as above.
+    let (last, prev) = unsafe { (core::ptr::read_volatile(last_p), core::ptr::read_volatile(prev_p)) };
     let policy_id_be = w.policy_id.to_be_bytes();
     let mut rule = None;
-    if last != usize::MAX {
+    if last != NO_SLASH {
         // `parent/name`: from after the '/' before the last one (or the start of a relative
         // `dir/name`).
-        let tail_start = if prev == usize::MAX { 0 } else { prev + 1 };
-        rule = lookup(scratch, policy_id_be, SENS_KIND_TAIL, tail_start, n);
+        let tail_start = if prev == NO_SLASH { 0 } else { prev + 1 };
+        rule = lookup(scratch, policy_id_be, SENS_KIND_TAIL, tail_start);
     }
     if rule.is_none() {
-        let name_start = if last == usize::MAX { 0 } else { last + 1 };
-        rule = lookup(scratch, policy_id_be, SENS_KIND_NAME, name_start, n);
+        let name_start = if last == NO_SLASH { 0 } else { last + 1 };
+        rule = lookup(scratch, policy_id_be, SENS_KIND_NAME, name_start);
     }
     let Some(rule) = rule else {
         return Ok(());
     };
     let ev = &mut scratch.event;
+    ev.filename.copy_from_slice(&scratch.name[..FILENAME_LEN]);
     fill_task_header(&mut ev.header, EventKind::Open, &w);
     ev.sens_flags = rule.flags;
     ev.filename_len = n as u32;
@@ -126,19 +132,24 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     Ok(())
 }
 
-/// Looks up `kind` + filename bytes `start..n` in the sensitive-path trie.
+/// Looks up `kind` + the filename from byte `start` in the sensitive-path trie.
 #[inline(always)]
-fn lookup(scratch: &mut crate::maps::OpenScratch, policy_id_be: [u8; 4], kind: u8, start: usize, n: usize) -> Option<SensRule> {
+fn lookup(scratch: &mut crate::maps::OpenScratch, policy_id_be: [u8; 4], kind: u8, start: u64) -> Option<SensRule> {
     let key = &mut scratch.key;
     key.prefix_len = 32 + 8 + 8 * SENS_TEXT_LEN as u32;
-    key.data = SensKey { policy_id_be, kind, text: [0; SENS_TEXT_LEN] };
-    for j in 0..SENS_TEXT_LEN {
-        let idx = start + j;
-        // The key's zero padding stands for the NUL: an exact name's entry ends in one.
-        if idx >= n {
-            break;
-        }
-        key.data.text[j] = scratch.event.filename[idx & (FILENAME_LEN - 1)];
+    key.data.policy_id_be = policy_id_be;
+    key.data.kind = kind;
+    // One copy of constant size from anywhere in the first half of the zero-padded buffer:
+    // the name, then zeros (an exact entry's NUL).
+    let from = (start as usize) & (FILENAME_LEN - 1);
+    // SAFETY: `from + SENS_TEXT_LEN` is within `name` (2 * FILENAME_LEN bytes); the helper
+    // copies between two valid kernel buffers.
+    let ok = unsafe { bpf_probe_read_kernel_buf(scratch.name.as_ptr().add(from), &mut key.data.text) };
+    if ok.is_err() {
+        return None;
     }
     SENSITIVE.get(&*key).copied()
 }
+
+/// `OpenScratch::last`/`prev` when there is no such '/'.
+const NO_SLASH: u64 = u64::MAX;

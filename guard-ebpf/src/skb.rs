@@ -228,6 +228,9 @@ fn copy_dns(ctx: &SkBuffContext, o: &SockOwner, p: &Packet, direction: u32) {
         return;
     }
     let payload_len = total - p.payload_off;
+    if payload_len == 0 {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
         count_drop(EventKind::Dns);
         return;
@@ -253,7 +256,9 @@ fn copy_dns(ctx: &SkBuffContext, o: &SockOwner, p: &Packet, direction: u32) {
         if n > DNS_PAYLOAD_LEN as u32 {
             n = DNS_PAYLOAD_LEN as u32;
         }
-        let ok = n > 0 && bpf_skb_load_bytes(ctx.as_ptr().cast(), p.payload_off, (*ev).payload.as_mut_ptr().cast(), n) == 0;
+        // The same value, in a form the verifier can bound to 1..=DNS_PAYLOAD_LEN.
+        let n = ((n - 1) & (DNS_PAYLOAD_LEN as u32 - 1)) + 1;
+        let ok = bpf_skb_load_bytes(ctx.as_ptr().cast(), p.payload_off, (*ev).payload.as_mut_ptr().cast(), n) == 0;
         (*ev).copied = if ok { n } else { 0 };
     }
     entry.submit(0);

@@ -1,9 +1,9 @@
 //! A test workload that speaks DNS from inside an agent workload, so tests can observe what
 //! guard learns and cuts off.
 //!
-//! - `guard-test-dns SERVER NAME [PORT]`: resolves NAME (A) at SERVER (`ip:port`), prints
-//!   `addr IP` (or `error TEXT`, exit 4); with PORT, connects to the first address: prints
-//!   `connected` or `errno N` (exit 3).
+//! - `guard-test-dns SERVER NAME [PORT [DELAY_MS]]`: resolves NAME (A) at SERVER (`ip:port`),
+//!   prints `addr IP` (or `error TEXT`, exit 4); with PORT, connects to the first address
+//!   (DELAY_MS after the answer): prints `connected` or `errno N` (exit 3).
 //! - `guard-test-dns SERVER repeat N NAME`: N lookups of NAME; prints `answered K`.
 //! - `guard-test-dns SERVER burst N SUFFIX`: N lookups of random 57-character labels (three
 //!   of them) under SUFFIX, as DNS tunnels send; prints `answered K` and `first_error I TEXT`.
@@ -87,6 +87,8 @@ fn main() {
             out(format!("addr {}", addrs[0]));
             if let Some(port) = args.get(2) {
                 let port: u16 = port.parse().expect("PORT");
+                let delay: u64 = args.get(3).map_or(0, |d| d.parse().expect("DELAY_MS"));
+                std::thread::sleep(Duration::from_millis(delay));
                 match TcpStream::connect_timeout(&SocketAddr::new(addrs[0], port), TIMEOUT) {
                     Ok(_) => out("connected".into()),
                     Err(e) => {
