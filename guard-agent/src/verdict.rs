@@ -248,6 +248,20 @@ impl Verdict {
                 "user": user,
             })
         };
+        // A connect, a send or a flow to one destination.
+        let outbound = |unmapped: Value, activity: (u32, &str), operation: &str, addr: IpAddr, port: u16, protocol: u32, exe: &Option<String>| {
+            let unmapped = merge(unmapped, json!({ "operation": operation }));
+            merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
+                "actor": network_actor(exe),
+                "src_endpoint": local,
+                "dst_endpoint": { "ip": addr.to_string(), "port": port },
+                "connection_info": {
+                    "protocol_num": protocol, "protocol_name": protocol_name(protocol),
+                    "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
+                    "direction_id": 2, "direction": "Outbound",
+                },
+            }))
+        };
         let value = match &self.subject {
             Subject::Exec(e) => {
                 let unmapped = merge(unmapped, json!({
@@ -278,31 +292,11 @@ impl Verdict {
                     (false, false) => (1, "Open"),
                     (false, true) => (6, "Traffic"),
                 };
-                let unmapped = merge(unmapped, json!({ "operation": if *sendmsg { "sendmsg" } else { "connect" } }));
-                merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
-                    "actor": network_actor(exe),
-                    "src_endpoint": local,
-                    "dst_endpoint": { "ip": addr.to_string(), "port": port },
-                    "connection_info": {
-                        "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
-                        "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
-                        "direction_id": 2, "direction": "Outbound",
-                    },
-                }))
+                outbound(unmapped, activity, if *sendmsg { "sendmsg" } else { "connect" }, *addr, *port, *protocol, exe)
             }
             Subject::Flow { addr, port, protocol, exe, operation } => {
                 let activity = if refused { (5, "Refuse") } else { (6, "Traffic") };
-                let unmapped = merge(unmapped, json!({ "operation": operation }));
-                merge(common(NETWORK_ACTIVITY, activity, unmapped), json!({
-                    "actor": network_actor(exe),
-                    "src_endpoint": local,
-                    "dst_endpoint": { "ip": addr.to_string(), "port": port },
-                    "connection_info": {
-                        "protocol_num": protocol, "protocol_name": protocol_name(*protocol),
-                        "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
-                        "direction_id": 2, "direction": "Outbound",
-                    },
-                }))
+                outbound(unmapped, activity, operation, *addr, *port, *protocol, exe)
             }
             Subject::Moved { pid, to, exe } => {
                 let unmapped = merge(unmapped, json!({

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use guard_common::{
     EXFIL_WATCH_OPENS, EventKind, FILENAME_LEN, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW,
-    SENS_TEXT_LEN, SensKey, SensRule, Taint,
+    SENS_TEXT_LEN, SensRule, Taint,
 };
 
 use crate::{

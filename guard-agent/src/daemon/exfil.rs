@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 use super::Engine;
 use crate::{
     dns::{self, Learned, TunnelDetector},
-    policy::compile::{AgentEntry, Compiled},
+    policy::{
+        compile::{AgentEntry, Compiled, RuleInfo},
+        exfil::ExfilEval,
+    },
     verdict::{Subject, Verdict},
 };
 
@@ -176,9 +179,7 @@ impl Engine {
                     inherited: t.is_some_and(|t| t.reader != h.tgid),
                 }
             });
-            if let Some(agent) = self.correlator.policies.agent(h.policy_id) {
-                v.rule = agent.exfil.taint_rule.and_then(|id| self.correlator.policies.of(h.policy_id)?.rule(id).cloned());
-            }
+            v.rule = self.exfil_rule(h.policy_id, |x| x.taint_rule);
             let by = if info.inherited { format!("its ancestor {}", info.reader) } else { "it".to_owned() };
             v.reason = Some(format!(
                 "{by} read {} at {}; after a sensitive read only allow-listed destinations may be reached",
@@ -231,8 +232,7 @@ impl Engine {
         let (ppid, exe) = self.correlator.identify(b.tgid);
         let subject = Subject::Flow { addr, port: b.port, protocol: b.protocol, exe, operation: "egress_budget" };
         let mut v = self.correlator.verdict(&header, subject, ppid);
-        let agent = self.correlator.policies.agent(b.policy_id);
-        v.rule = agent.and_then(|a| a.exfil.budget_rule).and_then(|id| self.correlator.policies.of(b.policy_id)?.rule(id).cloned());
+        v.rule = self.exfil_rule(b.policy_id, |x| x.budget_rule);
         let window_s = b.window_ns as f64 / 1e9;
         let kill = matches!(v.decision, Decision::Killed | Decision::WouldKill);
         v.exfil = Some(json!({ "egress_budget": {
@@ -286,17 +286,18 @@ impl Engine {
             }
         };
         self.exfil.counters.dns_messages += 1;
-        let Some(agent) = self.correlator.policies.agent(d.policy_id).cloned() else { return };
+        // The compilation the event's policy id belongs to (a reference count, not a copy).
+        let Some(compiled) = self.correlator.policies.arc(d.policy_id).cloned() else { return };
+        let Some(agent) = compiled.agent(d.policy_id) else { return };
         let now = Instant::now();
         if d.direction == DNS_QUERY && !msg.response {
-            self.dns_query(d, &agent, &msg, now);
+            self.dns_query(d, agent, &msg, now);
         } else if d.direction == DNS_ANSWER && msg.response {
-            let compiled = std::sync::Arc::clone(&self.correlator.policies.current);
             for r in msg.resolved() {
                 if agent.hosts.iter().any(|h| h.pattern.matches(&r.asked)) {
                     let ttl = Duration::from_secs(u64::from(r.ttl));
                     self.exfil.learned.learn(d.policy_id, r.addr, &r.asked, ttl, agent.dns_grace, now);
-                    self.write_learned(&compiled, &agent, r.addr);
+                    self.write_learned(&compiled, agent, r.addr);
                 } else {
                     self.exfil.learned.saw(d.policy_id, r.addr, &r.asked, now);
                 }
@@ -309,7 +310,10 @@ impl Engine {
         if self.exfil.blocked.contains(&d.cgroup_id) {
             return;
         }
-        let detector = self.exfil.tunnels.entry(agent.name.clone()).or_insert_with(|| TunnelDetector::new(limits.clone(), dns::DEFAULT_MAX_TRACKED));
+        if !self.exfil.tunnels.contains_key(&agent.name) {
+            self.exfil.tunnels.insert(agent.name.clone(), TunnelDetector::new(limits.clone(), dns::DEFAULT_MAX_TRACKED));
+        }
+        let Some(detector) = self.exfil.tunnels.get_mut(&agent.name) else { return };
         let Some(f) = msg.questions.iter().find_map(|q| detector.observe(d.cgroup_id, &q.name, now)) else { return };
         self.exfil.counters.tunnels += 1;
         let audit = agent.mode == crate::policy::Mode::Audit;
@@ -325,7 +329,7 @@ impl Engine {
         let addr = address(d.family, d.server);
         let subject = Subject::Flow { addr, port: d.server_port, protocol: d.protocol, exe, operation: "dns_tunnel" };
         let mut v = self.correlator.verdict(&header, subject, ppid);
-        v.rule = agent.exfil.tunnel_rule.and_then(|id| self.correlator.policies.of(d.policy_id)?.rule(id).cloned());
+        v.rule = self.exfil_rule(d.policy_id, |x| x.tunnel_rule);
         v.reason = Some(format!("{} (query {}, base domain {}): this workload's DNS is cut off", f.reason, f.qname, f.base_domain));
         v.exfil = Some(json!({ "dns_tunnel": { "query": f.qname, "base_domain": f.base_domain, "why": f.reason.to_string() } }));
         self.emit_with_session(v);
@@ -378,6 +382,12 @@ impl Engine {
         for d in self.exfil.tunnels.values_mut() {
             d.forget_workload(cgroup_id);
         }
+    }
+
+    /// The rule an agent's `exfil` section stands for (`pick` says which), as verdicts name it.
+    fn exfil_rule(&self, policy_id: u32, pick: fn(&ExfilEval) -> Option<u32>) -> Option<RuleInfo> {
+        let compiled = self.correlator.policies.of(policy_id)?;
+        compiled.rule(pick(&compiled.agent(policy_id)?.exfil)?).cloned()
     }
 
     fn emit_with_session(&mut self, mut v: Verdict) {

@@ -24,11 +24,11 @@ mod tunnel;
 mod tests;
 
 pub use self::learned::{DEFAULT_CAPACITY, DEFAULT_SEEN_CAPACITY, DEFAULT_SEEN_TTL, Learned};
-pub use self::names::{HostPattern, normalize_name};
+pub use self::names::HostPattern;
 pub use self::parse::{
-    Answer, AnswerData, Dns, MAX_CNAME_HOPS, ParseError, Question, Resolved, Transport, parse,
+    Answer, AnswerData, Dns, MAX_CNAME_HOPS, ParseError, Question, Transport, parse,
 };
 pub use self::tunnel::{
-    DEFAULT_MAX_TRACKED, TunnelDetector, TunnelFinding, TunnelLimits, TunnelReason, base_domain,
+    DEFAULT_MAX_TRACKED, TunnelDetector, TunnelLimits, TunnelReason, base_domain,
     label_entropy,
 };
