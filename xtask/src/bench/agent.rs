@@ -196,7 +196,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct Metrics(Vec<(String, BTreeMap<String, String>, f64)>);
 
 impl Metrics {
-    fn parse(text: &str) -> Self {
+    pub fn parse(text: &str) -> Self {
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let Some((head, value)) = line.rsplit_once(' ') else { continue };

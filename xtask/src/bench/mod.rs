@@ -12,6 +12,8 @@ mod agent;
 mod others;
 mod phases;
 mod report;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::{
@@ -32,7 +34,7 @@ pub struct Args {
     /// to target/bench/BENCHMARKS.quick.md unless --out says otherwise.
     #[arg(long)]
     quick: bool,
-    /// Rounds of A..F (default: 7, or 2 with --quick).
+    /// Rounds of A..F (default: 15, or 2 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
     /// Where the report goes (default: BENCHMARKS.md at the workspace root).
@@ -129,7 +131,7 @@ impl Plan {
         } else {
             Self {
                 quick,
-                rounds: rounds.unwrap_or(7),
+                rounds: rounds.unwrap_or(15),
                 exec_n: 5_000,
                 connect_n: 20_000,
                 stream_bytes: 1 << 30,
@@ -299,11 +301,19 @@ fn bench(root: &Path, plan: &Plan, scratch: &Path) -> anyhow::Result<(Results, C
         hec.requests.load(Ordering::Relaxed),
         hec.bytes.load(Ordering::Relaxed) >> 10
     ));
-    phases::storm(&ctx, plan, &mut res)?;
-    phases::scale(&ctx, plan, &mut res)?;
-    phases::hold(&ctx, plan, &mut res)?;
-    phases::live(&ctx, plan, &mut res)?;
-    phases::profile(&ctx, plan, &mut res)?;
+    type Phase = fn(&Ctx, &Plan, &mut Results) -> anyhow::Result<()>;
+    let phases: [(&str, Phase); 5] = [
+        ("exec storm", phases::storm),
+        ("policy scale", phases::scale),
+        ("hold latency", phases::hold),
+        ("live processes", phases::live),
+        ("profiles (bpf_stats_enabled)", phases::profile),
+    ];
+    for (name, phase) in phases {
+        let t = Instant::now();
+        phase(&ctx, plan, &mut res).with_context(|| name.to_owned())?;
+        println!("bench: {name}: {:.0} s", t.elapsed().as_secs_f64());
+    }
     Ok((res, ctx))
 }
 
@@ -388,7 +398,9 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
         let t = Instant::now();
         for cfg in Cfg::ALL {
             check_interrupt()?;
+            let up = Instant::now();
             let env = Env::up(ctx, cfg).with_context(|| format!("bringing up {}", cfg.title()))?;
+            let up = up.elapsed().as_secs_f64();
             let mut shown = Vec::new();
             for load in Load::ALL {
                 wait_quiet(res)?;
@@ -402,7 +414,7 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
                     _ => format!("{load:?} {:.1} ms", r["ns"] / 1e6).to_lowercase(),
                 });
             }
-            println!("bench:   {}: {}", cfg.letter(), shown.join(", "));
+            println!("bench:   {}: {} (up in {up:.1} s)", cfg.letter(), shown.join(", "));
             let hwm = env.observer_hwm();
             let e = res.observer_hwm.entry(cfg).or_default();
             *e = (*e).max(hwm);
@@ -429,8 +441,9 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
 
 /// Before a timed run: waits until the machine is quiet (its CPUs less than 15% busy over a
 /// quarter of a second; another developer's build would otherwise land in one configuration's
-/// numbers), for at most two minutes.
+/// numbers), for at most two minutes, and four minutes over the whole bench.
 pub fn wait_quiet(res: &mut Results) -> anyhow::Result<()> {
+    const TOTAL: f64 = 240.0;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let start = Instant::now();
     let window = Duration::from_millis(250);
@@ -442,7 +455,7 @@ pub fn wait_quiet(res: &mut Results) -> anyhow::Result<()> {
         if busy < 0.15 {
             break;
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > Duration::from_secs(120) || res.waited + start.elapsed().as_secs_f64() > TOTAL {
             res.busy_starts += 1;
             break;
         }

@@ -200,15 +200,13 @@ impl Bpftrace {
     /// Starts it and waits until an exec of `marker` shows in its output.
     pub fn start(scratch: &Path, marker: &Path) -> anyhow::Result<Self> {
         let out = scratch.join("bpftrace.out");
-        // A previous run's output already holds the marker: start from nothing, or bpftrace
-        // would look ready before it has attached.
-        let _ = fs::remove_file(&out);
+        // Unbuffered (as on a terminal, a line per exec as it happens); with `-o` bpftrace
+        // buffers its file output whatever -B says.
         let child = Command::new("bpftrace")
-            .arg("-o")
-            .arg(&out)
-            .args(["-e", BPFTRACE_PROGRAM])
+            .args(["-B", "none", "-e", BPFTRACE_PROGRAM])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Truncated: a previous run's output holds the marker already.
+            .stdout(fs::File::create(&out)?)
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()

@@ -39,7 +39,6 @@ pub struct Storm {
 }
 
 pub fn storm(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    println!("bench: exec storm");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
     let job = |rate: f64| {
         args(&["storm", "--bin", &ctx.tiny_true.display().to_string(), "--rate", &rate.to_string(), "--secs", &plan.storm_secs.to_string(), "--threads", &threads])
@@ -120,7 +119,6 @@ pub fn scale_policy(n: usize) -> String {
 }
 
 pub fn scale(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    println!("bench: policy scale");
     let mut s = Scale { samples: BTreeMap::new() };
     for n in SCALE_SIZES {
         std::fs::write(ctx.scratch.join(format!("scale-{n}.yaml")), scale_policy(n))?;
@@ -157,7 +155,6 @@ pub struct Hold {
 }
 
 pub fn hold(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    println!("bench: hold latency");
     let daemon = Daemon::start(ctx, "hold", Sinks::File, None)?;
     wait_quiet(res)?;
     let job = args(&[
@@ -200,7 +197,6 @@ pub struct Live {
 }
 
 pub fn live(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    println!("bench: {} live processes", plan.live_n);
     let daemon = Daemon::start(ctx, "live", Sinks::File, None)?;
     daemon.settle()?;
     let rss_before_kib = agent::status_kib(daemon.pid, "VmRSS");
@@ -251,7 +247,6 @@ pub fn live(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
 /// (SIGSTOP) during the timed loop, so no event wakes it; and a perf profile of the daemon
 /// during C's exec loop.
 pub fn profile(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    println!("bench: profiles (bpf_stats_enabled)");
     let _stats = others::BpfStats::enable()?;
     let mut targets: Vec<(String, Option<Cfg>)> = [Cfg::B, Cfg::C, Cfg::D, Cfg::F].iter().map(|c| (c.letter().to_owned(), Some(*c))).collect();
     targets.extend(SCALE_SIZES.iter().map(|n| (format!("scale-{n}"), None)));
@@ -357,7 +352,8 @@ fn paused(ctx: &Ctx, plan: &Plan, load: Load, res: &mut Results) -> anyhow::Resu
     let mut child = agent::worker_cmd(ctx, Place::Agent(&daemon), &job).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let mut stdin = child.stdin.take().context("worker stdin")?;
     let mut lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
-    let run = (|| -> anyhow::Result<(BTreeMap<String, (f64, f64)>, BTreeMap<String, f64>)> {
+    type Readings = (BTreeMap<String, (f64, f64)>, BTreeMap<String, f64>);
+    let run = (|| -> anyhow::Result<Readings> {
         match lines.next() {
             Some(Ok(l)) if l == "waiting" => {}
             other => bail!("the paused-daemon worker did not get ready: {other:?}"),

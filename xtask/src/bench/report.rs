@@ -422,7 +422,7 @@ impl Report<'_> {
             o,
             "\n## Method\n\n- Each workload is this repository's xtask binary re-run as a worker (`xtask bench worker ...`), started directly (A, B, E, F) or by `guard-agent launch --agent bench` (C, D); it warms up (n/20 untimed iterations) and times itself, so start-up is outside the measurement.\n\
              - The daemon is the release build, started per configuration per round with `--detach-on-exit`, its own sockets and state, metrics on loopback, verdicts to a file (D: also RFC 5424 over TCP to a local rsyslogd and Splunk HEC to a local HTTP receiver).\n\
-             - E: auditd (Debian's) with `-a always,exit -F arch=b64 -S execve,execveat` and `-S connect`, logging to a scratch file; F: `bpftrace -e '{}'` writing to a file.\n\
+             - E: auditd (Debian's) with `-a always,exit -F arch=b64 -S execve,execveat` and `-S connect`, logging to a scratch file; F: `bpftrace -B none -e '{}' > FILE` (unbuffered, a line per exec as on a terminal).\n\
              - Afterwards the rules are removed, auditd, bpftrace, rsyslogd and the daemons stopped, `kernel.bpf_stats_enabled` and the kernel's audit `enabled` flag restored. Cleanup check: {}.",
             super::others::BPFTRACE_PROGRAM.replace('|', "\\|"),
             i.leftovers.as_deref().unwrap_or("nothing left")
