@@ -137,7 +137,7 @@ impl Plan {
                 stream_bytes: 1 << 30,
                 storm_secs: 2.0,
                 storm_steps: vec![0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0],
-                scale_rounds: 5,
+                scale_rounds: 7,
                 hold_n: 2_000,
                 live_n: 10_000,
                 perf: true,
@@ -183,7 +183,7 @@ pub struct Results {
     /// the runs that started anyway (still busy after two minutes).
     pub waited: f64,
     pub busy_starts: u32,
-    /// Top symbols of the daemon during C's exec loop: (percent, symbol).
+    /// The daemon's perf profile during C's exec loop: (percent, symbol), largest first.
     pub perf_top: Vec<(f64, String)>,
     /// What the D sinks delivered.
     pub sinks: Vec<String>,

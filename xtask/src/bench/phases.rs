@@ -409,7 +409,7 @@ impl Perf {
     fn finish(self) -> anyhow::Result<Vec<(f64, String)>> {
         agent::interrupt_and_wait(self.child, libc::SIGINT, Duration::from_secs(20));
         let out = Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1.5", "-i"])
+            .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "0.05", "-i"])
             .arg(&self.data)
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -419,9 +419,11 @@ impl Perf {
             .filter_map(|l| {
                 let l = l.trim();
                 let (pct, rest) = l.split_once('%')?;
-                Some((pct.trim().parse().ok()?, rest.split_whitespace().collect::<Vec<_>>().join(" ")))
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                // `OBJECT [.] SYMBOL - -`: the trailing columns are empty sort keys.
+                let end = words.iter().rposition(|w| *w != "-").map_or(0, |i| i + 1);
+                Some((pct.trim().parse().ok()?, words[..end].join(" ")))
             })
-            .take(15)
             .collect())
     }
 }
