@@ -212,12 +212,13 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
     command.extend(std::env::args().skip(1));
     crate::setup::ensure(&command[2..].iter().map(String::as_str).collect::<Vec<_>>())?;
     others::apt_install(&["auditd", "bpftrace", "rsyslog"])?;
+    // Built before taking the lock: a build does not get in the way of the privileged tests.
+    crate::cargo(root, &["build", "--release", "--package", "guard-agent"])?;
     let lock = others::Lock::take()?;
     let command = match &lock.wrapper {
         Some(w) => w.clone(),
         None => command.join(" "),
     };
-    crate::cargo(root, &["build", "--release", "--package", "guard-agent"])?;
     // A handler (not "ignore", which workers would inherit): Ctrl-C ends the current worker,
     // and the bench stops what it started (daemons, auditd, bpftrace, rsyslogd run in their own
     // process groups and are stopped here, in order).

@@ -27,7 +27,8 @@ impl Machine {
         let mem_kib: f64 = read("/proc/meminfo").lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
         let os = read("/etc/os-release").lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned())).unwrap_or_default();
         let root_s = root.display().to_string();
-        let dirty = !sh("git", &["-C", &root_s, "status", "--porcelain", "--untracked-files=no"]).is_empty();
+        // The report itself is rewritten by every run: it does not make the tree dirty.
+        let dirty = !sh("git", &["-C", &root_s, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md"]).is_empty();
         let version = |p: &str| sh("dpkg-query", &["-W", "-f=${Version}", p]);
         Self {
             cpu,
@@ -413,7 +414,7 @@ impl Report<'_> {
             let _ = writeln!(o, "| config | asked, execs/s | reached, execs/s | exec drops | all drops | daemon CPU | exec events read per daemon CPU-second |\n|---|---|---|---|---|---|---|");
             let best: Vec<String> = s.steps.iter().map(|(c, st)| format!("{} {:.0}/s", c.letter(), st.iter().map(|x| x.reached).fold(0.0, f64::max))).collect();
             storm_note = format!(
-                "\nWith guard the workload reached at most {} ({:.0} execs/s without an agent): the exec rate is capped by what each exec costs the workload with guard (see the exec loop), not by the ring buffer.",
+                "\nWith guard the workload reached at most {} ({:.0} execs/s without an agent): the exec rate is capped by what each exec costs the workload with guard (see the exec loop), not by the ring buffer.\n",
                 best.join(", "),
                 s.max_rate
             );
@@ -427,10 +428,12 @@ impl Report<'_> {
         let _ = write!(o, "{storm_note}");
         if let Some(s) = &res.scale {
             let _ = writeln!(o, "\n## Policy scale\n\nAgent `bench` with N exec-deny rules (path, path_prefix, basename, basename_prefix in turn) and N deny prefixes (/16 to /32, two fifths of them inside 127.0.0.0/8 beside the address connected to); workloads in its cgroup; {} rounds, interleaved; medians, ms:\n", plan.scale_rounds);
-            let _ = writeln!(o, "| workload | 10 entries | 10,000 entries | ratio |\n|---|---|---|---|");
+            let _ = writeln!(o, "| workload | 10 entries | 10,000 entries | ratio | per-round ratios (interquartile) |\n|---|---|---|---|---|");
             for load in [Load::Exec, Load::Connect] {
                 let (a, b) = (median(&s.samples[&(10, load)]), median(&s.samples[&(10_000, load)]));
-                let _ = writeln!(o, "| {load:?} loop | {:.1} | {:.1} | {:.3} |", a * 1e3, b * 1e3, b / a);
+                let pairs: Vec<f64> = s.samples[&(10, load)].iter().zip(&s.samples[&(10_000, load)]).map(|(a, b)| b / a).collect();
+                let (q1, q3) = quartiles(&pairs);
+                let _ = writeln!(o, "| {load:?} loop | {:.1} | {:.1} | {:.3} | {q1:.3}–{q3:.3} |", a * 1e3, b * 1e3, b / a);
             }
         }
         if let Some(h) = &res.hold {
@@ -439,7 +442,7 @@ impl Report<'_> {
             let _ = writeln!(o, "| exec | p50 | p99 | max |\n|---|---|---|---|");
             let _ = writeln!(o, "| held, decided by the daemon | {:.0} | {:.0} | {:.0} |", us(h.held[0]), us(h.held[1]), us(h.held[2]));
             let _ = writeln!(o, "| not held | {:.0} | {:.0} | {:.0} |", us(h.plain[0]), us(h.plain[1]), us(h.plain[2]));
-            let _ = writeln!(o, "| difference (the hold) | {:.0} | {:.0} | |", us(h.held[0] - h.plain[0]), us(h.held[1] - h.plain[1]));
+            let _ = writeln!(o, "| held − not held (the hold) | {:.0} | {:.0} | |", us(h.held[0] - h.plain[0]), us(h.held[1] - h.plain[1]));
             let quant = |q: f64| h.buckets.iter().find(|(_, c)| *c >= q * h.count).map_or("?".into(), |(b, _)| if b.is_infinite() { "> 600 s".into() } else { format!("≤ {:.1} ms", b * 1e3) });
             let _ = writeln!(o, "\nThe daemon's own histogram (`guard_hold_decision_seconds{{decision=\"policy\"}}`, exec to release): {:.0} holds, mean {:.0} µs, p50 {}, p99 {} (bucket bounds).", h.count, h.mean * 1e6, quant(0.5), quant(0.99));
         }
