@@ -88,6 +88,17 @@ fn round_ratios(res: &Results, cfg: Cfg, load: Load) -> Vec<f64> {
     a.iter().zip(c).map(|(a, c)| if load == Load::Stream { a / c } else { c / a }).collect()
 }
 
+/// What a program that runs for every process on the host (not only agent workloads) is.
+fn host_wide(program: &str) -> Option<&'static str> {
+    Some(match program {
+        "guard_gate" => "guard_gate (raw_tracepoint/sys_enter: every system call)",
+        "guard_ingress" => "guard_ingress (cgroup_skb at the cgroup root: every packet received)",
+        "guard_egress" => "guard_egress (cgroup_skb at the cgroup root: every packet sent)",
+        "guard_openat" => "guard_openat (every openat)",
+        _ => return None,
+    })
+}
+
 fn unit(load: Load) -> &'static str {
     match load {
         Load::Exec => "exec",
@@ -146,13 +157,14 @@ impl Report<'_> {
         let kernel = self.kernel_ns(cfg.letter(), load);
         let top: Vec<String> = progs.iter().take(3).map(|(name, runs, ns)| format!("{name} {runs:.2} runs × {:.0} ns", ns / runs.max(1e-9))).collect();
         let mut parts = vec![format!("{extra_ns:.0} ns more per {unit} than A"), format!("guard's programs take {kernel:.0} ns per {unit} ({})", top.join(", "))];
-        if let Some(g) = progs.iter().find(|p| p.0 == "guard_gate")
-            && g.2 >= 0.25 * kernel
-        {
-            parts.push(format!(
-                "{:.0} ns of it is guard_gate, the sys_enter program that runs on every system call of every process while the daemon runs ({:.1} calls per {unit})",
-                g.2, g.1
-            ));
+        let host: Vec<String> = progs
+            .iter()
+            .filter_map(|(name, runs, ns)| Some((host_wide(name)?, runs, ns)))
+            .filter(|(_, _, ns)| **ns >= 0.1 * kernel)
+            .map(|(what, runs, ns)| format!("{ns:.0} ns in {what}, {runs:.1} runs per {unit}"))
+            .collect();
+        if !host.is_empty() {
+            parts.push(format!("programs that run for every process on the host account for {}", host.join(", ")));
         }
         let paused = self.kernel_ns("C-paused", load);
         if matches!(cfg, Cfg::C | Cfg::D) && load != Load::Stream && paused > 0.0 && kernel > 1.5 * paused {
@@ -358,20 +370,24 @@ impl Report<'_> {
                  Suggested fix (guard-ebpf, guard-agent): output records nobody waits on (allowed exec, fork, exit, allowed connect) with `BPF_RB_NO_WAKEUP`, and wake the daemon only for records that need a prompt answer (holds) or once the buffer passes a fill threshold (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`); the daemon also polls on a short timer (say 10 ms) and reads everything queued each time."
             ));
         }
-        let gate = |load| self.per_op("B", load).into_iter().find(|p| p.0 == "guard_gate");
-        if let (Some(ge), Some(gc)) = (gate(Load::Exec), gate(Load::Connect)) {
-            let b_connect = self.kernel_ns("B", Load::Connect);
-            if gc.2 >= 0.3 * b_connect {
-                f.push(format!(
-                    "**guard_gate is the largest cost for processes outside agent workloads.** It is a `raw_tracepoint/sys_enter` program, so it runs on every system call of every process on the host while the daemon runs: {:.1} runs ({:.0} ns) per connect iteration and {:.1} runs ({:.0} ns) per exec in B, {:.0}% of guard's in-kernel cost on the connect loop. \
-                     Suggested fix (guard-ebpf): make the common case one array lookup of a held-process count (incremented where a process is held, decremented on release) before the hash lookup, or attach the gate only while holds exist.",
-                    gc.1,
-                    gc.2,
-                    ge.1,
-                    ge.2,
-                    gc.2 / b_connect * 100.0
-                ));
-            }
+        let host = |load| -> (f64, f64, Vec<String>) {
+            let all = self.per_op("B", load);
+            let total: f64 = all.iter().map(|p| p.2).sum();
+            let mut host: Vec<(String, f64, f64)> = all.into_iter().filter(|p| host_wide(&p.0).is_some() && p.1 >= 0.05).collect();
+            host.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let sum = host.iter().map(|p| p.2).sum();
+            (total, sum, host.iter().map(|(n, runs, ns)| format!("{n} {runs:.1} × {:.0} ns", ns / runs.max(1e-9))).collect())
+        };
+        let (connect_total, connect_host, connect_list) = host(Load::Connect);
+        let (_, stream_host, stream_list) = host(Load::Stream);
+        if connect_total > 0.0 && connect_host >= 0.5 * connect_total {
+            f.push(format!(
+                "**Processes outside agent workloads pay for programs that run host-wide.** In B (nothing to enforce) guard's programs take {connect_total:.0} ns per connect iteration, {connect_host:.0} ns of it in programs that run for every process: {} per connect; and {stream_host:.0} ns per MiB streamed ({}). \
+                 guard_gate runs on every system call (sys_enter) while the daemon runs, and cgroup_skb programs attached at the cgroup root run on every packet; each returns early for a process that is not an agent workload, but the run itself costs that much. \
+                 Suggested fixes (guard-ebpf, guard-agent): check a count of held processes (one array lookup) before the gate's hash lookup, or attach the gate only while holds exist; attach the cgroup_skb programs to the agent cgroups (the daemon registers each one) instead of the root, so other traffic never runs them.",
+                connect_list.join(", "),
+                stream_list.join(", ")
+            ));
         }
         if let Some(cpu) = res.observer_cpu.get(&(Cfg::C, Load::Exec)) {
             let per = median(cpu) / self.i.plan.exec_n as f64 * 1e6;
