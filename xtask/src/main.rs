@@ -1,4 +1,5 @@
 //! `cargo xtask <command>`: everything a fresh machine needs to build, run and test guard.
+mod bench;
 mod deb;
 mod setup;
 
@@ -47,6 +48,9 @@ enum Cmd {
         #[arg(long, value_name = "NAME <EMAIL>", default_value = deb::DEFAULT_MAINTAINER)]
         maintainer: String,
     },
+    /// Benchmarks: guard's overhead against no agent, auditd and bpftrace, configurations
+    /// interleaved; prints the table and writes it to BENCHMARKS.md (see BENCHMARKS.md).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("deb check: ok ({} checks)", deb::check(&deb)?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench(args) => bench::run(&root, args),
     }
 }
 
