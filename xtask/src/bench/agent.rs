@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -45,6 +44,7 @@ pub const AGENT: &str = "bench";
 
 pub struct Daemon {
     child: Option<Child>,
+    agent_bin: PathBuf,
     pub pid: u32,
     pub launch_socket: PathBuf,
     metrics_port: u16,
@@ -77,11 +77,8 @@ impl Daemon {
         if let Some(p) = policy {
             cmd.arg("--policy").arg(p);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
+        // SIGINT should the bench die without stopping it: it detaches and removes its cgroups.
+        let mut child = super::others::own_child(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()), libc::SIGINT)
             .spawn()
             .with_context(|| format!("starting {}", ctx.agent_bin.display()))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -97,7 +94,7 @@ impl Daemon {
             }
         });
         let pid = child.id();
-        let mut d = Self { child: Some(child), pid, launch_socket, metrics_port, stderr };
+        let mut d = Self { child: Some(child), agent_bin: ctx.agent_bin.clone(), pid, launch_socket, metrics_port, stderr };
         if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let exit = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             bail!("guard-agent daemon not ready within 60 s (exit: {exit:?}); stderr:\n{}", d.stderr_text());
@@ -145,17 +142,27 @@ impl Daemon {
 
     pub fn stop(mut self) -> anyhow::Result<()> {
         let child = self.child.take().context("daemon already stopped")?;
-        match interrupt_and_wait(child, libc::SIGINT, Duration::from_secs(20)) {
+        match self.interrupt(child) {
             Some(s) if s.success() => Ok(()),
             other => bail!("guard-agent daemon stopped with {other:?}; stderr:\n{}", self.stderr_text()),
         }
+    }
+
+    /// SIGINT, then SIGKILL after 20 s; a killed daemon did not detach, so its pinned programs
+    /// are removed here (`guard-agent detach`), which detaches them.
+    fn interrupt(&self, child: Child) -> Option<std::process::ExitStatus> {
+        let status = interrupt_and_wait(child, libc::SIGINT, Duration::from_secs(20));
+        if status.is_none() {
+            let _ = Command::new(&self.agent_bin).arg("detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        status
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            let _ = interrupt_and_wait(child, libc::SIGINT, Duration::from_secs(20));
+            let _ = self.interrupt(child);
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct Plan {
     pub hold_n: u64,
     pub live_n: u64,
     pub perf: bool,
+    /// Seconds [`wait_quiet`] may wait for the machine to be quiet: per run, and in all.
+    pub quiet_wait: (f64, f64),
 }
 
 impl Plan {
@@ -127,6 +129,7 @@ impl Plan {
                 hold_n: 300,
                 live_n: 10_000,
                 perf: false,
+                quiet_wait: (10.0, 20.0),
             }
         } else {
             Self {
@@ -141,6 +144,7 @@ impl Plan {
                 hold_n: 2_000,
                 live_n: 10_000,
                 perf: true,
+                quiet_wait: (120.0, 240.0),
             }
         }
     }
@@ -187,6 +191,8 @@ pub struct Results {
     pub perf_top: Vec<(f64, String)>,
     /// What the D sinks delivered.
     pub sinks: Vec<String>,
+    /// E used the machine's own auditd (already running) rather than one the bench started.
+    pub system_auditd: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -208,23 +214,38 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         worker::main(job)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if args.rounds == Some(0) {
+        bail!("--rounds must be at least 1");
+    }
     let mut command = vec!["cargo".to_owned(), "xtask".to_owned()];
     command.extend(std::env::args().skip(1));
+    // A handler (not "ignore", which workers would inherit), installed before anything is
+    // changed: Ctrl-C ends the current child (apt-get, cargo, a worker), and the bench undoes
+    // what it did (policy-rc.d while installing; daemons, auditd, bpftrace, rsyslogd run in
+    // their own process groups and are stopped here, in order).
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
     crate::setup::ensure(&command[2..].iter().map(String::as_str).collect::<Vec<_>>())?;
+    check_interrupt()?;
     others::apt_install(&["auditd", "bpftrace", "rsyslog"])?;
+    check_interrupt()?;
     // Built before taking the lock: a build does not get in the way of the privileged tests.
     crate::cargo(root, &["build", "--release", "--package", "guard-agent"])?;
+    check_interrupt()?;
     let lock = others::Lock::take()?;
     let command = match &lock.wrapper {
         Some(w) => w.clone(),
         None => command.join(" "),
     };
-    // A handler (not "ignore", which workers would inherit): Ctrl-C ends the current worker,
-    // and the bench stops what it started (daemons, auditd, bpftrace, rsyslogd run in their own
-    // process groups and are stopped here, in order).
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installs a handler that only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    // The bench's daemons use guard's default pin directory and cgroups, adopt pinned state
+    // they find there and remove it on exit (--detach-on-exit): never someone else's. And the
+    // cleanup check at the end must only find what this run left.
+    if let Some(found) = phases::leftovers() {
+        bail!(
+            "found before starting: {found} (another guard's, or left by an earlier run). The bench would adopt and remove it; remove it first (`guard-agent detach`, `auditctl -D -k guard-bench`)"
+        );
     }
     let started = Instant::now();
     let plan = Plan::new(args.quick, args.rounds);
@@ -234,7 +255,10 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(e) => {
             drop(scratch);
-            return Err(e);
+            return Err(match phases::leftovers() {
+                Some(l) => e.context(format!("left behind: {l}")),
+                None => e,
+            });
         }
     };
     let leftovers = phases::leftovers();
@@ -390,7 +414,11 @@ impl Env {
 pub const SETTLE: Duration = Duration::from_millis(300);
 
 fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
-    // Warm-up, discarded: page cache, the binaries, the loopback path.
+    // Warm-up, discarded: page cache, the binaries, the loopback path. auditd is brought up
+    // once here: once the kernel's audit has been enabled, every process forked afterwards
+    // carries an audit context (until reboot), so round 1 would otherwise be the only one
+    // whose A-D run without it.
+    drop(Env::up(ctx, Cfg::E).context("bringing up auditd for the warm-up")?);
     for load in Load::ALL {
         agent::run_worker(ctx, Place::Host, &plan.job(ctx, load))?;
     }
@@ -402,9 +430,12 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
             let up = Instant::now();
             let env = Env::up(ctx, cfg).with_context(|| format!("bringing up {}", cfg.title()))?;
             let up = up.elapsed().as_secs_f64();
+            if let Env::Audit(a) = &env {
+                res.system_auditd |= a.is_system();
+            }
             let mut shown = Vec::new();
             for load in Load::ALL {
-                wait_quiet(res)?;
+                wait_quiet(plan, res)?;
                 let cpu = env.observer_cpu();
                 let r = agent::run_worker(ctx, env.place(), &plan.job(ctx, load)).with_context(|| format!("{load:?} in {}", cfg.title()))?;
                 env.settle()?;
@@ -442,9 +473,9 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
 
 /// Before a timed run: waits until the machine is quiet (its CPUs less than 15% busy over a
 /// quarter of a second; another developer's build would otherwise land in one configuration's
-/// numbers), for at most two minutes, and four minutes over the whole bench.
-pub fn wait_quiet(res: &mut Results) -> anyhow::Result<()> {
-    const TOTAL: f64 = 240.0;
+/// numbers), for at most [`Plan::quiet_wait`] per run and over the whole bench.
+pub fn wait_quiet(plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
+    let (per_run, total) = plan.quiet_wait;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let start = Instant::now();
     let window = Duration::from_millis(250);
@@ -456,7 +487,7 @@ pub fn wait_quiet(res: &mut Results) -> anyhow::Result<()> {
         if busy < 0.15 {
             break;
         }
-        if start.elapsed() > Duration::from_secs(120) || res.waited + start.elapsed().as_secs_f64() > TOTAL {
+        if start.elapsed().as_secs_f64() > per_run || res.waited + start.elapsed().as_secs_f64() > total {
             res.busy_starts += 1;
             break;
         }

@@ -36,20 +36,44 @@ pub fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
     }
     println!("bench: installing Debian packages: {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
-    let own_policy = !Path::new(POLICY_RC_D).exists();
-    if own_policy {
-        fs::write(POLICY_RC_D, "#!/bin/sh\n# written by cargo xtask bench while it installs packages\nexit 101\n")?;
-        fs::set_permissions(POLICY_RC_D, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    }
-    let result = run(Command::new("apt-get")
+    super::check_interrupt()?;
+    let _policy = NoServiceStarts::new()?;
+    run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"));
-    if own_policy {
-        fs::remove_file(POLICY_RC_D)?;
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Debian's hook telling maintainer scripts not to start services (exit 101), written only
+/// if the machine has none, and removed on drop: after an error, a panic or Ctrl-C too.
+struct NoServiceStarts(bool);
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl NoServiceStarts {
+    fn new() -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // create_new: never replaces a policy the machine has (also one written meanwhile).
+        let file = fs::OpenOptions::new().write(true).create_new(true).mode(0o755).open(POLICY_RC_D);
+        match file {
+            Ok(mut f) => {
+                let guard = Self(true);
+                f.write_all(b"#!/bin/sh\n# written by cargo xtask bench while it installs packages\nexit 101\n")
+                    .with_context(|| format!("writing {POLICY_RC_D}"))?;
+                Ok(guard)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Self(false)),
+            Err(e) => Err(e).with_context(|| format!("creating {POLICY_RC_D}")),
+        }
     }
-    result
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = fs::remove_file(POLICY_RC_D);
+        }
+    }
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -107,14 +131,17 @@ pub struct Auditd {
     child: Option<Child>,
     pub pid: u32,
     rules: usize,
+    /// The kernel's audit `enabled` flag before our own auditd set it, restored when it stops.
+    enabled_before: Option<String>,
 }
 
 impl Auditd {
     pub fn start(scratch: &Path) -> anyhow::Result<Self> {
         let running = audit_status("pid").and_then(|p| p.parse::<u32>().ok()).filter(|p| *p != 0 && Path::new(&format!("/proc/{p}")).exists());
         let mut a = match running {
-            Some(pid) => Self { child: None, pid, rules: 0 },
+            Some(pid) => Self { child: None, pid, rules: 0, enabled_before: None },
             None => {
+                let enabled_before = audit_status("enabled");
                 let dir = scratch.join("auditd");
                 fs::create_dir_all(dir.join("plugins.d"))?;
                 let base = fs::read_to_string("/etc/audit/auditd.conf").context("reading /etc/audit/auditd.conf")?;
@@ -133,20 +160,16 @@ impl Auditd {
                 let conf_path = dir.join("auditd.conf");
                 fs::write(&conf_path, conf)?;
                 fs::set_permissions(&conf_path, std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
-                let child = Command::new("auditd")
-                    .arg("-n")
-                    .arg("-c")
-                    .arg(&dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .process_group(0)
+                let child = own_child(Command::new("auditd").arg("-n").arg("-c").arg(&dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()), libc::SIGTERM)
                     .spawn()
                     .context("starting auditd")?;
                 let pid = child.id();
-                let a = Self { child: Some(child), pid, rules: 0 };
+                let mut a = Self { child: Some(child), pid, rules: 0, enabled_before };
                 let deadline = Instant::now() + Duration::from_secs(15);
                 while audit_status("pid").as_deref() != Some(&pid.to_string()) {
+                    if let Some(status) = a.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                        bail!("auditd exited at start ({status})");
+                    }
                     if Instant::now() > deadline {
                         bail!("auditd (pid {pid}) did not register with the kernel within 15 s");
                     }
@@ -162,6 +185,11 @@ impl Auditd {
         Ok(a)
     }
 
+    /// The machine's own auditd (running before E), not one the bench started.
+    pub fn is_system(&self) -> bool {
+        self.child.is_none()
+    }
+
     /// auditd and the kernel's audit thread (which formats and queues every record).
     pub fn cpu_secs(&self) -> f64 {
         super::agent::cpu_secs(self.pid) + kthread("kauditd").map_or(0.0, super::agent::cpu_secs)
@@ -175,7 +203,34 @@ impl Drop for Auditd {
         }
         if let Some(child) = self.child.take() {
             interrupt_and_wait(child, libc::SIGTERM, Duration::from_secs(15));
+            // auditd leaves auditing enabled; without an auditd and rules it only costs every
+            // system call of every process a check, but restore it all the same.
+            if let Some(e) = &self.enabled_before
+                && audit_status("enabled").as_ref() != Some(e)
+            {
+                let _ = Command::new("auditctl").args(["-e", e]).stdout(Stdio::null()).status();
+            }
         }
+    }
+}
+
+/// A child the bench owns: in its own process group (Ctrl-C reaches only the bench, which
+/// stops it in order), and sent `on_parent_death` should the bench die without stopping it
+/// (SIGKILL), so nothing is left running even then.
+pub fn own_child(cmd: &mut Command, on_parent_death: libc::c_int) -> &mut Command {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the child only calls prctl and getppid (async-signal-safe) and allocates nothing.
+    unsafe {
+        cmd.process_group(0).pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, on_parent_death as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The bench died between fork and prctl: do not start.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -202,22 +257,27 @@ impl Bpftrace {
         let out = scratch.join("bpftrace.out");
         // Unbuffered (as on a terminal, a line per exec as it happens); with `-o` bpftrace
         // buffers its file output whatever -B says.
-        let child = Command::new("bpftrace")
-            .args(["-B", "none", "-e", BPFTRACE_PROGRAM])
-            .stdin(Stdio::null())
-            // Truncated: a previous run's output holds the marker already.
-            .stdout(fs::File::create(&out)?)
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting bpftrace")?;
-        let b = Self { pid: child.id(), child: Some(child) };
+        let child = own_child(
+            Command::new("bpftrace")
+                .args(["-B", "none", "-e", BPFTRACE_PROGRAM])
+                .stdin(Stdio::null())
+                // Truncated: a previous run's output holds the marker already.
+                .stdout(fs::File::create(&out)?)
+                .stderr(Stdio::null()),
+            libc::SIGINT,
+        )
+        .spawn()
+        .context("starting bpftrace")?;
+        let mut b = Self { pid: child.id(), child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(60);
         let needle = marker.display().to_string();
         loop {
             let _ = Command::new(marker).status();
             if fs::read_to_string(&out).is_ok_and(|t| t.contains(&needle)) {
                 return Ok(b);
+            }
+            if let Some(status) = b.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("bpftrace exited at start ({status})");
             }
             if Instant::now() > deadline {
                 bail!("bpftrace did not report an exec within 60 s");
@@ -274,20 +334,25 @@ impl Rsyslog {
         );
         let conf_path = work.join("rsyslog.conf");
         fs::write(&conf_path, conf)?;
-        let child = Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf_path)
-            .arg("-i")
-            .arg(work.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting rsyslogd")?;
-        let r = Self { child: Some(child), port, out };
+        let child = own_child(
+            Command::new("rsyslogd")
+                .args(["-n", "-f"])
+                .arg(&conf_path)
+                .arg("-i")
+                .arg(work.join("rsyslogd.pid"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGTERM,
+        )
+        .spawn()
+        .context("starting rsyslogd")?;
+        let mut r = Self { child: Some(child), port, out };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("rsyslogd exited at start ({status})");
+            }
             if Instant::now() > deadline {
                 bail!("rsyslogd did not listen on 127.0.0.1:{port} within 15 s");
             }
@@ -438,11 +503,19 @@ impl Lock {
             return Ok(Self { _file: file, wrapper: Some(words.join(" ")) });
         }
         println!("bench: waiting for {LOCK_PATH} (privileged tests are running)");
-        // SAFETY: as above, blocking.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("flock {LOCK_PATH}: {}", std::io::Error::last_os_error());
+        // Polled rather than blocking, so Ctrl-C still ends the wait.
+        loop {
+            super::check_interrupt()?;
+            thread::sleep(Duration::from_millis(200));
+            // SAFETY: as above.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: file, wrapper: None });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                bail!("flock {LOCK_PATH}: {e}");
+            }
         }
-        Ok(Self { _file: file, wrapper: None })
     }
 }
 

@@ -33,7 +33,7 @@ pub struct StormStep {
 }
 
 pub struct Storm {
-    /// Execs/s with no agent, two threads (the machine's maximum exec rate).
+    /// Execs/s with no agent, one thread per core (the machine's maximum exec rate).
     pub max_rate: f64,
     pub steps: Vec<(Cfg, Vec<StormStep>)>,
 }
@@ -43,7 +43,7 @@ pub fn storm(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
     let job = |rate: f64| {
         args(&["storm", "--bin", &ctx.tiny_true.display().to_string(), "--rate", &rate.to_string(), "--secs", &plan.storm_secs.to_string(), "--threads", &threads])
     };
-    wait_quiet(res)?;
+    wait_quiet(plan, res)?;
     let r = agent::run_worker(ctx, Place::Host, &job(0.0))?;
     let max_rate = r["execs"] / r["secs"];
     let mut all = Vec::new();
@@ -52,12 +52,16 @@ pub fn storm(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
         let daemon = Daemon::start(ctx, &format!("storm-{}", cfg.letter()), sinks, None)?;
         let mut steps = Vec::new();
         for fraction in plan.storm_steps.iter().copied().chain([0.0]) {
-            wait_quiet(res)?;
+            wait_quiet(plan, res)?;
             let before = daemon.metrics()?;
             let cpu = agent::cpu_secs(daemon.pid);
             let r = agent::run_worker(ctx, Place::Agent(&daemon), &job(fraction * max_rate))?;
             daemon.settle()?;
             let after = daemon.metrics()?;
+            // No drop counter is no evidence of no drop: the target must not pass on it.
+            if !after.by("guard_ring_buffer_drops_total", "kind").contains_key("exec") {
+                bail!("the daemon's metrics have no guard_ring_buffer_drops_total{{kind=\"exec\"}}");
+            }
             let cpu = agent::cpu_secs(daemon.pid) - cpu;
             let d = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
             let step = StormStep {
@@ -90,8 +94,8 @@ pub struct Scale {
 pub const SCALE_SIZES: [usize; 2] = [10, 10_000];
 
 /// A policy for agent `bench` with `n` exec-deny rules (a quarter each of path, path_prefix,
-/// basename, basename_prefix) and `n` deny prefixes (/8 to /32, many inside 127.0.0.0/8 beside
-/// the loopback address the workload connects to, so lookups walk deep into the trie).
+/// basename, basename_prefix) and `n` deny prefixes (/16 to /32, two fifths inside 127.0.0.0/8
+/// beside the loopback address the workload connects to, so lookups walk deep into the trie).
 pub fn scale_policy(n: usize) -> String {
     let mut p = String::from("mode: enforce\nagents:\n  - name: bench\n    exec:\n      deny:\n");
     for i in 0..n {
@@ -128,7 +132,7 @@ pub fn scale(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
             check_interrupt()?;
             let daemon = Daemon::start(ctx, &format!("scale-{n}"), Sinks::File, Some(&ctx.scratch.join(format!("scale-{n}.yaml"))))?;
             for load in [Load::Exec, Load::Connect] {
-                wait_quiet(res)?;
+                wait_quiet(plan, res)?;
                 let r = agent::run_worker(ctx, Place::Agent(&daemon), &plan.job(ctx, load))?;
                 s.samples.entry((n, load)).or_default().push(r["ns"] / 1e9);
             }
@@ -156,7 +160,7 @@ pub struct Hold {
 
 pub fn hold(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
     let daemon = Daemon::start(ctx, "hold", Sinks::File, None)?;
-    wait_quiet(res)?;
+    wait_quiet(plan, res)?;
     let job = args(&[
         "exec-times",
         "--bin",
@@ -261,7 +265,7 @@ pub fn profile(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> 
         };
         let loads: &[Load] = if cfg.is_some() { &Load::ALL } else { &[Load::Exec, Load::Connect] };
         for &load in loads {
-            wait_quiet(res)?;
+            wait_quiet(plan, res)?;
             let before = program_stats(&env)?;
             let perf = match &env {
                 Env::Agent { daemon, .. } if plan.perf && cfg == Some(Cfg::C) && load == Load::Exec => Perf::start(&ctx.scratch, daemon.pid).ok(),
@@ -360,7 +364,7 @@ fn paused(ctx: &Ctx, plan: &Plan, load: Load, res: &mut Results) -> anyhow::Resu
         }
         daemon.settle()?;
         let before = daemon.metrics()?.programs();
-        wait_quiet(res)?;
+        wait_quiet(plan, res)?;
         let result = {
             let _paused = daemon.pause();
             writeln!(stdin, "go")?;
@@ -388,8 +392,17 @@ fn paused(ctx: &Ctx, plan: &Plan, load: Load, res: &mut Results) -> anyhow::Resu
 
 /// `perf record` on one process; `finish` stops it and returns the top symbols.
 struct Perf {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     data: std::path::PathBuf,
+}
+
+impl Drop for Perf {
+    /// On an error between start and finish: perf stops with the bench, not with the daemon.
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            agent::interrupt_and_wait(c, libc::SIGINT, Duration::from_secs(20));
+        }
+    }
 }
 
 impl Perf {
@@ -403,11 +416,13 @@ impl Perf {
             .stderr(Stdio::null())
             .spawn()?;
         thread::sleep(Duration::from_millis(300));
-        Ok(Self { child, data })
+        Ok(Self { child: Some(child), data })
     }
 
-    fn finish(self) -> anyhow::Result<Vec<(f64, String)>> {
-        agent::interrupt_and_wait(self.child, libc::SIGINT, Duration::from_secs(20));
+    fn finish(mut self) -> anyhow::Result<Vec<(f64, String)>> {
+        if let Some(c) = self.child.take() {
+            agent::interrupt_and_wait(c, libc::SIGINT, Duration::from_secs(20));
+        }
         let out = Command::new("perf")
             .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "0.05", "-i"])
             .arg(&self.data)
@@ -428,15 +443,18 @@ impl Perf {
     }
 }
 
-/// What guard left behind (agent cgroups, pinned state), if anything.
+/// What the bench's guard and auditd could leave behind (agent cgroups, pinned state, audit
+/// rules), if anything.
 pub fn leftovers() -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut left = Vec::new();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let cgroup2 = mountinfo.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        (f.iter().skip_while(|x| **x != "-").nth(1) == Some(&"cgroup2")).then(|| f[4].to_owned())
-    })?;
-    let mut left = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(Path::new(&cgroup2).join("guard").join(agent::AGENT)) {
+        (f.iter().skip_while(|x| **x != "-").nth(1) == Some(&"cgroup2")).then(|| f.get(4).map(|m| (*m).to_owned())).flatten()
+    });
+    if let Some(cgroup2) = cgroup2
+        && let Ok(entries) = std::fs::read_dir(Path::new(&cgroup2).join("guard").join(agent::AGENT))
+    {
         let sessions: Vec<_> = entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path().display().to_string()).collect();
         if !sessions.is_empty() {
             left.push(format!("session cgroups {sessions:?}"));
@@ -444,6 +462,12 @@ pub fn leftovers() -> Option<String> {
     }
     if Path::new("/sys/fs/bpf/guard").exists() {
         left.push("pinned state in /sys/fs/bpf/guard".to_owned());
+    }
+    if let Ok(out) = Command::new("auditctl").arg("-l").output() {
+        let rules = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("key=guard-bench")).count();
+        if rules > 0 {
+            left.push(format!("{rules} audit rule(s) with key guard-bench"));
+        }
     }
     (!left.is_empty()).then(|| left.join("; "))
 }

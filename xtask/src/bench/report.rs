@@ -258,7 +258,7 @@ impl Report<'_> {
         let fits = phases::RING_BYTES / per_exec;
         format!(
             "each exec puts exec, fork and exit records ({per_exec} B with this argv) on the ring buffer, so the default 1024 KiB holds about {fits} execs; \
-             at {:.0} execs/s the daemon used {:.0}% of a CPU and read {:.0} exec events per CPU-second: a burst it falls {fits} execs behind on (it shares {} cores with a workload that keeps both busy) fills the buffer; {:.0} exec and {:.0} records in all were dropped",
+             at {:.0} execs/s the daemon used {:.0}% of a CPU and read {:.0} exec events per CPU-second: a burst it falls {fits} execs behind on (it shares {} cores with a workload that keeps all of them busy) fills the buffer; {:.0} exec and {:.0} records in all were dropped",
             st.reached,
             st.daemon_cpu * 100.0,
             st.events_per_cpu_sec,
@@ -339,13 +339,15 @@ impl Report<'_> {
         if capacity > 0.0 {
             let _ = writeln!(
                 o,
-                "\nLoad during the rounds: the CPUs were busy {:.0}% of the time; the bench's own processes (workers, daemons, auditd, bpftrace) account for {:.0}%, the rest of the machine {:.0}% (other processes, and kernel threads and interrupts working for the bench); steal {:.1}%. Before each timed run the bench waits for the machine to be quiet (under 15% busy): it waited {:.0} s in all, and {} run(s) started with the machine still busy after two minutes.",
+                "\nLoad during the rounds: the CPUs were busy {:.0}% of the time; the bench's own processes (workers, daemons, auditd, bpftrace) account for {:.0}%, the rest of the machine {:.0}% (other processes, and kernel threads and interrupts working for the bench); steal {:.1}%. Before each timed run the bench waits for the machine to be quiet (under 15% busy): it waited {:.0} s in all, and {} run(s) started with the machine still busy (after {:.0} s, or with the bench's {:.0} s of waiting used up).",
                 busy / capacity * 100.0,
                 own / capacity * 100.0,
                 (busy - own).max(0.0) / capacity * 100.0,
                 steal / capacity * 100.0,
                 res.waited,
-                res.busy_starts
+                res.busy_starts,
+                plan.quiet_wait.0,
+                plan.quiet_wait.1
             );
         }
         let met = self.targets.iter().filter(|t| t.2).count();
@@ -429,11 +431,14 @@ impl Report<'_> {
             let _ = writeln!(o, "\n## Exec storm\n\nThe tiny binary exec'd from {} threads, {} s per step, each step a higher rate (a fraction of the machine's maximum, {:.0} execs/s with no agent; the last step unpaced), until the first ring-buffer drop:\n", std::thread::available_parallelism().map_or(2, |n| n.get()), plan.storm_secs, s.max_rate);
             let _ = writeln!(o, "| config | asked, execs/s | reached, execs/s | exec drops | all drops | daemon CPU | exec events read per daemon CPU-second |\n|---|---|---|---|---|---|---|");
             let best: Vec<String> = s.steps.iter().map(|(c, st)| format!("{} {:.0}/s", c.letter(), st.iter().map(|x| x.reached).fold(0.0, f64::max))).collect();
-            storm_note = format!(
-                "\nWith guard the workload reached at most {} ({:.0} execs/s without an agent): the exec rate is capped by what each exec costs the workload with guard (see the exec loop), not by the ring buffer.\n",
-                best.join(", "),
-                s.max_rate
-            );
+            // Said only when it is so: no step of any configuration dropped a record.
+            if s.steps.iter().all(|(_, st)| st.iter().all(|x| x.all_drops == 0.0)) {
+                storm_note = format!(
+                    "\nWith guard the workload reached at most {} ({:.0} execs/s without an agent), with no record dropped: the exec rate is capped by what each exec costs the workload with guard (see the exec loop), not by the ring buffer.\n",
+                    best.join(", "),
+                    s.max_rate
+                );
+            }
             for (cfg, steps) in &s.steps {
                 for st in steps {
                     let asked = if st.asked > 0.0 { format!("{:.0}", st.asked) } else { "unpaced".into() };
@@ -459,8 +464,17 @@ impl Report<'_> {
             let _ = writeln!(o, "| held, decided by the daemon | {:.0} | {:.0} | {:.0} |", us(h.held[0]), us(h.held[1]), us(h.held[2]));
             let _ = writeln!(o, "| not held | {:.0} | {:.0} | {:.0} |", us(h.plain[0]), us(h.plain[1]), us(h.plain[2]));
             let _ = writeln!(o, "| held − not held (the hold) | {:.0} | {:.0} | |", us(h.held[0] - h.plain[0]), us(h.held[1] - h.plain[1]));
-            let quant = |q: f64| h.buckets.iter().find(|(_, c)| *c >= q * h.count).map_or("?".into(), |(b, _)| if b.is_infinite() { "> 600 s".into() } else { format!("≤ {:.1} ms", b * 1e3) });
+            let top = h.buckets.iter().map(|b| b.0).filter(|b| b.is_finite()).fold(0.0, f64::max);
+            let quant = |q: f64| {
+                if h.count == 0.0 {
+                    return "?".to_owned();
+                }
+                h.buckets.iter().find(|(_, c)| *c >= q * h.count).map_or("?".into(), |(b, _)| if b.is_infinite() { format!("> {top} s") } else { format!("≤ {:.1} ms", b * 1e3) })
+            };
             let _ = writeln!(o, "\nThe daemon's own histogram (`guard_hold_decision_seconds{{decision=\"policy\"}}`, exec to release): {:.0} holds, mean {:.0} µs, p50 {}, p99 {} (bucket bounds).", h.count, h.mean * 1e6, quant(0.5), quant(0.99));
+            if h.count < h.n as f64 {
+                let _ = writeln!(o, "\n**Only {:.0} of the {} execs were held**: the rows above do not measure a hold (has the default policy's argv rule for `rm` changed?).", h.count, h.n);
+            }
         }
         if let Some(l) = &res.live {
             let _ = writeln!(
@@ -500,8 +514,10 @@ impl Report<'_> {
             o,
             "\n## Method\n\n- Each workload is this repository's xtask binary re-run as a worker (`xtask bench worker ...`), started directly (A, B, E, F) or by `guard-agent launch --agent bench` (C, D); it warms up (n/20 untimed iterations) and times itself, so start-up is outside the measurement.\n\
              - The daemon is the release build, started per configuration per round with `--detach-on-exit`, its own sockets and state, metrics on loopback, verdicts to a file (D: also RFC 5424 over TCP to a local rsyslogd and Splunk HEC to a local HTTP receiver).\n\
-             - E: auditd (Debian's) with `-a always,exit -F arch=b64 -S execve,execveat` and `-S connect`, logging to a scratch file; F: `bpftrace -B none -e '{}' > FILE` (unbuffered, a line per exec as on a terminal).\n\
+             - E: auditd with `-a always,exit -F arch=b64 -S execve,execveat` and `-S connect`, {}; F: `bpftrace -B none -e '{}' > FILE` (unbuffered, a line per exec as on a terminal).\n\
+             - auditd is also started and stopped once before the warm-up: once the kernel's audit has been enabled, every process forked afterwards carries an audit context until reboot, so every round (not only the first) runs with that.\n\
              - Afterwards the rules are removed, auditd, bpftrace, rsyslogd and the daemons stopped, `kernel.bpf_stats_enabled` and the kernel's audit `enabled` flag restored. Cleanup check: {}.",
+            if res.system_auditd { "the machine's own auditd (already running), with its configuration and log" } else { "Debian's auditd started by the bench, logging to a scratch file" },
             super::others::BPFTRACE_PROGRAM.replace('|', "\\|"),
             i.leftovers.as_deref().unwrap_or("nothing left")
         );
