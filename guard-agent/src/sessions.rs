@@ -76,15 +76,21 @@ struct Ending {
     deadline: Option<Instant>,
 }
 
+/// How long an ended session still names the events of its workload: the programs queue
+/// routine records for up to a poll interval, so an exec can be read after its session ended.
+const REMEMBER_ENDED: Duration = Duration::from_secs(5);
+
 pub struct Sessions {
     root: PathBuf,
     live: HashMap<String, Session>,
     ending: Vec<Ending>,
+    /// Ended sessions, kept `REMEMBER_ENDED` for the events read after their end.
+    ended: HashMap<String, (Session, Instant)>,
 }
 
 impl Sessions {
     pub fn new(root: PathBuf) -> Self {
-        Self { root, live: HashMap::new(), ending: Vec::new() }
+        Self { root, live: HashMap::new(), ending: Vec::new(), ended: HashMap::new() }
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Session> {
@@ -98,7 +104,7 @@ impl Sessions {
         if base != paths::AGENT_CGROUP_DIR {
             return None;
         }
-        self.live.get(id).filter(|s| cgroup::is_within(path, &s.cgroup))
+        self.live.get(id).or_else(|| self.ended.get(id).map(|(s, _)| s)).filter(|s| cgroup::is_within(path, &s.cgroup))
     }
 
     /// Creates the session cgroup and moves `peer.pid` into it. `covered` says whether the
@@ -192,11 +198,13 @@ impl Sessions {
             std::thread::sleep(Duration::from_millis(5));
         }
         tracing::info!(session = %id, "session ended");
+        self.ended.insert(id.to_owned(), (s.clone(), Instant::now()));
         Some(s)
     }
 
     /// Removes ended sessions' cgroups that are empty now. Called periodically.
     pub fn reap(&mut self) {
+        self.ended.retain(|_, (_, at)| at.elapsed() < REMEMBER_ENDED);
         self.ending.retain(|e| match cgroup::is_empty(&e.dir) {
             Ok(true) => !remove_tree(&e.dir),
             Ok(false) => {
@@ -308,5 +316,12 @@ mod tests {
         assert!(s.of_cgroup("/guard/claude/ab12/sub").is_some());
         assert!(s.of_cgroup("/guard/claude/ab123").is_none());
         assert!(s.of_cgroup("/other/claude/ab12").is_none());
+        // Events read after the end (queued in the ring buffer) still name the session.
+        assert!(s.end("ab12").is_some());
+        assert!(s.live().next().is_none());
+        assert!(s.of_cgroup("/guard/claude/ab12").is_some());
+        s.ended.values_mut().for_each(|(_, at)| *at -= REMEMBER_ENDED);
+        s.reap();
+        assert!(s.of_cgroup("/guard/claude/ab12").is_none());
     }
 }

@@ -370,12 +370,15 @@ const _: () = assert!(size_of::<CgroupEvent>() == 16 + FILENAME_LEN);
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Held {
-    /// `bpf_ktime_get_boot_ns()` at the exec.
+    /// `bpf_ktime_get_boot_ns()` at the exec, or `HELD_RELEASED` once the daemon has decided.
     pub boot_ns: u64,
     pub policy_id: u32,
     pub rule_id: u32,
 }
 const _: () = assert!(size_of::<Held>() == 16);
+/// `Held::boot_ns` of a hold the daemon ended (released, or killed): the process may run, and
+/// its entry goes at its next system call or its exit, where the programs keep `HELD_COUNT`.
+pub const HELD_RELEASED: u64 = 0;
 
 /// Value of `TAGGED` (keyed by tgid): a process that belongs to an agent workload, and stays
 /// under its policy even if it is moved out of the agent's cgroups.

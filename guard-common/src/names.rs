@@ -11,6 +11,7 @@ pub const EXEC_INODES: &str = "EXEC_INODES";
 pub const NET_V4: &str = "NET_V4";
 pub const NET_V6: &str = "NET_V6";
 pub const HELD: &str = "HELD";
+pub const HELD_COUNT: &str = "HELD_COUNT";
 pub const TAGGED: &str = "TAGGED";
 
 pub const PROG_EXEC: &str = "guard_exec";

@@ -8,7 +8,7 @@ use guard_common::{
 
 use crate::{
     kernel::{fill_task_header, global},
-    maps::{AGENT_CGROUPS, EVENTS, TAGGED, count_drop},
+    maps::{AGENT_CGROUPS, EVENTS, TAGGED, URGENT, count_drop},
     workload::Workload,
 };
 
@@ -72,7 +72,7 @@ pub fn try_attach(ctx: &TracePointContext) -> Result<(), i64> {
     ev.dst_cgroup_id = dst;
     ev.dst_path = [0; FILENAME_LEN];
     let _ = read_loc(ctx, global(&ATTACH_PATH_LOC), &mut ev.dst_path);
-    entry.submit(0);
+    entry.submit(URGENT);
     Ok(())
 }
 
@@ -99,7 +99,7 @@ pub fn try_cgroup(ctx: &TracePointContext, op: u32) -> Result<(), i64> {
     ev.id = id;
     ev.path = [0; FILENAME_LEN];
     let _ = read_loc(ctx, global(&CGROUP_EV_PATH_LOC), &mut ev.path);
-    entry.submit(0);
+    entry.submit(URGENT);
     Ok(())
 }
 

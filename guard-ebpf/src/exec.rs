@@ -22,7 +22,7 @@ use crate::{
     },
     maps::{
         EVENTS, EXEC_INODES, EXEC_NAME_PREFIXES, EXEC_NAMES, EXEC_PATHS, EXEC_PREFIXES,
-        EXEC_SCRATCH, ExecScratch, HELD, count_drop, policy_config,
+        EXEC_SCRATCH, ExecScratch, count_drop, held_insert, held_remove, policy_config, wake,
     },
     workload::{self, Workload},
 };
@@ -94,7 +94,7 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let size = size_of::<ExecEvent>() - ARGV_LEN + (ev.argv_len as usize).min(ARGV_LEN);
     // SAFETY: `size` is at most the size of the event, which lives in a map value.
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake(decision != Decision::Allowed)).is_err() {
         count_drop(EventKind::Exec);
     }
     Ok(())
@@ -121,14 +121,14 @@ fn kill(ev: &mut ExecEvent, audit: bool) -> Decision {
 fn hold(ev: &mut ExecEvent, policy_id: u32, rule_id: u32) -> Decision {
     // SAFETY: no arguments, no memory access.
     let held = Held { boot_ns: unsafe { bpf_ktime_get_boot_ns() }, policy_id, rule_id };
-    if HELD.insert(&ev.header.tgid, &held, 0).is_err() {
+    if !held_insert(ev.header.tgid, &held) {
         ev.header.flags |= EVENT_FLAG_HOLD_FULL;
         return kill(ev, false);
     }
     // SAFETY: signals the current task only.
     if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
         ev.header.flags |= EVENT_FLAG_SIGNAL_FAILED;
-        let _ = HELD.remove(&ev.header.tgid);
+        held_remove(ev.header.tgid);
         return kill(ev, false);
     }
     Decision::Held

@@ -8,7 +8,7 @@ use guard_common::{EventKind, ProcEvent, TAINT_INHERITED};
 
 use crate::{
     kernel::{current_exit_code, fill_task_header, task_ids},
-    maps::{EVENTS, HELD, TAGGED, TAINT, count_drop},
+    maps::{EVENTS, TAGGED, TAINT, count_drop, held_remove, wake},
     workload,
 };
 
@@ -47,7 +47,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     };
     let tgid = (pid_tgid >> 32) as u32;
     let _ = TAGGED.remove(&tgid);
-    let _ = HELD.remove(&tgid);
+    held_remove(tgid);
     let _ = TAINT.remove(&tgid);
     emit(EventKind::Exit, &w, 0, current_exit_code());
     Ok(())
@@ -60,7 +60,8 @@ pub fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32)
     fill_task_header(&mut ev.header, kind, w);
     ev.child = child;
     ev.exit_code = exit_code;
-    if EVENTS.output::<ProcEvent>(&ev, 0).is_err() {
+    // A gate kill is news; forks and exits are routine.
+    if EVENTS.output::<ProcEvent>(&ev, wake(kind as u32 == EventKind::Gate as u32)).is_err() {
         count_drop(kind);
     }
 }

@@ -2,6 +2,8 @@
 //! doc comment of each says whether it fails open or closed, and why.
 #![no_std]
 #![no_main]
+// `asm!` for BPF (an atomic add: `maps::held_add`).
+#![feature(asm_experimental_arch)]
 
 mod cgroups;
 mod exec;

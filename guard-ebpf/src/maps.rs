@@ -14,6 +14,36 @@ use guard_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
+/// Submit flags for a record the daemon must see at once: a hold to decide, a kill to carry
+/// out, a DNS answer to learn, a cgroup to register, and any verdict but "allowed" (rare, and
+/// what a SIEM wants promptly). Forced, because the kernel's default only wakes a consumer that
+/// has read everything, and routine records may be queued before this one.
+pub const URGENT: u64 = BPF_RB_FORCE_WAKEUP;
+
+/// Submit flags for a record nobody waits on (an allowed exec, a fork, an exit, a connect the
+/// kernel already decided): no wake-up, which on the producing CPU costs an interrupt and a
+/// cross-CPU wake. The daemon reads these on its poll timer, or sooner once an eighth of the
+/// buffer is queued.
+#[inline(always)]
+pub fn routine() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) >> 3 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// `URGENT` or `routine()`.
+#[inline(always)]
+pub fn wake(urgent: bool) -> u64 {
+    if urgent { URGENT } else { routine() }
+}
+
 /// Events that did not fit in `EVENTS`, per CPU, indexed by `EventKind`.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
@@ -53,9 +83,55 @@ pub static NET_V4: LpmTrie<NetKeyV4, NetRule> = LpmTrie::with_max_entries(16384,
 pub static NET_V6: LpmTrie<NetKeyV6, NetRule> = LpmTrie::with_max_entries(16384, 0);
 
 /// Processes stopped at exec until the daemon decides, by tgid. The gate kills any of them
-/// that runs a system call (continued by anyone but the daemon, which removes the entry first).
+/// that runs a system call (continued by anyone but the daemon, which marks the entry
+/// `HELD_RELEASED` first). Entries are added and removed only through `held_insert` and
+/// `held_remove`, so `HELD_COUNT` is never below the number of entries.
 #[map]
 pub static HELD: HashMap<u32, Held> = HashMap::with_max_entries(4096, 0);
+
+/// At least the number of `HELD` entries (never less; more only if an entry was replaced):
+/// the gate, which runs on every system call on the host, looks no further while it is 0.
+#[map]
+pub static HELD_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn held_add(delta: u64) {
+    if let Some(p) = HELD_COUNT.get_ptr_mut(0) {
+        // SAFETY: `p` points at the map's one value, which lives as long as the map. The BPF
+        // target has no atomic read-modify-write in `core`; this is the instruction itself, an
+        // atomic add without fetch, which every BPF CPU version has.
+        unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) p, d = in(reg) delta) };
+    }
+}
+
+/// Whether anything may be held: one array read.
+#[inline(always)]
+pub fn held_any() -> bool {
+    match HELD_COUNT.get_ptr(0) {
+        // SAFETY: as in `held_add`; read once.
+        Some(p) => (unsafe { core::ptr::read_volatile(p) }) != 0,
+        None => true,
+    }
+}
+
+/// Records a hold; counted first, so the gate never sees an entry it does not look for.
+#[inline(always)]
+pub fn held_insert(tgid: u32, held: &Held) -> bool {
+    held_add(1);
+    if HELD.insert(&tgid, held, 0).is_err() {
+        held_add(u64::MAX);
+        return false;
+    }
+    true
+}
+
+/// Removes a hold, uncounting only the entry this call removed.
+#[inline(always)]
+pub fn held_remove(tgid: u32) {
+    if HELD.remove(&tgid).is_ok() {
+        held_add(u64::MAX);
+    }
+}
 
 /// Processes of agent workloads, by tgid: added at exec and fork, removed at exit. A process
 /// moved out of its agent's cgroups keeps its policy from here.

@@ -8,7 +8,7 @@ use guard_common::{
 
 use crate::{
     kernel::fill_header,
-    maps::{DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config},
+    maps::{DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config, wake},
     workload::{self, Workload},
 };
 
@@ -177,7 +177,7 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     ev.port = port;
     ev.op = op;
     ev.addr = addr;
-    if EVENTS.output::<ConnectEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ConnectEvent>(&ev, wake(decision != Decision::Allowed)).is_err() {
         count_drop(EventKind::Connect);
     }
     ret

@@ -13,7 +13,7 @@ use guard_common::{
 
 use crate::{
     kernel::{fill_task_header, global},
-    maps::{EVENTS, OPEN_SCRATCH, SENSITIVE, TAINT, count_drop, exfil_config},
+    maps::{EVENTS, OPEN_SCRATCH, SENSITIVE, TAINT, URGENT, count_drop, exfil_config},
     workload,
 };
 
@@ -126,7 +126,7 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
         // BPF_NOEXIST: the first read is the one the verdicts name.
         let _ = TAINT.insert(&ev.header.tgid, &taint, 1);
     }
-    if EVENTS.output::<guard_common::OpenEvent>(&*ev, 0).is_err() {
+    if EVENTS.output::<guard_common::OpenEvent>(&*ev, URGENT).is_err() {
         count_drop(EventKind::Open);
     }
     Ok(())

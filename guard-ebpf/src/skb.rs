@@ -15,7 +15,7 @@ use guard_common::{
 
 use crate::maps::{
     AGENT_CGROUPS, BUDGET_EXEMPT_V4, BUDGET_EXEMPT_V6, BUDGETS, DNS_BLOCKED, EVENTS, SOCK_OWNER,
-    count_drop, exfil_config, policy_config,
+    URGENT, count_drop, exfil_config, policy_config,
 };
 
 pub const PASS: i32 = 1;
@@ -215,7 +215,7 @@ fn report(o: &SockOwner, p: &Packet, exfil: &guard_common::ExfilConfig, v: &Budg
         family: p.family,
         protocol: u32::from(p.protocol),
     };
-    if EVENTS.output::<BudgetEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<BudgetEvent>(&ev, URGENT).is_err() {
         count_drop(EventKind::Budget);
     }
 }
@@ -261,5 +261,5 @@ fn copy_dns(ctx: &SkBuffContext, o: &SockOwner, p: &Packet, direction: u32) {
         let ok = bpf_skb_load_bytes(ctx.as_ptr().cast(), p.payload_off, (*ev).payload.as_mut_ptr().cast(), n) == 0;
         (*ev).copied = if ok { n } else { 0 };
     }
-    entry.submit(0);
+    entry.submit(URGENT);
 }

@@ -15,7 +15,7 @@ use guard_common::{
 
 use crate::{
     kernel::{fill_header, fill_task_header, global},
-    maps::{EVENTS, count_drop, policy_config},
+    maps::{EVENTS, count_drop, policy_config, wake},
     net::{ALLOW, REFUSE},
     workload::{self, Workload},
 };
@@ -104,7 +104,7 @@ fn report(ev: &mut SocketEvent, decision: Decision, family: u32, sock_type: u32,
     ev.family = family;
     ev.sock_type = sock_type;
     ev.protocol = protocol;
-    if EVENTS.output::<SocketEvent>(&*ev, 0).is_err() {
+    if EVENTS.output::<SocketEvent>(&*ev, wake(decision != Decision::Allowed)).is_err() {
         count_drop(EventKind::Socket);
     }
 }

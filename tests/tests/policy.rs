@@ -121,6 +121,8 @@ fn approve_deny_and_timeout_do_what_they_say() {
         let status: Value = serde_json::from_slice(&status.stdout).expect("status --json");
         let holds = status["holds"].as_array().expect("holds");
         assert!(holds.iter().any(|h| h["id"].to_string() == id && h["argv"][1] == arg), "{status:#}");
+        // The gate looks in HELD only while the kernel's count of holds is not 0.
+        assert!(status["counters"]["held_in_kernel"].as_u64().is_some_and(|n| n >= 1), "{status:#}");
         let text = String::from_utf8_lossy(&agent_cmd(&["status"]).stdout).into_owned();
         assert!(text.contains(&format!("#{id} pid")), "{text}");
 
@@ -154,6 +156,10 @@ fn approve_deny_and_timeout_do_what_they_say() {
     assert!(!marker.exists());
     let v = daemon.await_verdict("timeout", 10, |v| exec_of(v, &short) && field(v, "/unmapped/verdict") == "killed");
     assert_eq!(field(&v, "/unmapped/hold/decision"), "timeout");
+    // Every hold ended (approved and run, denied, timed out): the count the gate checks before
+    // its lookup is back to 0, so other processes' system calls stop at one array read again.
+    let status: Value = serde_json::from_slice(&agent_cmd(&["status", "--json"]).stdout).expect("status --json");
+    assert_eq!(status["counters"]["held_in_kernel"], 0, "{status:#}");
     daemon.stop();
 }
 
@@ -227,9 +233,18 @@ fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
     assert!(field(&e, "/unmapped/policy/error").starts_with(&format!("{}:5:11: unknown key `basenme`", policy.display())), "{e:#}");
     assert_eq!(field(&e, "/status_id"), "2");
     let in_force = field(&e, "/unmapped/policy_hash");
+    let seen = daemon.verdicts(|v| exec_of(v, &a)).len();
     let (_, out) = launch(&agent, &[&a], &[]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the old policy is still enforced");
-    let last = daemon.verdicts(|v| exec_of(v, &a)).pop().unwrap();
+    // Verdicts arrive asynchronously: wait for this exec's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        if let Some(v) = daemon.verdicts(|v| exec_of(v, &a)).get(seen) {
+            break v.clone();
+        }
+        assert!(Instant::now() < deadline, "no verdict for the last exec");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(field(&last, "/unmapped/policy_hash"), in_force);
     daemon.stop();
 }
@@ -333,7 +348,7 @@ fn non_root_launch_cannot_leave_its_cgroup_and_a_root_workload_that_leaves_stays
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {stdout} {}", out.status, stderr(&out));
     assert!(!marker.exists());
     let v = daemon.await_verdict("nobody's kill", 10, |v| exec_of(v, &denied) && field(v, "/unmapped/verdict") == "killed");
-    assert_eq!(field(&v, "/unmapped/session/user/uid"), "65534");
+    assert_eq!(field(&v, "/unmapped/session/user/uid"), "65534", "{v}");
     assert_eq!(field(&v, "/unmapped/session/user/name"), "nobody");
     assert_eq!(field(&v, "/unmapped/session/labels/who"), "nobody");
 

@@ -325,7 +325,8 @@ fn a_server_that_never_answers_does_not_slow_the_daemon() {
         thread::sleep(Duration::from_millis(20));
     }
     // Enforcement and stdout go on: 300 more execs, then a denied one, killed and reported
-    // at once.
+    // at once. (Allowed execs reach the daemon on its next read: let the first 300 arrive.)
+    settle(&daemon);
     let before = daemon.verdicts(|v| field(v, "/process/file/path") == "/bin/true").len();
     trues(&agent, 300);
     settle(&daemon);

@@ -21,6 +21,7 @@ mod exfil;
 mod hold;
 mod metrics;
 mod output;
+mod reader;
 mod requests;
 mod status;
 
@@ -29,7 +30,7 @@ use crate::{
     cli::daemon::Settings,
     control::{self, ControlMsg},
     correlate::{Correlator, nul_terminated},
-    events::{self, Event},
+    events::Event,
     holds::Holds,
     loader::{self, Loaded},
     lock,
@@ -43,9 +44,10 @@ use crate::{
     verdict::{Subject, Verdict},
 };
 
-/// Events buffered between the ring-buffer reader and the event loop. When full, the reader
-/// waits, and the kernel's ring buffer (which counts its drops) absorbs the burst.
-const CHANNEL_DEPTH: usize = 4096;
+/// Batches of events (up to `reader::BATCH` each) buffered between the ring-buffer reader and
+/// the event loop. When full, the reader waits, and the kernel's ring buffer (which counts its
+/// drops) absorbs the burst.
+const CHANNEL_DEPTH: usize = 16;
 /// How often hold deadlines and ended sessions are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the policy file is checked for changes (in ticks).
@@ -82,7 +84,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register(ring) }
+    let ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
 
@@ -121,37 +123,10 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     );
     notifier.ready(&ready_status(&compiled.hash));
 
-    let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_DEPTH);
     // Records that were not events (never expected from our own programs): counted, reported.
     let undecodable = Arc::new(AtomicU64::new(0));
-    let bad = Arc::clone(&undecodable);
-    let reader = tokio::spawn(async move {
-        loop {
-            let mut guard = match ring.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::error!(error = %e, "event ring buffer poll failed");
-                    return;
-                }
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                match events::decode(&item) {
-                    Ok(ev) => {
-                        drop(item);
-                        if tx.send(ev).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "undecodable event");
-                    }
-                }
-            }
-            guard.clear_ready();
-        }
-    });
+    let reader = reader::spawn(ring, tx, Arc::clone(&undecodable));
 
     let mut engine = Engine {
         fingerprint: args.policy.as_deref().map(fingerprint),
@@ -176,12 +151,12 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     let mut ticks = 0u32;
     loop {
         tokio::select! {
-            Some(ev) = rx.recv() => {
-                engine.event(ev);
+            Some(batch) = rx.recv() => {
+                engine.events(batch);
                 // Drain what is already there before flushing: one write per burst.
-                for _ in 0..255 {
+                for _ in 0..15 {
                     match rx.try_recv() {
-                        Ok(ev) => engine.event(ev),
+                        Ok(batch) => engine.events(batch),
                         Err(_) => break,
                     }
                 }
@@ -199,7 +174,11 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         engine.flush();
     }
     engine.notifier.stopping();
-    reader.abort();
+    // What the programs queued before the stop is read and reported, not left behind.
+    reader.stop(Duration::from_secs(1)).await;
+    while let Ok(batch) = rx.try_recv() {
+        engine.events(batch);
+    }
     admin_task.abort();
     launch_task.abort();
     if let Some(t) = metrics_task {
@@ -298,6 +277,17 @@ struct Counters {
 }
 
 impl Engine {
+    /// A batch from the reader, in order, except that DNS and budget records go first: the
+    /// daemon acts on them at once (learn an answer, cut off a tunnel, kill an over-budget
+    /// sender), they need nothing the execs, forks and exits queued before them set up, and
+    /// a backlog of those routine records must not delay them.
+    fn events(&mut self, batch: Vec<Event>) {
+        let (first, rest): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| matches!(e, Event::Dns(_) | Event::Budget(_)));
+        for ev in first.into_iter().chain(rest) {
+            self.event(ev);
+        }
+    }
+
     /// Writes a verdict's activity object and, for what the policy stopped or held (or would
     /// have, in audit mode), its Detection Finding right after it, each numbered. Only the
     /// verdict is counted (`counters.verdicts`), not its finding.

@@ -58,6 +58,7 @@ impl Engine {
                 "events": self.counters.events,
                 "verdicts": self.counters.verdicts,
                 "ring_buffer_drops": drops,
+                "held_in_kernel": self.loaded.held_count().ok(),
                 "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),
                 "audit_log_failures": self.counters.audit_failures,

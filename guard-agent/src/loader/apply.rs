@@ -15,7 +15,7 @@ use std::{
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, ExecInodeKey, ExecNameKey,
-    ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, Held, NetKeyV4, NetKeyV6, NetRule,
+    ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, HELD_RELEASED, Held, NetKeyV4, NetKeyV6, NetRule,
     POLICY_SLOTS, PolicyConfig, Tagged, names, ExfilConfig, SensKey, SensRule,
 };
 
@@ -243,17 +243,23 @@ impl Loaded {
         Ok(())
     }
 
-    /// Ends a hold: removes it from `HELD` (so the gate lets the process run) and returns
-    /// whether it was there.
+    /// Ends a hold: marks its `HELD` entry released (so the gate lets the process run) and
+    /// returns whether it was there. The entry itself goes at the process's next system call
+    /// or its exit, in the kernel, which keeps the count the gate checks before looking.
     pub fn release(&self, tgid: u32) -> Result<bool, LoadError> {
         let mut map: HashMap<_, u32, Held> = hash(&self.generation, names::HELD)?;
-        Ok(map.remove(&tgid).is_ok())
+        let Ok(held) = map.get(&tgid, 0) else { return Ok(false) };
+        // BPF_EXIST: a process that exited meanwhile is not added back.
+        Ok(map.insert(tgid, Held { boot_ns: HELD_RELEASED, ..held }, BPF_EXIST).is_ok())
     }
 }
 
+const BPF_EXIST: u64 = 2;
+
+/// Processes still held (not released) in a generation's `HELD`.
 pub(super) fn held_in(g: &Generation) -> Result<Vec<(u32, Held)>, LoadError> {
     let map: HashMap<_, u32, Held> = hash(g, names::HELD)?;
-    Ok(map.iter().flatten().collect())
+    Ok(map.iter().flatten().filter(|(_, h)| h.boot_ns != HELD_RELEASED).collect())
 }
 
 fn fill<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, entries: &[(K, V)], name: &'static str) -> Result<(), LoadError> {

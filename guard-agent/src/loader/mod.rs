@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
         RawTracePoint, TracePoint,
@@ -133,6 +133,14 @@ impl Loaded {
     }
 
     /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
+    /// `HELD_COUNT`, which the gate reads before looking in `HELD`: 0 once every hold has
+    /// ended and its process has run or exited.
+    pub fn held_count(&self) -> Result<u64, LoadError> {
+        let count = Array::<_, u64>::try_from(self.pinned_map(names::HELD_COUNT)?)
+            .map_err(|source| LoadError::Map { name: names::HELD_COUNT, source })?;
+        count.get(&0, 0).map_err(|source| LoadError::Map { name: names::HELD_COUNT, source })
+    }
+
     pub fn drops(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
         let drops = PerCpuArray::<_, u64>::try_from(self.pinned_map(names::DROPS)?)
             .map_err(|source| LoadError::Map { name: names::DROPS, source })?;
