@@ -170,7 +170,7 @@ impl Report<'_> {
         if matches!(cfg, Cfg::C | Cfg::D) && load != Load::Stream && paused > 0.0 && kernel > 1.5 * paused {
             let t = |label: &str| res.profile_ns.get(&(label.to_owned(), load)).copied().unwrap_or(f64::NAN) / 1e3;
             parts.push(format!(
-                "with the daemon stopped (SIGSTOP, so no record wakes it) the same programs take {paused:.0} ns per {unit}: {:.0} ns per {unit} is the wake-up bpf_ringbuf_output sends when the daemon waits on an empty ring buffer (irq_work: an interrupt, then a cross-CPU wake-up, both trapped by the hypervisor in a VM); the profiled loop took {:.1} µs per {unit} with the daemon stopped, {:.1} µs with it running",
+                "with the daemon stopped (SIGSTOP, so nothing wakes it) the same programs take {paused:.0} ns per {unit}: {:.0} ns per {unit} goes to waking the daemon (irq_work: an interrupt, then a cross-CPU wake-up; in a VM both trap to the hypervisor), which routine records should not do (they are submitted with BPF_RB_NO_WAKEUP; urgent records and a buffer an eighth full still wake it); the profiled loop took {:.1} µs per {unit} with the daemon stopped, {:.1} µs with it running",
                 kernel - paused,
                 t("C-paused"),
                 t("C")
@@ -368,8 +368,8 @@ impl Report<'_> {
             let (cc, pc) = (self.kernel_ns("C", Load::Connect), self.kernel_ns("C-paused", Load::Connect));
             f.push(format!(
                 "**Ring-buffer wake-ups dominate the in-kernel cost for agent workloads.** guard's programs take {c:.0} ns per exec in C but {paused:.0} ns when the daemon is not waiting ({cc:.0} vs {pc:.0} ns per connect). \
-                 Every record is output with the default flags, so whenever the daemon has drained the buffer (a fast consumer: nearly always) the next record sends a wake-up: irq_work raises an interrupt on the producing CPU, whose handler wakes the daemon's thread on the other CPU; in a VM both trap to the hypervisor. \
-                 Suggested fix (guard-ebpf, guard-agent): output records nobody waits on (allowed exec, fork, exit, allowed connect) with `BPF_RB_NO_WAKEUP`, and wake the daemon only for records that need a prompt answer (holds) or once the buffer passes a fill threshold (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`); the daemon also polls on a short timer (say 10 ms) and reads everything queued each time."
+                 A wake-up costs the producing CPU an interrupt (irq_work) whose handler wakes the daemon's thread on the other CPU; in a VM both trap to the hypervisor. \
+                 Routine records (allowed exec, fork, exit, allowed connect) are submitted with `BPF_RB_NO_WAKEUP` and read on the daemon's 20 ms timer; urgent ones (denials, kills, holds, DNS, budgets, cgroups) and a buffer an eighth full force a wake-up. If this finding shows, something in the workload produces urgent records, or the buffer fills faster than the daemon reads it."
             ));
         }
         let host = |load| -> (f64, f64, Vec<String>) {
@@ -385,8 +385,9 @@ impl Report<'_> {
         if connect_total > 0.0 && connect_host >= 0.5 * connect_total {
             f.push(format!(
                 "**Processes outside agent workloads pay for programs that run host-wide.** In B (nothing to enforce) guard's programs take {connect_total:.0} ns per connect iteration, {connect_host:.0} ns of it in programs that run for every process: {} per connect; and {stream_host:.0} ns per MiB streamed ({}). \
-                 guard_gate runs on every system call (sys_enter) while the daemon runs, and cgroup_skb programs attached at the cgroup root run on every packet; each returns early for a process that is not an agent workload, but the run itself costs that much. \
-                 Suggested fixes (guard-ebpf, guard-agent): check a count of held processes (one array lookup) before the gate's hash lookup, or attach the gate only while holds exist; attach the cgroup_skb programs to the agent cgroups (the daemon registers each one) instead of the root, so other traffic never runs them.",
+                 guard_gate runs on every system call (sys_enter) and stops at one counter read while nothing is held; the cgroup_skb programs run on every packet and return after a socket-cookie lookup for sockets no agent opened; connect4 and the socket hooks walk the caller's cgroups. \
+                 They are attached at the cgroup root on purpose: a tagged process that leaves its agent's cgroups, and its sockets, stay enforced and budgeted wherever they go, which programs attached to the agent cgroups only would miss. \
+                 What would cut the per-packet cost: socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, one pointer read for a socket with no owner) instead of the cookie and hash lookup; aya-ebpf 0.2.1 has no such map (it needs a BTF-defined map).",
                 connect_list.join(", "),
                 stream_list.join(", ")
             ));
@@ -395,7 +396,7 @@ impl Report<'_> {
             let per = median(cpu) / self.i.plan.exec_n as f64 * 1e6;
             let share = |pat: &[&str]| res.perf_top.iter().filter(|(_, s)| pat.iter().any(|p| s.contains(p))).map(|(p, _)| p).sum::<f64>();
             let groups = [
-                ("the kernel's context switches (it is woken for nearly every record)", share(&["finish_task_switch", "__schedule", "schedule"])),
+                ("the kernel's context switches", share(&["finish_task_switch", "__schedule", "schedule"])),
                 ("the allocator (malloc, free and their consolidation: per-event allocations)", share(&["malloc", "_int_free", "cfree", "unlink_chunk", "realloc", "__libc_free"])),
                 ("building JSON trees (BTreeMap nodes)", share(&["btree"])),
                 ("regex searches (masking secrets in every string of every verdict)", share(&["regex"])),
@@ -409,7 +410,7 @@ impl Report<'_> {
                 if parts.is_empty() {
                     String::new()
                 } else {
-                    format!("Its perf profile during C's exec loop: {}. Batching ring-buffer reads (above) cuts the wake-ups; reusing buffers and writing verdicts without an intermediate tree would cut the allocations.", parts.join(", "))
+                    format!("Its perf profile during C's exec loop: {}. Reads are already batched (a timer, not a wake-up per record); reusing buffers and writing verdicts without an intermediate JSON tree would cut the allocations.", parts.join(", "))
                 }
             ));
         }
