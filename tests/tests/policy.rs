@@ -233,18 +233,10 @@ fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
     assert!(field(&e, "/unmapped/policy/error").starts_with(&format!("{}:5:11: unknown key `basenme`", policy.display())), "{e:#}");
     assert_eq!(field(&e, "/status_id"), "2");
     let in_force = field(&e, "/unmapped/policy_hash");
-    let seen = daemon.verdicts(|v| exec_of(v, &a)).len();
-    let (_, out) = launch(&agent, &[&a], &[]);
+    let (launcher, out) = launch(&agent, &[&a], &[]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "the old policy is still enforced");
-    // Verdicts arrive asynchronously: wait for this exec's.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let last = loop {
-        if let Some(v) = daemon.verdicts(|v| exec_of(v, &a)).get(seen) {
-            break v.clone();
-        }
-        assert!(Instant::now() < deadline, "no verdict for the last exec");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    // Verdicts arrive asynchronously: wait for this exec's (its parent is the launcher).
+    let last = daemon.await_verdict("the last exec", 10, |v| exec_of(v, &a) && field(v, "/process/parent_process/pid") == launcher.to_string());
     assert_eq!(field(&last, "/unmapped/policy_hash"), in_force);
     daemon.stop();
 }

@@ -281,9 +281,10 @@ impl Engine {
     /// daemon acts on them at once (learn an answer, cut off a tunnel, kill an over-budget
     /// sender), they need nothing the execs, forks and exits queued before them set up, and
     /// a backlog of those routine records must not delay them.
-    fn events(&mut self, batch: Vec<Event>) {
-        let (first, rest): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| matches!(e, Event::Dns(_) | Event::Budget(_)));
-        for ev in first.into_iter().chain(rest) {
+    fn events(&mut self, mut batch: Vec<Event>) {
+        // Allocates only for a batch that has such records; the rest stay in place.
+        let first: Vec<Event> = batch.extract_if(.., |e| matches!(e, Event::Dns(_) | Event::Budget(_))).collect();
+        for ev in first.into_iter().chain(batch) {
             self.event(ev);
         }
     }

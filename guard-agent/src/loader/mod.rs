@@ -132,7 +132,6 @@ impl Loaded {
         RingBuf::try_from(self.pinned_map(names::EVENTS)?).map_err(|source| LoadError::Map { name: names::EVENTS, source })
     }
 
-    /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
     /// `HELD_COUNT`, which the gate reads before looking in `HELD`: 0 once every hold has
     /// ended and its process has run or exited.
     pub fn held_count(&self) -> Result<u64, LoadError> {
@@ -141,6 +140,7 @@ impl Loaded {
         count.get(&0, 0).map_err(|source| LoadError::Map { name: names::HELD_COUNT, source })
     }
 
+    /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
     pub fn drops(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
         let drops = PerCpuArray::<_, u64>::try_from(self.pinned_map(names::DROPS)?)
             .map_err(|source| LoadError::Map { name: names::DROPS, source })?;
