@@ -1,8 +1,10 @@
 //! Correlation: kernel events -> verdicts with identity, lineage and the deciding rule.
 use std::{
+    collections::VecDeque,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use guard_common::{
@@ -23,18 +25,34 @@ use crate::{
 /// Processes of agent workloads remembered for naming them in verdicts after they are gone.
 const PROC_TABLE_CAP: usize = 65_536;
 
-/// The policy in force and the one before it: events decided just before a reload still name
-/// the rules (and hash) that decided them.
+/// How long after a generation was replaced a program may still submit a record it decided
+/// with that generation (it looked the policy up just before the swap). BPF programs run to
+/// completion in microseconds; this leaves room for a preempted one.
+pub const RETIRE_GRACE: Duration = Duration::from_millis(500);
+/// Replaced generations kept at most, whatever the reader says: a bound on memory if the
+/// reader stalls during a reload storm. Records of one dropped this way are counted
+/// (`unattributed`), never given another generation's hash.
+const MAX_REPLACED: usize = 256;
+
+/// The policy generation in force and the ones it replaced that records still in flight (in
+/// the ring buffer or the channel) may name. Each generation has its own policy ids (see
+/// loader/apply.rs), so a record names the generation the kernel decided with, and its verdict
+/// carries that generation's hash and rules, however many reloads came since.
 #[derive(Clone)]
 pub struct PolicySet {
     pub current: Arc<Compiled>,
-    pub previous: Option<Arc<Compiled>>,
+    /// Older first, each with when it stopped being in force.
+    replaced: VecDeque<(Arc<Compiled>, Instant)>,
 }
 
 impl PolicySet {
+    pub fn new(current: Arc<Compiled>) -> Self {
+        Self { current, replaced: VecDeque::new() }
+    }
+
     /// The compilation a policy id belongs to.
     pub fn arc(&self, policy_id: u32) -> Option<&Arc<Compiled>> {
-        std::iter::once(&self.current).chain(self.previous.iter()).find(|c| c.owns(policy_id))
+        std::iter::once(&self.current).chain(self.replaced.iter().rev().map(|(c, _)| c)).find(|c| c.owns(policy_id))
     }
 
     pub fn of(&self, policy_id: u32) -> Option<&Compiled> {
@@ -43,6 +61,29 @@ impl PolicySet {
 
     pub fn agent(&self, policy_id: u32) -> Option<&crate::policy::compile::AgentEntry> {
         self.of(policy_id)?.agent(policy_id)
+    }
+
+    /// `policy` is in force from now on; the one it replaces is kept for records in flight.
+    fn replace(&mut self, policy: Arc<Compiled>, now: Instant) {
+        let old = std::mem::replace(&mut self.current, policy);
+        self.replaced.push_back((old, now));
+        if self.replaced.len() > MAX_REPLACED {
+            self.replaced.pop_front();
+        }
+    }
+
+    /// The reader read the ring buffer empty in a pass that began at `drain_began`, and every
+    /// record of that pass has been handled: no record of a generation replaced more than
+    /// [`RETIRE_GRACE`] before it can still arrive.
+    pub fn retire(&mut self, drain_began: Instant) {
+        while self.replaced.front().is_some_and(|(_, at)| *at + RETIRE_GRACE < drain_began) {
+            self.replaced.pop_front();
+        }
+    }
+
+    /// Generations replaced and still kept (for `status`).
+    pub fn replaced_len(&self) -> usize {
+        self.replaced.len()
     }
 }
 
@@ -55,6 +96,8 @@ pub struct Correlator {
     procs: ProcTable,
     /// CLOCK_REALTIME - CLOCK_BOOTTIME, to turn event timestamps into wall-clock time.
     boot_to_epoch_ns: i128,
+    /// Records naming a policy generation no longer kept (see [`PolicySet`]).
+    pub unattributed: u64,
 }
 
 impl Correlator {
@@ -65,7 +108,7 @@ impl Correlator {
         }
         let mut procs = ProcTable::new(PROC_TABLE_CAP);
         bootstrap(&mut procs, registrations);
-        Self { policies: PolicySet { current: policy, previous: None }, cgroups, procs, boot_to_epoch_ns: boot_to_epoch_ns() }
+        Self { policies: PolicySet::new(policy), cgroups, procs, boot_to_epoch_ns: boot_to_epoch_ns(), unattributed: 0 }
     }
 
     /// A new policy is in force; the old one is kept for events already in flight.
@@ -73,8 +116,7 @@ impl Correlator {
         for r in registrations {
             self.cgroups.insert(r.id, r.path.clone());
         }
-        let old = std::mem::replace(&mut self.policies.current, policy);
-        self.policies.previous = Some(old);
+        self.policies.replace(policy, Instant::now());
     }
 
     /// Remembers a cgroup's path (from a mkdir event).
@@ -152,12 +194,21 @@ impl Correlator {
         };
         let decision = Decision::from_u32(h.decision).unwrap_or(Decision::Allowed);
         let decided_by = self.policies.of(h.policy_id);
+        // Never another generation's hash for a record whose own generation is gone.
+        let error = match (decided_by, signal_error(h)) {
+            (None, None) if h.policy_id != 0 => {
+                self.unattributed += 1;
+                Some(UNATTRIBUTED)
+            }
+            (_, e) => e,
+        };
         Verdict {
             time_ms: self.wall_ms(h.boot_ns),
             decision,
             agent: decided_by.and_then(|c| c.agent(h.policy_id)).map(|a| a.name.clone()),
             rule: decided_by.and_then(|c| c.rule(h.rule_id)).cloned(),
             policy_hash: decided_by.unwrap_or(&self.policies.current).hash.clone(),
+            policy_generation: decided_by.map(Compiled::generation),
             pid: h.tgid,
             ppid,
             uid: h.uid,
@@ -166,7 +217,7 @@ impl Correlator {
             cgroup_path,
             subject,
             ancestry,
-            error: signal_error(h),
+            error,
             session: None,
             hold: None,
             reason: (h.flags & EVENT_FLAG_MOVED_OUT != 0)
@@ -195,6 +246,10 @@ fn bootstrap(procs: &mut ProcTable, registrations: &[Registration]) {
         procs.insert(p.pid as u32, ProcInfo { ppid: stat.ppid as u32, exe, tagged: true });
     }
 }
+
+/// The error of a verdict whose policy generation the daemon no longer holds: its hash and
+/// rule cannot be named (`policy_hash` is then the policy in force, and says nothing of it).
+const UNATTRIBUTED: &str = "decided by a policy generation the daemon no longer holds: rule and policy_hash unknown";
 
 fn signal_error(h: &EventHeader) -> Option<&'static str> {
     (h.flags & EVENT_FLAG_SIGNAL_FAILED != 0).then_some("bpf_send_signal failed: the process was not killed")
@@ -273,4 +328,38 @@ fn boot_to_epoch_ns() -> i128 {
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
     };
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile::compile, parse::parse};
+
+    fn generation(n: u32) -> Arc<Compiled> {
+        let text = format!("# generation {n}\nagents:\n  - name: a\n    exec:\n      deny:\n        - basename: x{n}\n");
+        Arc::new(compile(&parse("p.yaml", &text).unwrap(), n * guard_common::POLICY_GENERATION_IDS).unwrap())
+    }
+
+    #[test]
+    fn a_record_names_its_own_generation_until_it_is_retired() {
+        let gens: Vec<Arc<Compiled>> = (0..4).map(generation).collect();
+        let t0 = Instant::now();
+        let mut set = PolicySet::new(Arc::clone(&gens[0]));
+        for (i, g) in gens.iter().enumerate().skip(1) {
+            set.replace(Arc::clone(g), t0 + Duration::from_millis(i as u64));
+        }
+        // Generations 0 and 2 share their settings slots, never their ids.
+        for g in &gens {
+            assert_eq!(set.of(g.base + 1).map(|c| c.hash.as_str()), Some(g.hash.as_str()));
+        }
+        // A pass that began within the grace of the replacements retires nothing ...
+        set.retire(t0 + RETIRE_GRACE);
+        assert_eq!(set.replaced_len(), 3);
+        // ... one that began later retires what was replaced before it, and nothing else.
+        set.retire(t0 + RETIRE_GRACE + Duration::from_millis(2));
+        assert_eq!(set.replaced_len(), 2);
+        assert!(set.of(gens[0].base + 1).is_none(), "a retired generation is not matched by a later one's slot");
+        assert_eq!(set.of(gens[1].base + 1).map(|c| c.hash.as_str()), Some(gens[1].hash.as_str()));
+        assert_eq!(set.of(gens[3].base + 1).map(|c| c.hash.as_str()), Some(gens[3].hash.as_str()));
+    }
 }

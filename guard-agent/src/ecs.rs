@@ -257,6 +257,7 @@ mod tests {
             agent: Some("claude".into()),
             rule,
             policy_hash: "27aec9ad0e4b4a8ef6d637c1cb8dd95fa23af834a6102c6f949b17744bc26778".into(),
+            policy_generation: None,
             pid: 4242,
             ppid: 4241,
             uid: 1000,

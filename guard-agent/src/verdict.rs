@@ -25,6 +25,9 @@ pub struct Verdict {
     pub agent: Option<String>,
     pub rule: Option<RuleInfo>,
     pub policy_hash: String,
+    /// The generation of that policy (each load or reload is one; see loader/apply.rs), when
+    /// the verdict comes from a kernel record or a reload.
+    pub policy_generation: Option<u32>,
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
@@ -209,6 +212,7 @@ impl Verdict {
             "rule": rule,
             "tier": TIER,
             "policy_hash": self.policy_hash,
+            "policy_generation": self.policy_generation,
             "cgroup": { "id": self.cgroup_id, "path": self.cgroup_path },
             "gid": self.gid,
             "error": self.error,

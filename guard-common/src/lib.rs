@@ -446,9 +446,28 @@ pub struct PolicyConfig {
 }
 const _: () = assert!(size_of::<PolicyConfig>() == 16);
 
-/// Slots of the per-policy settings array. Policy ids alternate between two halves on each
-/// reload, so the new policy is written beside the old one and swapped in per cgroup.
+/// Slots of the per-policy settings arrays (`POLICIES`, `EXFIL`), indexed by
+/// [`policy_slot`]. Each policy generation (every load or reload) has its own range of
+/// [`POLICY_GENERATION_IDS`] ids, `generation * POLICY_GENERATION_IDS + 1 ..`, so an id in a
+/// record names the exact generation that decided, never a later one that reused it. Slots
+/// alternate between the two halves from one generation to the next, so the new policy is
+/// written beside the old one and swapped in per cgroup.
 pub const POLICY_SLOTS: u32 = 1024;
+/// Policy ids per generation (the first, `generation * POLICY_GENERATION_IDS`, is unused).
+pub const POLICY_GENERATION_IDS: u32 = POLICY_SLOTS / 2;
+const _: () = assert!(POLICY_SLOTS.is_power_of_two());
+
+/// The settings-array slot of a policy id.
+#[inline(always)]
+pub const fn policy_slot(policy_id: u32) -> u32 {
+    policy_id & (POLICY_SLOTS - 1)
+}
+
+/// The generation a policy id belongs to.
+#[inline(always)]
+pub const fn policy_generation(policy_id: u32) -> u32 {
+    policy_id / POLICY_GENERATION_IDS
+}
 
 /// One port range of a network rule, inclusive on both ends, host byte order.
 #[repr(C)]

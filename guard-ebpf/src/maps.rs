@@ -52,9 +52,9 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::CO
 #[map]
 pub static AGENT_CGROUPS: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries(4096, 0);
 
-/// Per-policy settings, indexed by policy id.
+/// Per-policy settings, indexed by `policy_slot(policy id)`.
 #[map]
-pub static POLICIES: Array<PolicyConfig> = Array::with_max_entries(1024, 0);
+pub static POLICIES: Array<PolicyConfig> = Array::with_max_entries(POLICY_SLOTS, 0);
 
 /// Exact-path exec rules.
 #[map]
@@ -210,7 +210,7 @@ pub fn count_drop(kind: EventKind) {
 /// Looks up policy settings; a missing slot reads as enforce mode, default allow.
 #[inline(always)]
 pub fn policy_config(policy_id: u32) -> PolicyConfig {
-    match POLICIES.get(policy_id) {
+    match POLICIES.get(guard_common::policy_slot(policy_id)) {
         Some(c) => *c,
         None => PolicyConfig { flags: 0, net_default: guard_common::NET_ALLOW, exec_default_rule: 0, _pad: 0 },
     }
@@ -219,7 +219,7 @@ pub fn policy_config(policy_id: u32) -> PolicyConfig {
 /// Exfiltration settings of a policy; a missing slot has none.
 #[inline(always)]
 pub fn exfil_config(policy_id: u32) -> ExfilConfig {
-    match EXFIL.get(policy_id) {
+    match EXFIL.get(guard_common::policy_slot(policy_id)) {
         Some(c) => *c,
         None => ExfilConfig { budget_bytes: 0, window_ns: 0, flags: 0, _pad: 0 },
     }

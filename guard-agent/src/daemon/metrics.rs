@@ -49,6 +49,8 @@ impl Engine {
         t.single("guard_audit_log_failures_total", "counter", "Audit-log appends and checkpoints that failed.", self.counters.audit_failures);
         t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
         t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);
+        t.single("guard_policy_generation", "gauge", "Generation of the policy in force (each load or reload is one).", self.correlator.policies.current.generation());
+        t.single("guard_verdicts_unattributed_total", "counter", "Records whose policy generation the daemon no longer held (rule and hash unknown; never expected).", self.correlator.unattributed);
         t.single("guard_holds_pending", "gauge", "Held processes waiting for a decision.", self.holds.iter().count());
         t.family("guard_hold_decision_seconds", "histogram", "Time to end a hold, by decider: policy (from exec to release), approved, denied, timeout, gate, daemon-stopped (from when the hold began waiting).");
         for (by, h) in &self.counters.hold_latency {

@@ -123,7 +123,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     );
     notifier.ready(&ready_status(&compiled.hash));
 
-    let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<reader::Batch>(CHANNEL_DEPTH);
     // Records that were not events (never expected from our own programs): counted, reported.
     let undecodable = Arc::new(AtomicU64::new(0));
     let reader = reader::spawn(ring, tx, Arc::clone(&undecodable));
@@ -281,11 +281,17 @@ impl Engine {
     /// daemon acts on them at once (learn an answer, cut off a tunnel, kill an over-budget
     /// sender), they need nothing the execs, forks and exits queued before them set up, and
     /// a backlog of those routine records must not delay them.
-    fn events(&mut self, mut batch: Vec<Event>) {
+    fn events(&mut self, batch: reader::Batch) {
+        let reader::Batch { events: mut batch, drained } = batch;
         // Allocates only for a batch that has such records; the rest stay in place.
         let first: Vec<Event> = batch.extract_if(.., |e| matches!(e, Event::Dns(_) | Event::Budget(_))).collect();
         for ev in first.into_iter().chain(batch) {
             self.event(ev);
+        }
+        // Every record read before that pass began is handled: policy generations replaced
+        // well before it can name no record still to come.
+        if let Some(began) = drained {
+            self.correlator.policies.retire(began);
         }
     }
 
@@ -444,7 +450,9 @@ impl Engine {
                 let compiled = Arc::new(compiled);
                 self.correlator.set_policy(Arc::clone(&compiled), &self.loaded.registrations);
                 let subject = Subject::Policy { source, error: None, previous_hash: Some(previous), warnings };
-                self.daemon_verdict(subject, &compiled.hash, Some(format!("policy reloaded ({trigger})")))
+                let mut v = self.daemon_verdict(subject, &compiled.hash, Some(format!("policy reloaded ({trigger})")));
+                v.policy_generation = Some(compiled.generation());
+                v
             }
             Err(e) => {
                 self.counters.reload_failures += 1;
@@ -469,6 +477,7 @@ impl Engine {
             agent: None,
             rule: None,
             policy_hash: hash.to_owned(),
+            policy_generation: None,
             pid: std::process::id(),
             ppid: 0,
             uid: 0,

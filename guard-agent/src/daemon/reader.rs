@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -27,13 +27,21 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// Events per batch handed to the event loop.
 pub const BATCH: usize = 256;
 
+/// Records read in one go, in ring-buffer order.
+pub struct Batch {
+    pub events: Vec<Event>,
+    /// On the last batch of a pass that read the ring buffer empty: when that pass began.
+    /// Every record submitted before then is in this batch or an earlier one.
+    pub drained: Option<Instant>,
+}
+
 /// The running reader: `stop` makes it read what is left and end.
 pub struct Reader {
     task: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
 }
 
-pub fn spawn(ring: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Event>>, undecodable: Arc<AtomicU64>) -> Reader {
+pub fn spawn(ring: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Batch>, undecodable: Arc<AtomicU64>) -> Reader {
     let (stop, stopped) = oneshot::channel();
     Reader { task: tokio::spawn(read(ring, tx, undecodable, stopped)), stop: Some(stop) }
 }
@@ -52,7 +60,7 @@ impl Reader {
 
 async fn read(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<Batch>,
     undecodable: Arc<AtomicU64>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -77,21 +85,28 @@ async fn read(
     }
 }
 
-/// Reads every queued record; false once the event loop is gone.
-async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Event>>, undecodable: &AtomicU64) -> bool {
-    let mut batch = Vec::new();
+/// Reads every queued record; false once the event loop is gone. A pass that read nothing
+/// sends nothing (the event loop is not woken for it).
+async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Batch>, undecodable: &AtomicU64) -> bool {
+    let began = Instant::now();
+    let mut events = Vec::new();
+    let mut sent = false;
     while let Some(item) = ring.next() {
         match events::decode(&item) {
-            Ok(ev) => batch.push(ev),
+            Ok(ev) => events.push(ev),
             Err(e) => {
                 undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "undecodable event");
             }
         }
         drop(item);
-        if batch.len() == BATCH && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-            return false;
+        if events.len() == BATCH {
+            let full = Batch { events: std::mem::replace(&mut events, Vec::with_capacity(BATCH)), drained: None };
+            if tx.send(full).await.is_err() {
+                return false;
+            }
+            sent = true;
         }
     }
-    batch.is_empty() || tx.send(batch).await.is_ok()
+    (events.is_empty() && !sent) || tx.send(Batch { events, drained: Some(began) }).await.is_ok()
 }

@@ -32,6 +32,11 @@ impl Engine {
             "policy": {
                 "source": c.source,
                 "hash": c.hash,
+                "generation": c.generation(),
+                // Replaced generations still kept for records in flight, and records whose
+                // generation was no longer kept (never expected).
+                "replaced_kept": self.correlator.policies.replaced_len(),
+                "unattributed": self.correlator.unattributed,
                 "agents": c.agents.iter().map(|a| json!({
                     "name": a.name,
                     "mode": format!("{:?}", a.mode).to_lowercase(),

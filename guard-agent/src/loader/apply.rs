@@ -1,14 +1,19 @@
 //! Writing a compiled policy into the pinned maps of a running generation, and swapping it in
 //! without a moment of no policy or half a policy.
 //!
-//! Policy ids alternate between two halves of the slots (`1..512` and `513..1024`). A new policy
-//! is written under the free half — rules first, then per-policy settings — while the old one
-//! keeps deciding; then each registered cgroup is pointed at its new policy id (one atomic map
-//! update per cgroup: any exec sees the whole old or the whole new policy); only then are the
-//! old half's entries removed. A failure before the swap removes what was written and leaves
-//! the old policy in force.
+//! Every load or reload is a new policy generation with its own range of policy ids
+//! (`generation * POLICY_GENERATION_IDS + 1 ..`), so the id a kernel record carries names the
+//! generation that decided it, even after later reloads (the daemon maps it back to that
+//! generation's hash and rules). The per-policy settings arrays are indexed by the id's slot,
+//! and slots alternate between two halves (`1..512` and `513..1024`) from one generation to the
+//! next. A new policy is written beside the old one — rules first, then per-policy settings —
+//! while the old one keeps deciding; then each registered cgroup is pointed at its new policy
+//! id (one atomic map update per cgroup: any exec sees the whole old or the whole new policy);
+//! only then are the old generation's entries removed. A failure before the swap removes what
+//! was written and leaves the old policy in force.
 use std::{
     collections::HashSet,
+    ops::RangeInclusive,
     path::Path,
 };
 
@@ -16,7 +21,8 @@ use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use guard_common::{
     CGROUP_MATCH_DESCENDANTS, CGROUP_MATCH_SELF, CgroupPolicy, ExecInodeKey, ExecNameKey,
     ExecNamePrefixKey, ExecPathKey, ExecPrefixKey, ExecRule, HELD_RELEASED, Held, NetKeyV4, NetKeyV6, NetRule,
-    POLICY_SLOTS, PolicyConfig, Tagged, names, ExfilConfig, SensKey, SensRule,
+    POLICY_GENERATION_IDS, PolicyConfig, Tagged, names, ExfilConfig, SensKey, SensRule, policy_generation,
+    policy_slot,
 };
 
 use super::{LoadError, Loaded, Registration, pins::Generation};
@@ -28,7 +34,7 @@ use crate::{
     },
 };
 
-const HALF: u32 = POLICY_SLOTS / 2;
+const IDS: u32 = POLICY_GENERATION_IDS;
 
 /// Most cgroup directories visited when looking for glob matches.
 const SCAN_LIMIT: usize = 100_000;
@@ -55,9 +61,19 @@ fn exfil_configs(g: &Generation) -> Result<Array<MapData, ExfilConfig>, LoadErro
     Array::try_from(open(g, names::EXFIL)?).map_err(|source| LoadError::Map { name: names::EXFIL, source })
 }
 
-/// Inclusive range of the policy ids of the half starting after `base`.
-fn half(base: u32) -> std::ops::RangeInclusive<u32> {
-    base + 1..=base + HALF - 1
+/// The policy ids of the generation whose ids start after `base`.
+fn ids_of(base: u32) -> RangeInclusive<u32> {
+    base + 1..=base + (IDS - 1)
+}
+
+/// The base of the generation after the one at `base`. After about eight million reloads the
+/// ids wrap around to the start, still alternating the halves of the settings slots.
+fn next_base(base: u32) -> u32 {
+    match base.checked_add(IDS) {
+        Some(next) if next.checked_add(IDS - 1).is_some() => next,
+        _ if policy_generation(base).is_multiple_of(2) => IDS,
+        _ => 0,
+    }
 }
 
 fn insert_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -65,33 +81,34 @@ fn insert_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 }
 
 impl Loaded {
-    /// The half no registration points at: where the next policy goes.
-    fn free_base(&self) -> Result<u32, LoadError> {
+    /// Where the next generation's ids start: after the one in force, or, at a daemon's first
+    /// apply, after the newest one the pinned maps hold (an adopted generation's).
+    fn next_base(&self) -> Result<u32, LoadError> {
         if let Some(base) = self.base {
-            return Ok(if base == 0 { HALF } else { 0 });
+            return Ok(next_base(base));
         }
         let cgroups: HashMap<_, u64, CgroupPolicy> = hash(&self.generation, names::AGENT_CGROUPS)?;
-        let low_used = cgroups.iter().flatten().any(|(_, p)| half(0).contains(&p.policy_id));
-        Ok(if low_used { HALF } else { 0 })
+        let newest = cgroups.iter().flatten().map(|(_, p)| policy_generation(p.policy_id)).max();
+        Ok(newest.map_or(0, |g| next_base(g * IDS)))
     }
 
-    /// Compiles `model` for the free half and swaps it in. On error the previous policy stays
-    /// in force, whole.
+    /// Compiles `model` as the next generation and swaps it in. On error the previous policy
+    /// stays in force, whole.
     pub fn apply(&mut self, root: &Path, model: &Policy) -> Result<Compiled, LoadError> {
-        let base = self.free_base()?;
+        let base = self.next_base()?;
         let compiled = compile(model, base).map_err(LoadError::Policy)?;
         super::check_capacity(&compiled, self.map_entries)?;
         let registrations = match self.write(root, &compiled) {
             Ok(r) => r,
             Err(e) => {
-                // Nothing points at the new half yet: removing it restores the state before.
-                if let Err(cleanup) = self.remove_half(base, &[]) {
+                // Nothing points at the new generation yet: removing it restores the state before.
+                let ours = ids_of(base);
+                if let Err(cleanup) = self.remove_where(|id| ours.contains(&id), policy_slot(base), &[]) {
                     tracing::error!(error = %cleanup, "removing a half-written policy");
                 }
                 return Err(e);
             }
         };
-        let old = if base == 0 { HALF } else { 0 };
         // Moved-out processes keep their agent's policy under its new id.
         let renames: Vec<(u32, u32)> = match &self.names {
             Some(names) => names
@@ -100,7 +117,10 @@ impl Loaded {
                 .collect(),
             None => Vec::new(),
         };
-        self.remove_half(old, &renames)?;
+        // Everything not of the new generation goes: the previous one, and at a first apply
+        // whatever an earlier daemon left. Its settings slots are the other half's.
+        let ours = ids_of(base);
+        self.remove_where(|id| !ours.contains(&id), policy_slot(base) ^ IDS, &renames)?;
         self.base = Some(base);
         self.names = Some(compiled.agents.iter().map(|a| (a.policy_id, a.name.clone())).collect());
         self.registrations = registrations;
@@ -123,11 +143,11 @@ impl Loaded {
         fill_trie(&mut trie(g, names::BUDGET_EXEMPT_V6)?, &c.exempt_v6, names::BUDGET_EXEMPT_V6)?;
         let mut exfil = exfil_configs(g)?;
         for a in &c.agents {
-            exfil.set(a.policy_id, a.exfil_config, 0).map_err(insert_err(names::EXFIL))?;
+            exfil.set(policy_slot(a.policy_id), a.exfil_config, 0).map_err(insert_err(names::EXFIL))?;
         }
         let mut configs = policies(g)?;
         for a in &c.agents {
-            configs.set(a.policy_id, a.config, 0).map_err(insert_err(names::POLICIES))?;
+            configs.set(policy_slot(a.policy_id), a.config, 0).map_err(insert_err(names::POLICIES))?;
         }
         let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(g, names::AGENT_CGROUPS)?;
         let mut out = Vec::new();
@@ -170,18 +190,18 @@ impl Loaded {
         self.registrations.retain(|r| r.id != id);
     }
 
-    /// Removes every entry of the half after `base`; moved-out processes tagged with an id of
-    /// it are re-tagged by `renames` (old id, new id), or untagged if their agent is gone.
-    fn remove_half(&self, base: u32, renames: &[(u32, u32)]) -> Result<(), LoadError> {
+    /// Removes every entry whose policy id is `stale`, and empties the settings slots after
+    /// `slot_base`; moved-out processes tagged with a stale id are re-tagged by `renames` (old
+    /// id, new id), or untagged if their agent is gone.
+    fn remove_where(&self, stale: impl Fn(u32) -> bool, slot_base: u32, renames: &[(u32, u32)]) -> Result<(), LoadError> {
         let g = &self.generation;
-        let ids = half(base);
         let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(g, names::AGENT_CGROUPS)?;
-        let stale: Vec<u64> = cgroups.iter().flatten().filter(|(_, p)| ids.contains(&p.policy_id)).map(|(k, _)| k).collect();
-        for k in stale {
+        let gone: Vec<u64> = cgroups.iter().flatten().filter(|(_, p)| stale(p.policy_id)).map(|(k, _)| k).collect();
+        for k in gone {
             let _ = cgroups.remove(&k);
         }
         let mut tagged: HashMap<_, u32, Tagged> = hash(g, names::TAGGED)?;
-        let tags: Vec<(u32, Tagged)> = tagged.iter().flatten().filter(|(_, t)| ids.contains(&t.policy_id)).collect();
+        let tags: Vec<(u32, Tagged)> = tagged.iter().flatten().filter(|(_, t)| stale(t.policy_id)).collect();
         for (pid, mut t) in tags {
             match renames.iter().find(|(old, _)| *old == t.policy_id) {
                 Some((_, new)) => {
@@ -193,22 +213,22 @@ impl Loaded {
                 }
             }
         }
-        drop_where(&mut hash::<ExecPathKey, ExecRule>(g, names::EXEC_PATHS)?, |k| ids.contains(&k.policy_id));
-        drop_where(&mut hash::<ExecNameKey, ExecRule>(g, names::EXEC_NAMES)?, |k| ids.contains(&k.policy_id));
-        drop_where(&mut hash::<ExecInodeKey, ExecRule>(g, names::EXEC_INODES)?, |k| ids.contains(&k.policy_id));
-        drop_trie_where(&mut trie::<ExecPrefixKey, ExecRule>(g, names::EXEC_PREFIXES)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<ExecNamePrefixKey, ExecRule>(g, names::EXEC_NAME_PREFIXES)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<NetKeyV4, NetRule>(g, names::NET_V4)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<NetKeyV6, NetRule>(g, names::NET_V6)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<SensKey, SensRule>(g, names::SENSITIVE)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<NetKeyV4, u32>(g, names::BUDGET_EXEMPT_V4)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
-        drop_trie_where(&mut trie::<NetKeyV6, u32>(g, names::BUDGET_EXEMPT_V6)?, |k| ids.contains(&u32::from_be_bytes(k.policy_id_be)));
+        drop_where(&mut hash::<ExecPathKey, ExecRule>(g, names::EXEC_PATHS)?, |k| stale(k.policy_id));
+        drop_where(&mut hash::<ExecNameKey, ExecRule>(g, names::EXEC_NAMES)?, |k| stale(k.policy_id));
+        drop_where(&mut hash::<ExecInodeKey, ExecRule>(g, names::EXEC_INODES)?, |k| stale(k.policy_id));
+        drop_trie_where(&mut trie::<ExecPrefixKey, ExecRule>(g, names::EXEC_PREFIXES)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<ExecNamePrefixKey, ExecRule>(g, names::EXEC_NAME_PREFIXES)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV4, NetRule>(g, names::NET_V4)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV6, NetRule>(g, names::NET_V6)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<SensKey, SensRule>(g, names::SENSITIVE)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV4, u32>(g, names::BUDGET_EXEMPT_V4)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
+        drop_trie_where(&mut trie::<NetKeyV6, u32>(g, names::BUDGET_EXEMPT_V6)?, |k| stale(u32::from_be_bytes(k.policy_id_be)));
         let mut configs = policies(g)?;
         let mut exfil = exfil_configs(g)?;
         let empty = PolicyConfig { flags: 0, net_default: 0, exec_default_rule: 0, _pad: 0 };
-        for id in ids {
-            configs.set(id, empty, 0).map_err(insert_err(names::POLICIES))?;
-            exfil.set(id, ExfilConfig::default(), 0).map_err(insert_err(names::EXFIL))?;
+        for slot in ids_of(slot_base) {
+            configs.set(slot, empty, 0).map_err(insert_err(names::POLICIES))?;
+            exfil.set(slot, ExfilConfig::default(), 0).map_err(insert_err(names::EXFIL))?;
         }
         Ok(())
     }
@@ -329,4 +349,35 @@ fn glob_matches(root: &Path, c: &Compiled) -> Vec<(u64, String, u32)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_have_their_own_ids_and_alternate_slots() {
+        let mut base = 0;
+        let mut seen = HashSet::new();
+        for _ in 0..6 {
+            let next = next_base(base);
+            assert_eq!(policy_generation(next), policy_generation(base) + 1);
+            // The settings slots of consecutive generations are in different halves.
+            assert_ne!(policy_slot(next + 1) / IDS, policy_slot(base + 1) / IDS);
+            for id in ids_of(next) {
+                assert!(seen.insert(id), "id {id} reused");
+                assert_eq!(policy_generation(id), policy_generation(next));
+            }
+            base = next;
+        }
+    }
+
+    #[test]
+    fn ids_wrap_around_keeping_the_halves_alternating() {
+        let last = (u32::MAX / IDS) * IDS;
+        assert!(ids_of(last).end() <= &u32::MAX);
+        let wrapped = next_base(last);
+        assert!(wrapped == 0 || wrapped == IDS);
+        assert_ne!(policy_slot(wrapped + 1) / IDS, policy_slot(last + 1) / IDS);
+    }
 }

@@ -120,13 +120,19 @@ impl Compiled {
         self.agents.iter().find(|a| a.name == name)
     }
 
+    /// The policy generation these ids belong to.
+    pub fn generation(&self) -> u32 {
+        guard_common::policy_generation(self.base)
+    }
+
     /// Does `policy_id` belong to this compilation?
     pub fn owns(&self, policy_id: u32) -> bool {
         self.agent(policy_id).is_some()
     }
 }
 
-/// Compiles with policy ids from `base + 1` (`base` is 0 or `POLICY_SLOTS / 2`).
+/// Compiles with policy ids from `base + 1` (`base`: a generation's first id, a multiple of
+/// `POLICY_GENERATION_IDS`; see loader/apply.rs).
 pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
     if policy.agents.len() > MAX_AGENTS {
         return Err(PolicyError {

@@ -8,6 +8,7 @@ fn verdict(decision: Decision, subject: Subject) -> Verdict {
         agent: Some("a".into()),
         rule: Some(RuleInfo { id: 3, section: "exec.deny", action: "kill", matcher: "basename: shred".into(), message: None, location: "p.yaml:9".into() }),
         policy_hash: "ab".into(),
+        policy_generation: None,
         pid: 10,
         ppid: 9,
         uid: 0,
