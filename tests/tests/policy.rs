@@ -21,6 +21,21 @@ fn install_marker(dir: &TempDir, rel: &str) -> String {
     dst.to_str().unwrap().to_owned()
 }
 
+/// Waits (up to 5 s) until process `pid` is stopped (state `T` in /proc/PID/stat).
+fn await_stopped(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        if state == Some('T') {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} is not stopped: {stat:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn exec_of(v: &Value, path: &str) -> bool {
     v["class_uid"] == 1007 && field(v, "/process/file/path") == path
 }
@@ -114,7 +129,7 @@ fn approve_deny_and_timeout_do_what_they_say() {
         let v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held" && field(v, "/process/cmd_line").ends_with(arg));
         let id = field(&v, "/unmapped/hold/id");
         assert_eq!(field(&v, "/unmapped/rule/message"), "needs a person");
-        std::thread::sleep(Duration::from_millis(300));
+        await_stopped(&field(&v, "/process/pid"));
         assert!(!marker.exists(), "ran while held");
         // `status` lists the pending hold, in both forms.
         let status = agent_cmd(&["status", "--json"]);
@@ -164,7 +179,7 @@ fn approve_deny_and_timeout_do_what_they_say() {
 }
 
 #[test]
-fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
+fn reload_swaps_policies_and_a_broken_file_keeps_the_old_one() {
     let dir = TempDir::new("reload");
     let agent = unique("reload");
     let a = install_marker(&dir, "bin/guard-a");
@@ -196,32 +211,6 @@ fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // An exec loop across 50 reloads: every exec of guard-a is killed, by one policy or the other.
-    let stop = dir.path("stop");
-    let script = format!("while [ ! -e {} ]; do {a} || true; done", stop.display());
-    let looper = spawn_launch(&[], &agent, &["sh", "-c", &script], &[]);
-    std::thread::sleep(Duration::from_millis(200));
-    for i in 0..50 {
-        let before = daemon.verdicts(|v| v["class_uid"] == 6002).len();
-        std::fs::write(&policy, if i % 2 == 0 { &v1 } else { &v2 }).unwrap();
-        daemon.signal(libc::SIGHUP);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while daemon.verdicts(|v| v["class_uid"] == 6002).len() <= before {
-            assert!(Instant::now() < deadline, "reload {i} produced no verdict");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    std::fs::write(&stop, "").unwrap();
-    let out = looper.wait_with_output().unwrap();
-    assert!(out.status.success(), "{:?}", out.status);
-    std::thread::sleep(Duration::from_millis(300));
-    let execs = daemon.verdicts(|v| exec_of(v, &a));
-    assert!(execs.len() > 50, "only {} execs during the reloads", execs.len());
-    let not_killed: Vec<&Value> = execs.iter().filter(|v| field(v, "/unmapped/verdict") != "killed").collect();
-    assert!(not_killed.is_empty(), "execs not killed during reloads: {not_killed:#?}");
-    let hashes: std::collections::BTreeSet<String> = execs.iter().map(|v| field(v, "/unmapped/policy_hash")).collect();
-    assert!(hashes.len() >= 2, "the loop did not span policies: {hashes:?}");
-
     // A broken file: an error verdict, and the policy in force stays.
     let failures_before = daemon.verdicts(|v| v["class_uid"] == 6002 && !field(v, "/unmapped/policy/error").is_empty()).len();
     std::fs::write(&policy, format!("agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basenme: guard-b\n")).unwrap();
@@ -238,6 +227,135 @@ fn reload_swaps_policies_atomically_and_a_broken_file_keeps_the_old_one() {
     // Verdicts arrive asynchronously: wait for this exec's (its parent is the launcher).
     let last = daemon.await_verdict("the last exec", 10, |v| exec_of(v, &a) && field(v, "/process/parent_process/pid") == launcher.to_string());
     assert_eq!(field(&last, "/unmapped/policy_hash"), in_force);
+    daemon.stop();
+}
+
+/// An exec loop across 50 reloads between two kinds of policy: P kills guard-a and guard-b by
+/// basename, Q lets guard-a run and kills guard-b by path. Each round's text differs (a
+/// comment), so every generation has its own hash. The kernel's effect is the ground truth:
+/// each exec's exit status is logged by the loop, in exec order. Every verdict must name the
+/// generation that decided in the kernel: a killed guard-a a P round, a guard-a that ran a Q
+/// round, guard-b's rule the one of its round's kind, and rounds never going back in exec
+/// order. guard-b is killed by every exec (no moment without a policy).
+#[test]
+fn verdicts_name_the_policy_generation_that_decided_in_the_kernel_across_50_reloads() {
+    const ROUNDS: usize = 50;
+    let dir = TempDir::new("generations");
+    let agent = unique("gens");
+    let a = install_marker(&dir, "bin/guard-a");
+    let b = install_marker(&dir, "bin/guard-b");
+    let text = |round: usize| {
+        let rules = if round.is_multiple_of(2) {
+            "        - basename: guard-a\n        - basename: guard-b\n".to_owned()
+        } else {
+            format!("        - path: {b}\n")
+        };
+        format!("# round {round}\nagents:\n  - name: {agent}\n    exec:\n      deny:\n{rules}")
+    };
+    let daemon = Daemon::start(&dir, &text(0));
+    let policy = dir.path("policy.yaml");
+    let status: Value = serde_json::from_slice(&agent_cmd(&["status", "--json"]).stdout).expect("status --json");
+    // Round -> the hash of its policy, and back.
+    let mut hashes = vec![status["policy"]["hash"].as_str().expect("policy hash").to_owned()];
+    // Round -> its generation (each reload is one).
+    let mut generations = vec![status["policy"]["generation"].as_u64().expect("policy generation")];
+
+    let stop = dir.path("stop");
+    let log = dir.path("execs.log");
+    // Paced (at most 100 execs a second): enough for several execs under every generation, few
+    // enough that the harness validating every line keeps up. The pause is not an exec.
+    let script = [
+        "import os, subprocess, sys, time",
+        "stop, log, bins = sys.argv[1], open(sys.argv[2], 'a'), sys.argv[3:]",
+        "while not os.path.exists(stop):",
+        "    for x in bins:",
+        "        p = subprocess.Popen([x], stdout=subprocess.DEVNULL)",
+        "        log.write(f'{x} {p.pid} {p.wait()}\\n'); log.flush()",
+        "    time.sleep(0.02)",
+    ]
+    .join("\n");
+    let (stop_s, log_s) = (stop.display().to_string(), log.display().to_string());
+    let looper = spawn_launch(&[], &agent, &["python3", "-c", &script, &stop_s, &log_s, &a, &b], &[]);
+    let exec_in = |round: usize, hashes: &[String]| {
+        daemon.await_verdict(&format!("an exec of guard-a under round {round}"), 20, |v| exec_of(v, &a) && field(v, "/unmapped/policy_hash") == hashes[round]);
+    };
+    exec_in(0, &hashes);
+    let staged = dir.path("policy.yaml.new");
+    for round in 1..=ROUNDS {
+        // Replaced whole (rename), so the daemon's own change poll never reads half a file.
+        std::fs::write(&staged, text(round)).unwrap();
+        std::fs::rename(&staged, &policy).unwrap();
+        daemon.signal(libc::SIGHUP);
+        // The poll may reload the same text again: the round's reload is the first new hash.
+        let reload = daemon.await_verdict(&format!("reload {round}"), 10, |v| {
+            v["class_uid"] == 6002 && !hashes.contains(&field(v, "/unmapped/policy_hash"))
+        });
+        assert_eq!(field(&reload, "/unmapped/policy/error"), "", "round {round}: {reload:#}");
+        hashes.push(field(&reload, "/unmapped/policy_hash"));
+        generations.push(reload["unmapped"]["policy_generation"].as_u64().expect("reload generation"));
+        // The loop runs under every generation: wait for one of its execs under this one.
+        exec_in(round, &hashes);
+    }
+    std::fs::write(&stop, "").unwrap();
+    let out = looper.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let distinct: std::collections::BTreeSet<&String> = hashes.iter().collect();
+    assert_eq!(distinct.len(), ROUNDS + 1, "every round has its own hash");
+    let round_of = |hash: &str| hashes.iter().position(|h| h == hash);
+
+    // (binary, pid, exit status: -9 when killed by SIGKILL) in exec order, as the kernel left them.
+    let execs: Vec<(String, String, i32)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert!(execs.len() > 2 * ROUNDS, "only {} execs", execs.len());
+    // Each exec's verdict, by (binary, pid); they arrive asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let verdicts = loop {
+        let seen: std::collections::HashMap<(String, String), Value> = daemon
+            .verdicts(|v| exec_of(v, &a) || exec_of(v, &b))
+            .into_iter()
+            .map(|v| ((field(&v, "/process/file/path"), field(&v, "/process/pid")), v))
+            .collect();
+        let missing: Vec<_> = execs.iter().filter(|(bin, pid, _)| !seen.contains_key(&(bin.clone(), pid.clone()))).collect();
+        if missing.is_empty() {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no verdict for {} execs, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut last_round = 0;
+    for (i, (bin, pid, status)) in execs.iter().enumerate() {
+        let v = &verdicts[&(bin.clone(), pid.clone())];
+        let hash = field(v, "/unmapped/policy_hash");
+        let round = round_of(&hash).unwrap_or_else(|| panic!("exec {i}: a hash of no round: {v:#}"));
+        let generation = v["unmapped"]["policy_generation"].as_u64().unwrap_or_else(|| panic!("exec {i}: no generation: {v:#}"));
+        assert!(round >= last_round, "exec {i} ({bin}, pid {pid}) names round {round} after an earlier exec named round {last_round}: {v:#}");
+        last_round = round;
+        let verdict = field(v, "/unmapped/verdict");
+        let rule = field(v, "/unmapped/rule/matcher");
+        if *bin == b {
+            assert_eq!(*status, -libc::SIGKILL, "guard-b ran (pid {pid}): a moment without a policy");
+            assert_eq!(verdict, "killed", "{v:#}");
+            let expect = if round % 2 == 0 { "basename: guard-b".to_owned() } else { format!("path: {b}") };
+            assert_eq!(rule, expect, "exec {i}: round {round}'s rule: {v:#}");
+        } else if *status == -libc::SIGKILL {
+            assert_eq!(verdict, "killed", "{v:#}");
+            assert_eq!(round % 2, 0, "guard-a was killed in the kernel, yet its verdict names round {round} (a policy that allows it): {v:#}");
+            assert_eq!(rule, "basename: guard-a", "{v:#}");
+        } else {
+            assert_eq!(*status, 0, "guard-a (pid {pid}) exited {status}");
+            assert_eq!(verdict, "allowed", "{v:#}");
+            assert_eq!(round % 2, 1, "guard-a ran, yet its verdict names round {round} (a policy that kills it): {v:#}");
+        }
+        assert_eq!(generation, generations[round], "exec {i}: the generation of round {round}: {v:#}");
+    }
+    let status: Value = serde_json::from_slice(&agent_cmd(&["status", "--json"]).stdout).expect("status --json");
+    assert_eq!(status["policy"]["unattributed"], 0, "{status:#}");
     daemon.stop();
 }
 
@@ -372,10 +490,10 @@ fn a_restarted_daemon_kills_what_its_predecessor_held() {
     let daemon = Daemon::start_with(&dir, &policy, &[]);
     let marker = dir.path("marker");
     let child = spawn_launch(&[], &agent, &[&held], &[("GUARD_MARKER", marker.to_str().unwrap())]);
-    daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held");
+    let v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held");
     // The daemon dies: the process stays stopped (the pinned gate still guards it) ...
     daemon.kill_hard();
-    std::thread::sleep(Duration::from_millis(300));
+    await_stopped(&field(&v, "/process/pid"));
     assert!(!marker.exists());
     // ... and the next daemon kills it (fail closed) rather than guess.
     let daemon = Daemon::start(&dir, &policy);
@@ -418,11 +536,20 @@ fn systemd_unit_globs_match_existing_and_new_cgroups() {
     assert!(killed_in(&fresh, &denied, &dir.path("m-new")), "a new unit cgroup is not enforced");
     let other = slice.join("unrelated.service");
     std::fs::create_dir(&other).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon handles cgroup events in order: once a matching cgroup made after `other` is
+    // registered, `other` has been seen (and, if wrongly matched, registered) too.
+    let later = slice.join(format!("{agent}-later.service"));
+    std::fs::create_dir(&later).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.stderr_text().contains(&format!("{agent}-later.service")) {
+        assert!(Instant::now() < deadline, "the later unit cgroup was not picked up: {}", daemon.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!daemon.stderr_text().contains("unrelated.service"), "{}", daemon.stderr_text());
     assert!(!killed_in(&other, &denied, &dir.path("m-other")), "a cgroup the glob does not match is enforced");
     let v = daemon.await_verdict("unit kill", 10, |v| exec_of(v, &denied) && field(v, "/unmapped/verdict") == "killed");
     assert_eq!(field(&v, "/unmapped/agent"), agent);
-    for d in [&existing, &fresh, &other, &slice] {
+    for d in [&existing, &fresh, &other, &later, &slice] {
         std::fs::remove_dir(d).unwrap();
     }
     daemon.stop();
