@@ -158,7 +158,6 @@ impl Engine {
     /// not, the agent is the one whose registered cgroup holds the process.
     pub(super) fn killed_leftovers(&mut self, leftovers: Vec<Leftover>) {
         for l in leftovers {
-            tracing::warn!(pid = l.pid, "killed a process held by a previous daemon that never decided it (fail closed)");
             let decided_by = self.correlator.policies.of(l.held.policy_id);
             let agent = decided_by.and_then(|c| c.agent(l.held.policy_id)).map(|a| a.name.clone()).or_else(|| {
                 let path = l.cgroup.as_deref()?;

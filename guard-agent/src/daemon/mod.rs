@@ -79,8 +79,11 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
-    // Reported once the correlator can name their agents (below).
+    // Said now; their verdicts follow once the correlator can name their agents (below).
     let leftovers = std::mem::take(&mut loaded.leftovers);
+    for l in &leftovers {
+        tracing::warn!(pid = l.pid, "killed a process held by a previous daemon that never decided it (fail closed)");
+    }
     let lost = lost::LostEvents::new(std::mem::take(&mut loaded.replaced_drops));
     let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
