@@ -291,9 +291,15 @@ fn a_restarted_daemon_reports_the_drops_nobody_reported_and_no_others() {
     let first = Daemon::start_with(&dir, &policy, &SMALL_RING);
     let workload = Workload::start(&dir, &agent, &denied);
     first.await_verdict("a denied exec of the loop", 15, |v| field(v, "/process/file/path") == denied && field(v, "/unmapped/verdict") == "killed");
-    // Whatever the first daemon reported before it died counts as reported.
-    let (_, before, _) = workload.counts();
+    // The first daemon stalls, reports what that lost, and is killed: what it reported must
+    // not be reported again.
+    first.signal(libc::SIGSTOP);
+    thread::sleep(Duration::from_secs(2));
+    first.signal(libc::SIGCONT);
+    all_reported(&first);
     let reported_by_first = first.verdicts(is_lost);
+    assert!(!reported_by_first.is_empty(), "the first daemon reported nothing after its stall");
+    let (_, before, _) = workload.counts();
     first.kill_hard();
     thread::sleep(OUTAGE);
     workload.finish();
