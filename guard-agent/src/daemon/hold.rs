@@ -174,32 +174,23 @@ impl Engine {
                 ..Default::default()
             };
             let held_since_ms = (l.held.boot_ns != 0).then(|| self.correlator.wall_ms(l.held.boot_ns));
-            let v = Verdict {
-                time_ms: sessions::now_ms(),
-                decision: Decision::Killed,
-                agent,
-                rule: decided_by.and_then(|c| c.rule(l.held.rule_id)).cloned(),
-                policy_hash: decided_by.unwrap_or(&self.correlator.policies.current).hash.clone(),
-                pid: l.pid,
-                ppid: l.ppid,
-                uid: l.uid,
-                gid: l.gid,
-                cgroup_id: 0,
-                session: l.cgroup.as_deref().and_then(|p| self.sessions.of_cgroup(p)).map(sessions::Session::to_json),
-                cgroup_path: l.cgroup,
-                subject: Subject::Exec(info),
-                ancestry: Vec::new(),
-                error: None,
-                hold: Some(json!({
-                    "decision": "daemon-restart",
-                    "held_since_ms": held_since_ms,
-                    "generation": l.generation,
-                    "policy_id": l.held.policy_id,
-                    "rule_id": l.held.rule_id,
-                })),
-                reason: Some("held by a daemon that stopped before anyone decided; killed at start (fail closed)".into()),
-                exfil: None,
-            };
+            let hash = decided_by.unwrap_or(&self.correlator.policies.current).hash.clone();
+            let reason = "held by a daemon that stopped before anyone decided; killed at start (fail closed)";
+            // From the daemon's own verdict, so fields not set here keep their defaults.
+            let mut v = self.daemon_verdict(Subject::Exec(info), &hash, Some(reason.into()));
+            v.decision = Decision::Killed;
+            v.agent = agent;
+            v.rule = decided_by.and_then(|c| c.rule(l.held.rule_id)).cloned();
+            (v.pid, v.ppid, v.uid, v.gid) = (l.pid, l.ppid, l.uid, l.gid);
+            v.session = l.cgroup.as_deref().and_then(|p| self.sessions.of_cgroup(p)).map(sessions::Session::to_json);
+            v.cgroup_path = l.cgroup;
+            v.hold = Some(json!({
+                "decision": "daemon-restart",
+                "held_since_ms": held_since_ms,
+                "generation": l.generation,
+                "policy_id": l.held.policy_id,
+                "rule_id": l.held.rule_id,
+            }));
             self.emit(&v);
         }
     }
