@@ -6,7 +6,8 @@
 //! - `event.category`: `process` (exec, moved out), `network` (connect, send, socket),
 //!   `configuration` (policy reload), plus `intrusion_detection` for findings;
 //! - `event.action`: `exec`, `connection_attempted`, `datagram_attempted`, `socket_attempted`,
-//!   `moved_out`, `policy_reloaded` / `policy_reload_failed` (a finding has its activity's);
+//!   `moved_out`, `policy_reloaded` / `policy_reload_failed`, `events_lost` (category `host`: the
+//!   ring buffer was full); a finding has its activity's;
 //! - `event.type`: what happened (`start`, `connection`, `change`...) and how it ended
 //!   (`allowed`, `denied`, `info`); `event.outcome`: `success`, `failure` or `unknown`;
 //! - `process.*`, `destination.*`, `network.*`, `user.*`, `host.*`, `rule.*`, `labels` (the
@@ -37,6 +38,7 @@ pub fn project(ocsf: &Value) -> Value {
         (4001, Some("sendmsg")) => ("network", "connection", "datagram_attempted"),
         (4001, Some("socket")) => ("network", "creation", "socket_attempted"),
         (4001, _) => ("network", "connection", "connection_attempted"),
+        (6002, Some("events_lost")) => ("host", "info", "events_lost"),
         (6002, _) if failed && !finding => ("configuration", "change", "policy_reload_failed"),
         (6002, _) => ("configuration", "change", "policy_reloaded"),
         _ => ("", "info", "unknown"),
@@ -424,6 +426,20 @@ mod tests {
         assert_eq!((e["event"]["action"].as_str(), e["event"]["outcome"].as_str()), (Some("policy_reload_failed"), Some("failure")));
         assert_eq!(e["event"]["type"], json!(["change", "error"]));
         assert_eq!(e["error"]["message"], "p:1:1: bad");
+        let lost = Subject::Lost {
+            lost: vec![("exec".into(), 7), ("fork".into(), 2)],
+            totals: vec![("exec".into(), 9), ("fork".into(), 2), ("exit".into(), 0)],
+            replaced: vec![],
+            ring_buffer_bytes: 8192,
+        };
+        let o = emitted(&verdict(Decision::Audited, lost, None), 3);
+        assert_eq!((o["class_uid"].as_u64(), o["activity_id"].as_u64(), o["type_uid"].as_u64()), (Some(6002), Some(99), Some(600299)));
+        assert_eq!((o["activity_name"].as_str(), o["status_id"].as_u64(), o["action_id"].as_u64()), (Some("Events Lost"), Some(2), Some(0)));
+        assert_eq!(o["unmapped"]["lost"]["events"], json!({ "exec": 7, "fork": 2 }));
+        assert_eq!(o["unmapped"]["lost"]["total"], 9);
+        assert_eq!(o["unmapped"]["lost"]["kernel_counters"]["exec"], 9);
+        let e = project(&o);
+        assert_eq!((e["event"]["action"].as_str(), e["event"]["outcome"].as_str()), (Some("events_lost"), Some("failure")));
         // Whatever comes in, something sensible (and no panic) comes out.
         for odd in [json!(null), json!(3), json!("x"), json!([]), json!({}), json!({ "class_uid": "1007", "time": -1, "unmapped": 5 }),
                     json!({ "class_uid": 2004, "evidences": "no" }), json!({ "class_uid": 4001, "dst_endpoint": { "ip": 7, "port": "x" }, "connection_info": [] })] {

@@ -83,6 +83,10 @@ pub enum Subject {
     Moved { pid: u32, to: String, exe: Option<String> },
     /// The policy was (re)loaded, or a reload failed and the previous policy stays.
     Policy { source: String, error: Option<String>, previous_hash: Option<String>, warnings: Vec<String> },
+    /// Events the kernel could not queue (the ring buffer was full) since the last such
+    /// report: `lost` per kind; `totals` is the kernel's counter per kind (all of it, reported
+    /// or not), `replaced` what generations replaced at start had dropped unreported.
+    Lost { lost: Vec<(String, u64)>, totals: Vec<(String, u64)>, replaced: Vec<(String, u64)>, ring_buffer_bytes: u32 },
 }
 
 /// The host name, read once.
@@ -159,7 +163,7 @@ impl Verdict {
     /// stopped or held, and, in audit mode, what it would have stopped or held (informational:
     /// `is_alert` false). A failed policy reload is not a detection.
     pub fn has_finding(&self) -> bool {
-        !matches!(self.subject, Subject::Policy { .. })
+        !matches!(self.subject, Subject::Policy { .. } | Subject::Lost { .. })
             && matches!(
                 self.decision,
                 Decision::Denied | Decision::Killed | Decision::Held | Decision::WouldDeny | Decision::WouldKill | Decision::WouldHold
@@ -171,8 +175,12 @@ impl Verdict {
         // what). disposition_id: 1 Allowed, 2 Blocked, 14 Delayed (held), 15 Detected, 17 Logged
         // (audited), 27 Error. status_id: 1 Success, 2 Failure.
         let failed_reload = matches!(&self.subject, Subject::Policy { error: Some(_), .. });
+        let lost = matches!(&self.subject, Subject::Lost { .. });
         let (action, disposition, severity, status) = match self.decision {
             _ if failed_reload => ((99, "Policy Rejected"), (27, "Error"), 4, (2, "Failure")),
+            // Reporting failed, not enforcement: what the lost events' decisions were (the
+            // kernel still made them) is unknown.
+            _ if lost => ((0, "Unknown"), (0, "Unknown"), 4, (2, "Failure")),
             Decision::Allowed | Decision::Evaluate => ((1, "Allowed"), (1, "Allowed"), 1, (1, "Success")),
             Decision::Audited => ((1, "Allowed"), (17, "Logged"), 2, (1, "Success")),
             Decision::Denied | Decision::Killed => ((2, "Denied"), (2, "Blocked"), 4, (2, "Failure")),
@@ -318,6 +326,24 @@ impl Verdict {
                     "policy": { "source": source, "error": error, "previous_hash": previous_hash, "warnings": warnings },
                 }));
                 merge(common(APPLICATION_LIFECYCLE, (8, "Update"), unmapped), json!({
+                    "app": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
+                    "actor": { "process": { "pid": self.pid }, "user": user },
+                }))
+            }
+            Subject::Lost { lost, totals, replaced, ring_buffer_bytes } => {
+                let counts = |c: &[(String, u64)]| c.iter().map(|(k, n)| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>();
+                let unmapped = merge(unmapped, json!({
+                    "operation": "events_lost",
+                    "lost": {
+                        "events": counts(lost),
+                        "total": lost.iter().map(|(_, n)| n).sum::<u64>(),
+                        "kernel_counters": counts(totals),
+                        "replaced_generations": counts(replaced),
+                        "ring_buffer_bytes": ring_buffer_bytes,
+                        "cause": "ring buffer full",
+                    },
+                }));
+                merge(common(APPLICATION_LIFECYCLE, (99, "Events Lost"), unmapped), json!({
                     "app": { "name": "guard", "vendor_name": "guard", "version": env!("CARGO_PKG_VERSION") },
                     "actor": { "process": { "pid": self.pid }, "user": user },
                 }))
@@ -471,6 +497,7 @@ impl Verdict {
             }
             Subject::Moved { pid, to, .. } => (format!("{done}: process {pid} moved out to {to}{suffix}"), "process"),
             Subject::Policy { source, .. } => (format!("{done}: policy {source}{suffix}"), "policy"),
+            Subject::Lost { .. } => (format!("{done}: events lost{suffix}"), "events"),
         }
     }
 }

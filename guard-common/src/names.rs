@@ -1,6 +1,7 @@
 //! Names of the maps and programs in the eBPF object, shared so neither side spells them twice.
 pub const EVENTS: &str = "EVENTS";
 pub const DROPS: &str = "DROPS";
+pub const DROPS_REPORTED: &str = "DROPS_REPORTED";
 pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
 pub const POLICIES: &str = "POLICIES";
 pub const EXEC_PATHS: &str = "EXEC_PATHS";

@@ -48,6 +48,12 @@ pub fn wake(urgent: bool) -> u64 {
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
 
+/// How many of `DROPS` (summed over CPUs, per kind) a daemon has already reported as lost.
+/// Only userspace writes it; no program reads it. It lives here, pinned with the generation,
+/// so it starts at 0 exactly when `DROPS` does and a restarted daemon reports only the rest.
+#[map]
+pub static DROPS_REPORTED: Array<u64> = Array::with_max_entries(EventKind::COUNT, 0);
+
 /// Registered agent cgroups: cgroup id -> policy and how the registration matches.
 #[map]
 pub static AGENT_CGROUPS: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries(4096, 0);

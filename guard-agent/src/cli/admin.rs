@@ -101,7 +101,15 @@ pub fn render_status(v: &Value) -> String {
     };
     line(format!("events:      {}", pairs(&c["events"])));
     line(format!("verdicts:    {}", pairs(&c["verdicts"])));
-    let drops: Vec<String> = c["ring_buffer_drops"].as_array().into_iter().flatten().map(|d| format!("{} {}", s(&d["kind"]), d["dropped"])).collect();
+    let drops: Vec<String> = c["ring_buffer_drops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| match d["dropped"].as_u64() {
+            Some(n) if n > 0 => format!("{} {n} ({} reported)", s(&d["kind"]), d["reported"]),
+            _ => format!("{} {}", s(&d["kind"]), d["dropped"]),
+        })
+        .collect();
     line(format!("drops:       {}; undecodable {}; process table {}", drops.join(", "), c["undecodable_events"], c["process_table"]));
     for k in v["sinks"].as_array().into_iter().flatten() {
         let health = if k["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::{Engine, Outcome, boot_ns};
 use crate::{
+    cgroup,
     holds::{self, Pending, Pidfd},
+    loader::Leftover,
     policy::{self, ExecAction, eval},
     sessions,
     verdict::{Subject, Verdict},
@@ -148,6 +150,49 @@ impl Engine {
         v.reason = reason;
         v.time_ms = sessions::now_ms();
         self.emit(&v);
+    }
+
+    /// Processes a previous daemon held and nobody decided, which the loader killed at start
+    /// (fail closed): one `killed` verdict each, with what procfs said before the kill. The
+    /// policy and rule are named if the hold's policy id still maps to a known policy; if
+    /// not, the agent is the one whose registered cgroup holds the process.
+    pub(super) fn killed_leftovers(&mut self, leftovers: Vec<Leftover>) {
+        for l in leftovers {
+            let decided_by = self.correlator.policies.of(l.held.policy_id);
+            let agent = decided_by.and_then(|c| c.agent(l.held.policy_id)).map(|a| a.name.clone()).or_else(|| {
+                let path = l.cgroup.as_deref()?;
+                let r = self.loaded.registrations.iter().find(|r| cgroup::is_within(path, &r.path))?;
+                self.correlator.policies.agent(r.policy_id).map(|a| a.name.clone())
+            });
+            let ctx = l.context.unwrap_or_default();
+            let info = crate::verdict::ExecInfo {
+                filename: ctx.exe.clone().unwrap_or(ctx.filename),
+                argv: ctx.argv,
+                cwd: ctx.cwd,
+                euid: ctx.euid,
+                comm: l.comm,
+                ..Default::default()
+            };
+            let held_since_ms = (l.held.boot_ns != 0).then(|| self.correlator.wall_ms(l.held.boot_ns));
+            let hash = decided_by.unwrap_or(&self.correlator.policies.current).hash.clone();
+            let reason = "held by a daemon that stopped before anyone decided; killed at start (fail closed)";
+            // From the daemon's own verdict, so fields not set here keep their defaults.
+            let mut v = self.daemon_verdict(Subject::Exec(info), &hash, Some(reason.into()));
+            v.decision = Decision::Killed;
+            v.agent = agent;
+            v.rule = decided_by.and_then(|c| c.rule(l.held.rule_id)).cloned();
+            (v.pid, v.ppid, v.uid, v.gid) = (l.pid, l.ppid, l.uid, l.gid);
+            v.session = l.cgroup.as_deref().and_then(|p| self.sessions.of_cgroup(p)).map(sessions::Session::to_json);
+            v.cgroup_path = l.cgroup;
+            v.hold = Some(json!({
+                "decision": "daemon-restart",
+                "held_since_ms": held_since_ms,
+                "generation": l.generation,
+                "policy_id": l.held.policy_id,
+                "rule_id": l.held.rule_id,
+            }));
+            self.emit(&v);
+        }
     }
 
     /// Audit mode: nothing was stopped; say what argv rules would have done.

@@ -30,6 +30,11 @@ impl Engine {
         for (kind, n) in self.loaded.drops().unwrap_or_default() {
             t.sample("guard_ring_buffer_drops_total", &[("kind", &format!("{kind:?}").to_lowercase())], n);
         }
+        t.family("guard_ring_buffer_drops_reported_total", "counter", "Ring-buffer drops reported in events-lost verdicts, by kind (by any daemon of the pinned generation).");
+        for (kind, n) in self.loaded.drops_reported().unwrap_or_default() {
+            t.sample("guard_ring_buffer_drops_reported_total", &[("kind", &format!("{kind:?}").to_lowercase())], n);
+        }
+        t.single("guard_events_lost_reports_total", "counter", "Events-lost verdicts this daemon emitted.", self.lost.reports);
         t.family("guard_sink_sent_total", "counter", "Verdict lines written, by sink.");
         for s in &self.sinks.list {
             t.sample("guard_sink_sent_total", &[("sink", &s.name)], s.sent);

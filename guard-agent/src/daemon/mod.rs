@@ -19,6 +19,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 mod exfil;
 mod hold;
+mod lost;
 mod metrics;
 mod output;
 mod reader;
@@ -74,13 +75,16 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         None => None,
     };
     let cgroup_root = paths::cgroup2_root()?;
-    let (loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
+    let (mut loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
-    for pid in &loaded.killed_leftovers {
-        tracing::warn!(pid, "killed a process held by a previous daemon that never decided it (fail closed)");
+    // Said now; their verdicts follow once the correlator can name their agents (below).
+    let leftovers = std::mem::take(&mut loaded.leftovers);
+    for l in &leftovers {
+        tracing::warn!(pid = l.pid, "killed a process held by a previous daemon that never decided it (fail closed)");
     }
+    let lost = lost::LostEvents::new(std::mem::take(&mut loaded.replaced_drops));
     let ring = loaded.events()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd owns the ring buffer.
@@ -146,7 +150,12 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         audit,
         counters: Counters { undecodable, ..Counters::default() },
         exfil: exfil::ExfilState::default(),
+        lost,
     };
+    engine.killed_leftovers(leftovers);
+    // Drops made while no daemon was reading.
+    engine.check_lost(false);
+    engine.flush();
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u32;
     loop {
@@ -194,6 +203,8 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
             engine.finish_hold(p, Outcome::Kill, json!({ "decision": "daemon-stopped" }), Some("the daemon stopped before anyone decided".into()));
         }
     }
+    // Drops not reported yet (also those of the last moments).
+    engine.check_lost(true);
     engine.flush();
     engine.seal_audit_log();
     // Network sinks get a few seconds to deliver their backlog; the rest stays spooled.
@@ -259,6 +270,8 @@ struct Engine {
     counters: Counters,
     /// Sensitive-read taints, learned DNS addresses, tunnel detection.
     exfil: exfil::ExfilState,
+    /// Ring-buffer drops reported as "events lost" verdicts.
+    lost: lost::LostEvents,
 }
 
 /// What `status` and `/metrics` count.
@@ -408,6 +421,7 @@ impl Engine {
         }
         self.sessions.reap();
         self.expire_learned();
+        self.check_lost(false);
         if poll_policy {
             if let Some(path) = &self.policy_path {
                 let now = fingerprint(path);

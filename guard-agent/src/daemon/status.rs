@@ -16,12 +16,18 @@ impl Engine {
 
     pub(super) fn status(&self) -> Value {
         let c = &self.correlator.policies.current;
+        // `reported`: how many of them "events lost" verdicts have reported (by any daemon of
+        // this generation).
+        let reported = self.loaded.drops_reported().unwrap_or_default();
         let drops: Vec<Value> = self
             .loaded
             .drops()
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, n)| json!({ "kind": format!("{k:?}").to_lowercase(), "dropped": n }))
+            .map(|(k, n)| {
+                let r = reported.iter().find(|(rk, _)| *rk == k).map_or(0, |(_, r)| *r);
+                json!({ "kind": format!("{k:?}").to_lowercase(), "dropped": n, "reported": r })
+            })
             .collect();
         json!({
             "ok": true,
@@ -63,6 +69,7 @@ impl Engine {
                 "events": self.counters.events,
                 "verdicts": self.counters.verdicts,
                 "ring_buffer_drops": drops,
+                "events_lost_reports": self.lost.reports,
                 "held_in_kernel": self.loaded.held_count().ok(),
                 "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),

@@ -5,6 +5,7 @@
 mod apply;
 mod exfil;
 mod btf;
+mod leftover;
 pub mod pins;
 mod tracefs;
 
@@ -24,6 +25,7 @@ use aya::{
 };
 use sha2::{Digest as _, Sha256};
 
+pub use leftover::Leftover;
 use pins::Generation;
 use guard_common::{EventKind, globals, names};
 
@@ -112,7 +114,10 @@ pub struct Loaded {
     pub replaced: usize,
     pub registrations: Vec<Registration>,
     /// Processes a previous daemon held and never decided: killed at start (fail closed).
-    pub killed_leftovers: Vec<u32>,
+    pub leftovers: Vec<Leftover>,
+    /// Drops counted by the generations this one replaced that no daemon reported, per kind:
+    /// their counters went with them.
+    pub replaced_drops: Vec<(EventKind, u64)>,
     /// Where the policy in force has its ids (see `apply`); `None` before the first apply.
     base: Option<u32>,
     /// Policy ids in force and their agents' names.
@@ -122,9 +127,7 @@ pub struct Loaded {
 
 impl Loaded {
     fn pinned_map(&self, name: &'static str) -> Result<Map, LoadError> {
-        let path = self.generation.map(name);
-        let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
-        Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })
+        open_pinned(&self.generation, name)
     }
 
     /// The ring buffer every event arrives on.
@@ -142,15 +145,24 @@ impl Loaded {
 
     /// Events the kernel could not put in the ring buffer, per kind, summed over CPUs.
     pub fn drops(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
-        let drops = PerCpuArray::<_, u64>::try_from(self.pinned_map(names::DROPS)?)
-            .map_err(|source| LoadError::Map { name: names::DROPS, source })?;
-        (1..EventKind::COUNT)
-            .filter_map(|k| EventKind::from_u32(k).map(|kind| (k, kind)))
-            .map(|(k, kind)| {
-                let per_cpu = drops.get(&k, 0).map_err(|source| LoadError::Map { name: names::DROPS, source })?;
-                Ok((kind, per_cpu.iter().sum()))
-            })
-            .collect()
+        drops_of(&self.generation)
+    }
+
+    /// How many of [`Loaded::drops`] daemons have reported as lost, per kind (`DROPS_REPORTED`,
+    /// pinned with the generation: it survives daemon restarts, and a new generation starts
+    /// it at 0 along with `DROPS`).
+    pub fn drops_reported(&self) -> Result<Vec<(EventKind, u64)>, LoadError> {
+        reported_of(&self.generation)
+    }
+
+    /// Records that the drops up to `counts` have been reported.
+    pub fn mark_drops_reported(&self, counts: &[(EventKind, u64)]) -> Result<(), LoadError> {
+        let name = names::DROPS_REPORTED;
+        let mut map = Array::<_, u64>::try_from(self.pinned_map(name)?).map_err(|source| LoadError::Map { name, source })?;
+        for (kind, n) in counts {
+            map.set(*kind as u32, n, 0).map_err(|source| LoadError::MapInsert { name, source })?;
+        }
+        Ok(())
     }
 
     /// Detaches every program (unpins this generation) and removes the agent cgroups under
@@ -190,6 +202,48 @@ impl Loaded {
         cgroup::remove_created(&ours);
         Ok(())
     }
+}
+
+fn open_pinned(g: &Generation, name: &'static str) -> Result<Map, LoadError> {
+    let path = g.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| LoadError::PinMap { path: path.clone(), source })?;
+    Map::from_map_data(data).map_err(|source| LoadError::PinMap { path, source })
+}
+
+/// `DROPS` of `g`, per kind, summed over CPUs.
+fn drops_of(g: &Generation) -> Result<Vec<(EventKind, u64)>, LoadError> {
+    let name = names::DROPS;
+    let drops = PerCpuArray::<_, u64>::try_from(open_pinned(g, name)?).map_err(|source| LoadError::Map { name, source })?;
+    kinds()
+        .map(|kind| {
+            let per_cpu = drops.get(&(kind as u32), 0).map_err(|source| LoadError::Map { name, source })?;
+            Ok((kind, per_cpu.iter().sum()))
+        })
+        .collect()
+}
+
+/// `DROPS_REPORTED` of `g`, per kind.
+fn reported_of(g: &Generation) -> Result<Vec<(EventKind, u64)>, LoadError> {
+    let name = names::DROPS_REPORTED;
+    let map = Array::<_, u64>::try_from(open_pinned(g, name)?).map_err(|source| LoadError::Map { name, source })?;
+    kinds().map(|kind| Ok((kind, map.get(&(kind as u32), 0).map_err(|source| LoadError::Map { name, source })?))).collect()
+}
+
+/// Every event kind, in discriminant order.
+fn kinds() -> impl Iterator<Item = EventKind> {
+    (1..EventKind::COUNT).filter_map(EventKind::from_u32)
+}
+
+/// Drops of `g` nobody reported, per kind (kinds with none left out). A generation without
+/// `DROPS_REPORTED` (made by an older guard) counts as having reported none.
+fn unreported_of(g: &Generation) -> Vec<(EventKind, u64)> {
+    let Ok(drops) = drops_of(g) else { return Vec::new() };
+    let reported = reported_of(g).unwrap_or_default();
+    drops
+        .into_iter()
+        .map(|(kind, n)| (kind, n.saturating_sub(reported.iter().find(|(k, _)| *k == kind).map_or(0, |(_, r)| *r))))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// What the loader may be told.
@@ -279,7 +333,8 @@ pub fn load(cgroup_root: &Path, opts: &Options, model: &Policy) -> Result<(Loade
         adopted,
         replaced: 0,
         registrations: Vec::new(),
-        killed_leftovers: Vec::new(),
+        leftovers: Vec::new(),
+        replaced_drops: Vec::new(),
         base: None,
         names: None,
         map_entries: opts.map_entries,
@@ -299,25 +354,21 @@ pub fn load(cgroup_root: &Path, opts: &Options, model: &Policy) -> Result<(Loade
     let mut generations = vec![loaded.generation.clone()];
     generations.extend(pins::generations(pin_dir).map_err(pin_err(pin_dir))?.into_iter().filter(|g| g.dir != loaded.generation.dir));
     for g in &generations {
-        for (pid, _) in apply::held_in(g).unwrap_or_default() {
-            if kill_held(pid) {
-                loaded.killed_leftovers.push(pid);
+        loaded.leftovers.extend(leftover::kill_all(g));
+    }
+    // Make before break: the old generations go only now that this one enforces. What they
+    // dropped and nobody reported is kept for this daemon to report.
+    for old in generations.iter().skip(1) {
+        for (kind, n) in unreported_of(old) {
+            match loaded.replaced_drops.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, sum)) => *sum += n,
+                None => loaded.replaced_drops.push((kind, n)),
             }
         }
-    }
-    // Make before break: the old generations go only now that this one enforces.
-    for old in generations.iter().skip(1) {
         old.remove().map_err(pin_err(&old.dir))?;
         loaded.replaced += 1;
     }
     Ok((loaded, compiled))
-}
-
-/// SIGKILLs a held process. It is stopped, so it cannot exit and have its pid reused unless
-/// killed by someone else, which also removes it from `HELD`.
-fn kill_held(pid: u32) -> bool {
-    // SAFETY: sends a signal; no memory is involved.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) == 0 }
 }
 
 fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Result<(), LoadError> {
