@@ -431,7 +431,8 @@ fn describe_gap(seq: u64, v: &Value) -> (String, u64) {
     let lost = v["lost"].as_u64().unwrap_or(0);
     let after = v["after_seq"].as_u64().map_or("?".to_owned(), |a| a.to_string());
     let mut s = format!(
-        "seq {seq}: {lost} records not written between seq {after} and seq {seq} ({}: {})",
+        "seq {seq}: {lost} record{} not written between seq {after} and seq {seq} ({}: {})",
+        if lost == 1 { "" } else { "s" },
         v["reason"].as_str().unwrap_or("?"),
         v["error"].as_str().unwrap_or("?")
     );
