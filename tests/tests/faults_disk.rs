@@ -6,8 +6,7 @@
 use std::{
     collections::BTreeSet,
     ffi::CString,
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    io::Write as _,
     os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     thread,
@@ -17,7 +16,7 @@ use std::{
 use guard_tests::{
     Daemon, TempDir, agent_cmd, field,
     http_receiver::{Mode, Receiver, Vendor},
-    launch, unique,
+    launch, metric, unique,
 };
 use serde_json::Value;
 
@@ -81,15 +80,6 @@ fn sink(st: &Value, name: &str) -> Value {
     st["sinks"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap_or_else(|| panic!("no sink {name} in {st:#}"))
 }
 
-fn metric(port: u16, series: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 /// Polls `f` until it returns `Some` (up to `secs`).
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -99,19 +89,6 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "{what}: not within {secs}s");
         thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until the daemon's stdout has stopped growing (the ring buffer is drained).
-fn settle(daemon: &Daemon) -> usize {
-    let mut seen = usize::MAX;
-    loop {
-        thread::sleep(Duration::from_millis(300));
-        let now = daemon.emitted().len();
-        if now == seen {
-            return now;
-        }
-        seen = now;
     }
 }
 
@@ -188,7 +165,7 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
 
     // Full: enforcement goes on, and the losses are counted.
     let full_kill = workload(&daemon, &agent, &denied, 30);
-    settle(&daemon);
+    daemon.settle();
     let st = wait_for("every sink on the tmpfs reporting losses", 10, || {
         let st = status();
         let (f, h, a) = (sink(&st, &file_sink), sink(&st, "hec"), &st["audit_log"]);
@@ -202,11 +179,11 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     assert!(a["error"].as_str().is_some_and(|e| e.contains("No space left on device")) && a["healthy"] == false, "{a:#}");
     // (Space a failed write gave back may let a gap record in meanwhile: counted, not all.)
     assert!(a["unrecorded"].as_u64() > Some(0) && a["unrecorded"].as_u64() <= a["lost"].as_u64(), "{a:#}");
-    assert_eq!(metric(port, &format!("guard_sink_failed_total{{sink=\"{file_sink}\"}}")), f["failed"].as_u64().unwrap());
-    assert_eq!(metric(port, "guard_sink_failed_total{sink=\"hec\"}"), h["failed"].as_u64().unwrap());
-    assert!(metric(port, &format!("guard_sink_write_errors_total{{sink=\"{file_sink}\"}}")) > 0);
-    assert_eq!(metric(port, "guard_audit_log_lost_total"), a["lost"].as_u64().unwrap());
-    assert!(metric(port, "guard_audit_log_failures_total") > 0);
+    assert_eq!(metric(port, &format!("guard_sink_failed_total{{sink=\"{file_sink}\"}}")), f["failed"].as_f64().unwrap());
+    assert_eq!(metric(port, "guard_sink_failed_total{sink=\"hec\"}"), h["failed"].as_f64().unwrap());
+    assert!(metric(port, &format!("guard_sink_write_errors_total{{sink=\"{file_sink}\"}}")) > 0.0);
+    assert_eq!(metric(port, "guard_audit_log_lost_total"), a["lost"].as_f64().unwrap());
+    assert!(metric(port, "guard_audit_log_failures_total") > 0.0);
     // Every line printed is in the file or counted as lost by it, and the file holds no
     // broken line.
     let printed: Vec<u64> = daemon.emitted().iter().map(sequence).collect();
@@ -233,7 +210,7 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     assert_eq!(hec.violations(), Vec::<String>::new());
     let got: BTreeSet<u64> = hec.sequences().into_iter().collect();
     assert!(!got.contains(&full_kill), "the HEC got a verdict its spool could not hold");
-    settle(&daemon);
+    daemon.settle();
     let printed: Vec<u64> = daemon.emitted().iter().map(sequence).collect();
     let f = sink(&status(), &file_sink);
     assert_eq!(file_sequences(&verdict_file).len() as u64 + f["failed"].as_u64().unwrap(), printed.len() as u64, "{f:#}");
