@@ -84,6 +84,9 @@
 //!   records, verify cannot tell a cut-off tail from a writer that crashed (or is still
 //!   running: `--allow-unsealed-tail`); it reports the tail as truncated from the first
 //!   unsealed seq. After a crash the next writer seals those records, with a note saying so.
+//! - A `gap` note is the writer's word, as trustworthy as the signed checkpoint after it: with
+//!   `--pubkey`, a note made up to hide deleted verdicts fails like any other rewrite; without
+//!   it, nothing is (see above).
 //! - Timestamps are the writer's clock: one that goes back is a warning, not a failure.
 //! - `--partial` takes the first given record's link to older, removed files on trust.
 //!
