@@ -219,8 +219,12 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     let stderr = daemon.stop_and_stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
     let said = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
-    assert!((1..=5).contains(&said("cannot write verdicts")), "{stderr}");
-    assert!((1..=5).contains(&said("audit log: cannot write")), "{stderr}");
+    // (Once per sink and run of failures: a write that fits in space another one gave back
+    // ends a run, so a few runs are possible, never one line per lost verdict.)
+    let (sinks_said, audit_said) = (said("cannot write verdicts"), said("audit log: cannot write"));
+    println!("said: sinks {sinks_said} times, audit log {audit_said} times");
+    assert!((2..=10).contains(&sinks_said), "{stderr}");
+    assert!((1..=10).contains(&audit_said), "{stderr}");
     assert!(said("writing verdicts again") >= 1 && said("audit log: writing again") >= 1, "{stderr}");
 
     // The audit log verifies; the gap is a note with the count the daemon reported, and the
