@@ -453,6 +453,34 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Waits until the daemon's stdout has stopped growing for 300 ms (the ring buffer is
+    /// drained); returns how many objects it printed.
+    pub fn settle(&self) -> usize {
+        let mut seen = usize::MAX;
+        loop {
+            thread::sleep(Duration::from_millis(300));
+            let now = self.emitted().len();
+            if now == seen {
+                return now;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// One sample (`series` with its labels, as printed) of the daemon's Prometheus metrics served
+/// at 127.0.0.1:`port`.
+pub fn metric(port: u16, series: &str) -> f64 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics address");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
 /// The agent's cgroup directory holds no session cgroups (launch removed its own).
 pub fn assert_no_sessions(agent: &str) {
     let dir = cgroup2_root().join("guard").join(agent);

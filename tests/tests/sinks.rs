@@ -3,8 +3,6 @@
 //! daemon restart in the middle of a 30,000-verdict run, a full spool, and a server that never
 //! answers. Run as root by `cargo xtask test`.
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
     thread,
     time::{Duration, Instant},
@@ -13,7 +11,7 @@ use std::{
 use guard_tests::{
     Daemon, TempDir, agent_cmd, field,
     http_receiver::{Mode, Receiver, Vendor},
-    launch, unique,
+    launch, metric, unique,
 };
 use serde_json::Value;
 
@@ -91,19 +89,6 @@ fn trues(agent: &str, n: usize) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// Waits until the daemon's stdout has stopped growing (the ring buffer is drained).
-fn settle(daemon: &Daemon) -> usize {
-    let mut seen = usize::MAX;
-    loop {
-        thread::sleep(Duration::from_millis(300));
-        let now = daemon.emitted().len();
-        if now == seen {
-            return now;
-        }
-        seen = now;
-    }
-}
-
 #[test]
 fn hec_and_elasticsearch_get_every_verdict_over_tls_with_gzip() {
     let dir = TempDir::new("sinks-tls");
@@ -120,7 +105,7 @@ fn hec_and_elasticsearch_get_every_verdict_over_tls_with_gzip() {
         let (_, out) = launch(&agent, &["shred", "--version"], &[]);
         assert_eq!(out.status.signal(), Some(libc::SIGKILL));
     }
-    let emitted = settle(&daemon);
+    let emitted = daemon.settle();
     let verdicts = daemon.emitted();
     // Per round: the shell, ten /bin/true, shred (and whatever finding the kill adds).
     assert!(emitted >= 3 * 12, "{emitted} verdicts");
@@ -185,7 +170,7 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
 
     let first = Daemon::start_with(&dir, &policy, &["--config", &config]);
     run(THIRD);
-    let n1 = settle(&first);
+    let n1 = first.settle();
     wait_received(&hec, n1, 30);
     wait_received(&es, n1, 30);
     let t1 = started.elapsed();
@@ -194,12 +179,12 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
     hec.set_mode(Mode::Refuse);
     es.set_mode(Mode::Refuse);
     run(THIRD / 2);
-    settle(&first);
+    first.settle();
     let before = first.emitted();
     first.stop_keeping_pins();
     let second = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--config", &config]);
     run(THIRD / 2);
-    settle(&second);
+    second.settle();
     let st = status();
     // Everything since the outage began waits in the spool, across the restart.
     let so_far = before.len() + second.emitted().len();
@@ -215,7 +200,7 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
     hec.set_mode(Mode::Up);
     es.set_mode(Mode::Up);
     run(THIRD);
-    let after = settle(&second);
+    let after = second.settle();
     let mut all: Vec<u64> = before.iter().map(sequence).collect();
     all.extend(second.emitted().iter().map(sequence));
     assert!(all.len() >= 3 * THIRD - 10, "{} verdicts", all.len());
@@ -253,15 +238,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn metric(port: u16, series: &str) -> f64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 /// A spool bounded to 1 MiB during an outage: the oldest verdicts are dropped and counted, and
 /// what is delivered afterwards is the newest ones, in order.
 #[test]
@@ -277,7 +253,7 @@ fn a_full_spool_drops_the_oldest_and_says_how_many() {
     // About 2 KiB a verdict: well over 1 MiB.
     trues(&agent, 2000);
     let emitted: Vec<u64> = {
-        settle(&daemon);
+        daemon.settle();
         daemon.emitted().iter().map(sequence).collect()
     };
     thread::sleep(Duration::from_millis(300));
@@ -326,10 +302,10 @@ fn a_server_that_never_answers_does_not_slow_the_daemon() {
     }
     // Enforcement and stdout go on: 300 more execs, then a denied one, killed and reported
     // at once. (Allowed execs reach the daemon on its next read: let the first 300 arrive.)
-    settle(&daemon);
+    daemon.settle();
     let before = daemon.verdicts(|v| field(v, "/process/file/path") == "/bin/true").len();
     trues(&agent, 300);
-    settle(&daemon);
+    daemon.settle();
     let t0 = Instant::now();
     let (_, out) = launch(&agent, &["shred", "--version"], &[]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));

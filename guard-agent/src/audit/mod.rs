@@ -35,12 +35,18 @@
 //!   whose id is `key_id` (the first 16 hex digits of SHA-256 of the public key). `count` is
 //!   the number of records since the previous checkpoint (or the start of the log). `reason`
 //!   is `records` (every `checkpoint_every` records), `interval` (`tick` found records older
-//!   than `checkpoint_interval`), `rotate` (the file is full) or `shutdown` (`close`). A writer
-//!   without a key writes empty `key_id` and `sig`.
-//! - A `note` is the writer speaking for itself. The only one is `recovered`: on opening a log
-//!   whose last writer did not close it, the writer cuts a torn last line (a crash mid-write),
-//!   and records that it did (`torn_file`, `torn_bytes`), how many records the crashed writer
-//!   left unsealed (`unsealed`) and the seq it goes on after (`after_seq`).
+//!   than `checkpoint_interval`), `rotate` (the file is full), `shutdown` (`close`) or `gap`
+//!   (right after a gap note). A writer without a key writes empty `key_id` and `sig`.
+//! - A `note` is the writer speaking for itself. `recovered`: on opening a log whose last
+//!   writer did not close it, the writer cuts a torn last line (a crash mid-write), and records
+//!   that it did (`torn_file`, `torn_bytes`), how many records the crashed writer left unsealed
+//!   (`unsealed`) and the seq it goes on after (`after_seq`). `gap`: verdicts the writer could
+//!   not write (a full disk): `lost`, `reason` (`write failures`), the first `error`, the last
+//!   seq written before them (`after_seq`), when (`first_ts`, `last_ts`) and, when the verdicts
+//!   were numbered, the range of their `metadata.sequence` (`first_sequence`,
+//!   `last_sequence`), so a SIEM that has them can fill the hole. No seq is spent on a record
+//!   that was not written, so the chain itself has no hole; `verify` lists the gap as a note
+//!   (and its count as `lost`), not as damage.
 //!
 //! # What `verify` detects, and what it cannot
 //!
@@ -78,6 +84,9 @@
 //!   records, verify cannot tell a cut-off tail from a writer that crashed (or is still
 //!   running: `--allow-unsealed-tail`); it reports the tail as truncated from the first
 //!   unsealed seq. After a crash the next writer seals those records, with a note saying so.
+//! - A `gap` note is the writer's word, as trustworthy as the signed checkpoint after it: with
+//!   `--pubkey`, a note made up to hide deleted verdicts fails like any other rewrite; without
+//!   it, nothing is (see above).
 //! - Timestamps are the writer's clock: one that goes back is a warning, not a failure.
 //! - `--partial` takes the first given record's link to older, removed files on trust.
 //!

@@ -84,7 +84,8 @@ pub struct Checkpoint {
     /// either checkpoint.
     pub count: u64,
     pub key_id: String,
-    /// Why it was written: `records`, `interval`, `rotate`, `shutdown`.
+    /// Why it was written: `records`, `interval`, `rotate`, `shutdown`, `gap` (right after a
+    /// gap record).
     pub reason: String,
     pub sig: String,
 }
@@ -109,7 +110,7 @@ impl Checkpoint {
         if signed && (!is_hex(&c.key_id, 16) || !is_hex(&c.sig, 128)) {
             return Err("checkpoint key_id/sig are not 16/128 lowercase hex digits".into());
         }
-        if !["records", "interval", "rotate", "shutdown"].contains(&c.reason.as_str()) {
+        if !["records", "interval", "rotate", "shutdown", "gap"].contains(&c.reason.as_str()) {
             return Err(format!("checkpoint reason {:?} is not one the writer uses", c.reason));
         }
         if c.render() != body {

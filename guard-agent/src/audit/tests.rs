@@ -116,6 +116,52 @@ fn a_restart_continues_the_chain_without_a_note() {
 }
 
 #[test]
+fn verdicts_a_full_disk_kept_out_are_stated_in_a_signed_gap_record_not_reported_as_damage() {
+    let d = Dir::new();
+    let opts = LogOptions { max_file_bytes: 1 << 20, checkpoint_every: 4, checkpoint_interval: Duration::from_secs(3600) };
+    let mut log = Log::open(&d.0, Some(key(1)), opts).unwrap();
+    for i in 0..5 {
+        log.append(&verdict(i)).unwrap();
+    }
+    // Five verdicts and the checkpoint after the fourth.
+    let last_written = log.next_seq() - 1;
+    assert_eq!(last_written, 6);
+    // Writes fail with ENOSPC, and the partial line cannot even be cut (a device).
+    let real = log.swap_file(fs::OpenOptions::new().append(true).open("/dev/full").unwrap());
+    for i in 5..8 {
+        let mut v = verdict(i);
+        v["metadata"] = json!({ "sequence": 100 + i });
+        assert!(log.append(&v).is_err());
+    }
+    assert!(log.tick(Instant::now() + Duration::from_secs(2)).is_err(), "still full: the gap cannot be recorded");
+    let s = log.stats().clone();
+    assert_eq!((s.lost, s.unrecorded, s.gaps, s.write_failures), (3, 3, 0, 4), "{s:?}");
+    assert!(s.error.as_deref().is_some_and(|e| e.contains("No space left on device")), "{s:?}");
+    // Space again: the gap record and its seal, then the verdict.
+    log.swap_file(real);
+    assert_eq!(log.append(&verdict(8)).unwrap(), last_written + 3);
+    let s = log.stats().clone();
+    assert_eq!((s.lost, s.unrecorded, s.gaps, s.error), (3, 0, 1, None));
+    log.close().unwrap();
+
+    let r = check(&d.0);
+    assert!(r.intact(), "{}", r.headline());
+    assert_eq!((r.lost, r.notes.len()), (3, 1), "{:?}", r.notes);
+    let note = &r.notes[0];
+    let expect = format!("seq 7: 3 records not written between seq {last_written} and seq 7 (write failures: No space left on device");
+    assert!(note.starts_with(&expect), "{note}");
+    assert!(note.contains("verdicts with metadata.sequence 105..107") && note.ends_with("the chain resumes with this signed gap record"), "{note}");
+    assert!(r.headline().contains("3 verdicts were not written (see the notes)"), "{}", r.headline());
+    // The gap record is sealed at once, and covered like any record: changing it is an edit.
+    let (file, mut ls) = lines(&d.0).swap_remove(0);
+    let i = ls.iter().position(|l| l.contains("\"event\":\"gap\"")).unwrap();
+    assert!(ls[i + 1].contains("\"reason\":\"gap\""), "{}", ls[i + 1]);
+    ls[i] = ls[i].replacen("\"lost\":3", "\"lost\":2", 1);
+    write_lines(&file, &ls);
+    assert_eq!(problem(&check(&d.0)), (Problem::Edited, Some(7)));
+}
+
+#[test]
 fn one_edited_byte_is_found_at_its_record() {
     let d = Dir::new();
     write_log(&d.0, 30);

@@ -84,8 +84,10 @@ pub struct Report {
     /// Key ids of the checkpoints seen (so an auditor knows which public key to ask for).
     pub key_ids: BTreeSet<String>,
     pub witnessed: u64,
-    /// Things the writer recorded about itself (recovery after a crash).
+    /// Things the writer recorded about itself (recovery after a crash, gaps).
     pub notes: Vec<String>,
+    /// Verdicts the writer's gap records say it could not write.
+    pub lost: u64,
     /// Oddities that are not evidence of tampering (clock steps, a partial log).
     pub warnings: Vec<String>,
     pub problem: Option<Finding>,
@@ -208,7 +210,9 @@ impl Verifier<'_> {
                     self.first_unsealed = Some((r.seq, file, line));
                 }
                 if r.kind == Kind::Note {
-                    self.report.notes.push(describe_note(r.seq, r.body));
+                    let (text, lost) = describe_note(r.seq, r.body);
+                    self.report.notes.push(text);
+                    self.report.lost += lost;
                 }
             }
         }
@@ -402,11 +406,14 @@ fn check_signature(c: &Checkpoint, hash: &[u8; 32], keys: &[VerifyingKey]) -> Re
         .map_err(|_| format!("the signature does not verify with key {}: a forged or altered checkpoint", c.key_id))
 }
 
-/// A note record, for people.
-fn describe_note(seq: u64, body: &[u8]) -> String {
+/// A note record, for people, and how many verdicts it says are missing.
+fn describe_note(seq: u64, body: &[u8]) -> (String, u64) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if v["event"] == "gap" {
+        return describe_gap(seq, &v);
+    }
     if v["event"] != "recovered" {
-        return format!("seq {seq}: {v}");
+        return (format!("seq {seq}: {v}"), 0);
     }
     let mut s = format!("seq {seq}: the writer restarted after an unclean stop (after seq {})", v["after_seq"]);
     if v["torn_bytes"].as_u64().is_some_and(|n| n > 0) {
@@ -415,7 +422,28 @@ fn describe_note(seq: u64, body: &[u8]) -> String {
     if v["unsealed"].as_u64().is_some_and(|n| n > 0) {
         s += &format!("; {} records before it had not been sealed by a checkpoint", v["unsealed"]);
     }
-    s
+    (s, 0)
+}
+
+/// A gap record: verdicts the writer could not write (a full disk). Not a forgery: the chain
+/// has no hole, and the gap is the writer's own statement, covered by the checkpoint after it.
+fn describe_gap(seq: u64, v: &Value) -> (String, u64) {
+    let lost = v["lost"].as_u64().unwrap_or(0);
+    let after = v["after_seq"].as_u64().map_or("?".to_owned(), |a| a.to_string());
+    let mut s = format!(
+        "seq {seq}: {lost} record{} not written between seq {after} and seq {seq} ({}: {})",
+        if lost == 1 { "" } else { "s" },
+        v["reason"].as_str().unwrap_or("?"),
+        v["error"].as_str().unwrap_or("?")
+    );
+    if let (Some(a), Some(b)) = (v["first_sequence"].as_u64(), v["last_sequence"].as_u64()) {
+        s += &format!(", verdicts with metadata.sequence {a}..{b}");
+    }
+    if let (Some(a), Some(b)) = (v["first_ts"].as_u64(), v["last_ts"].as_u64()) {
+        s += &format!(", from {} to {}", crate::cli::tail::utc(a), crate::cli::tail::utc(b));
+    }
+    s += "; the chain resumes with this signed gap record";
+    (s, lost)
 }
 
 /// The files sorted by the seq their first record has (or their name says, when the first line
@@ -484,7 +512,8 @@ impl Report {
             (Some(a), Some(b)) => format!("seq {a}..{b}"),
             _ => "no seq".into(),
         };
-        format!("intact: {} records, {range}, {} checkpoints ({}), {} files", self.records, self.checkpoints, self.signature_state(), self.files)
+        let gaps = if self.lost > 0 { format!("; {} verdicts were not written (see the notes)", self.lost) } else { String::new() };
+        format!("intact: {} records, {range}, {} checkpoints ({}), {} files{gaps}", self.records, self.checkpoints, self.signature_state(), self.files)
     }
 
     /// Whether signatures were checked, in words.
@@ -512,6 +541,7 @@ impl Report {
             "key_ids": self.key_ids,
             "witnessed": self.witnessed,
             "notes": self.notes,
+            "lost": self.lost,
             "warnings": self.warnings,
             "problem": self.problem.as_ref().map(|f| json!({
                 "seq": f.seq,

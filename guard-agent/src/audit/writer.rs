@@ -8,8 +8,17 @@
 //! A checkpoint is handed out by `take_checkpoints` only after it is on disk, so the outside
 //! witness never holds a checkpoint the log could lose in a crash.
 //!
-//! After a failed write the file may end in a partial line; the `Log` then refuses every call
-//! (the error says why), and opening the directory again repairs the tail and goes on.
+//! A failed write (a full disk) never leaves a partial line behind: the file is cut back to its
+//! last whole record at once, and the chain goes on from that record. A verdict that could not
+//! be written is counted ([`Stats`]) and remembered as part of a *gap*; once a write works again
+//! (the next verdict, or `tick` at most once a second), the writer appends a `gap` note stating
+//! how many verdicts are missing after which seq, when, why, and the range of their
+//! `metadata.sequence`, and seals it at once with a signed checkpoint (reason `gap`). The
+//! verifier reports such a gap as a note: the chain has no hole (seqs are given to records that
+//! were written), and what is missing is said by the writer, under its signature. Should even
+//! the cut fail, every call is refused (and counted as lost) until a later call manages it.
+//! A daemon stopped during a gap tries to record it at `close`; if it still cannot, the count
+//! is in its log (error level) and the next writer only sees a clean end or a torn line.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
@@ -49,6 +58,36 @@ impl Default for LogOptions {
     }
 }
 
+/// What the writer could not write, for `status` and metrics (since `open`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Verdicts that are not in the log because writing them failed.
+    pub lost: u64,
+    /// Writes that failed: records, checkpoints, syncs, new files (retries included).
+    pub write_failures: u64,
+    /// Gap records written: runs of lost verdicts stated in the log.
+    pub gaps: u64,
+    /// Verdicts lost since the last gap record: the next gap record states them.
+    pub unrecorded: u64,
+    /// The error of the current run of failures; `None` while writing works.
+    pub error: Option<String>,
+}
+
+/// A run of verdicts that could not be written, until a gap record states it.
+struct Gap {
+    lost: u64,
+    /// When the first and the last of them were lost (ms since the epoch).
+    first_ms: u64,
+    last_ms: u64,
+    /// The range of their `metadata.sequence` (what every sink sees), when they had one.
+    sequences: Option<(u64, u64)>,
+    /// The first error.
+    error: String,
+}
+
+/// While a gap is open and no verdict arrives, `tick` tries to record it this often.
+const GAP_RETRY: Duration = Duration::from_secs(1);
+
 /// At most this many checkpoints wait for `take_checkpoints`; older ones are dropped (they are
 /// still in the log) so a caller that never takes them does not grow without bound.
 const MAX_PENDING: usize = 1024;
@@ -68,8 +107,13 @@ pub struct Log {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     pending: Vec<Value>,
-    /// Set by the first failed write; every later call returns it.
-    failed: Option<String>,
+    /// A failed write whose partial line could not be cut off: the file's end is unknown, so
+    /// nothing is appended until a later call manages the cut.
+    broken: Option<String>,
+    gap: Option<Gap>,
+    /// When `tick` last tried to record the gap.
+    gap_tried: Instant,
+    stats: Stats,
     closed: bool,
     /// Holds the directory's flock: two writers would fork the chain.
     _lock: File,
@@ -110,7 +154,10 @@ impl Log {
             since_checkpoint: tail.since_checkpoint,
             last_checkpoint: Instant::now(),
             pending: Vec::new(),
-            failed: None,
+            broken: None,
+            gap: None,
+            gap_tried: Instant::now(),
+            stats: Stats::default(),
             closed: false,
             _lock: lock,
         };
@@ -119,28 +166,48 @@ impl Log {
     }
 
     /// Appends one verdict; returns its seq. Writes a checkpoint after it when
-    /// `checkpoint_every` records are unsealed.
+    /// `checkpoint_every` records are unsealed. An error means the verdict is not in the log:
+    /// it is counted as lost, and stated by the next gap record.
     pub fn append(&mut self, verdict: &Value) -> io::Result<u64> {
-        self.guarded(|log| {
+        let written = self.guarded(|log| {
+            log.close_gap()?;
             log.rotate_if_full()?;
-            let seq = log.write_record(Kind::Verdict, &canonical(verdict))?;
-            if log.opts.checkpoint_every > 0 && log.since_checkpoint >= log.opts.checkpoint_every {
-                log.checkpoint("records")?;
-            }
-            Ok(seq)
-        })
+            log.write_record(Kind::Verdict, &canonical(verdict))
+        });
+        let seq = written.inspect_err(|e| self.lose(verdict, e))?;
+        if self.opts.checkpoint_every > 0 && self.since_checkpoint >= self.opts.checkpoint_every {
+            // The verdict is in the log; a seal that cannot be written now is tried again
+            // after the next record (and counted as a failed write).
+            let _ = self.guarded(|log| log.checkpoint("records"));
+        }
+        Ok(seq)
     }
 
-    /// Writes a checkpoint if records have been waiting for one for `checkpoint_interval`;
-    /// says whether it did. Call it from a timer.
+    /// Records a pending gap (at most once a second) and writes a checkpoint if records have
+    /// been waiting for one for `checkpoint_interval`; says whether it wrote a checkpoint.
+    /// Call it from a timer.
     pub fn tick(&mut self, now: Instant) -> io::Result<bool> {
+        if self.gap.is_some() {
+            if now.saturating_duration_since(self.gap_tried) < GAP_RETRY {
+                return Ok(false);
+            }
+            self.gap_tried = now;
+        }
         self.guarded(|log| {
+            if log.close_gap()? {
+                return Ok(true);
+            }
             let due = log.since_checkpoint > 0 && now.saturating_duration_since(log.last_checkpoint) >= log.opts.checkpoint_interval;
             if due {
                 log.checkpoint("interval")?;
             }
             Ok(due)
         })
+    }
+
+    /// What could not be written so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Forces everything written so far to disk (after a burst, say).
@@ -159,6 +226,7 @@ impl Log {
     pub fn close(mut self) -> io::Result<Vec<Value>> {
         self.closed = true;
         self.guarded(|log| {
+            log.close_gap().map_err(|e| io::Error::new(e.kind(), format!("{} verdicts that could not be written are not recorded in the log either: {e}", log.stats.unrecorded)))?;
             if log.since_checkpoint > 0 {
                 log.checkpoint("shutdown")?;
             }
@@ -172,13 +240,71 @@ impl Log {
         self.next_seq
     }
 
-    /// Runs a write step unless an earlier one failed, and remembers a failure: after a partial
-    /// write the file's end is unknown, so nothing more may be appended to it.
+    /// Runs a write step, first repairing the file if a failed write left it with a partial
+    /// line; counts a failure, and says when a run of failures begins (not for every one).
     fn guarded<T>(&mut self, step: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
-        if let Some(why) = &self.failed {
-            return Err(io::Error::other(format!("the audit log stopped after a failed write ({why}); reopen it to repair")));
+        if let Some(why) = &self.broken {
+            if let Err(e) = self.file.set_len(self.file_bytes) {
+                self.stats.write_failures += 1;
+                return Err(io::Error::other(format!("the audit log's last write failed ({why}) and its partial line cannot be cut off: {e}")));
+            }
+            self.broken = None;
         }
-        step(self).inspect_err(|e| self.failed = Some(e.to_string()))
+        step(self).inspect_err(|e| {
+            self.stats.write_failures += 1;
+            if self.stats.error.is_none() {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "audit log: cannot write; verdicts that cannot be written are counted (status, metrics) and stated in a gap record once writing works again"
+                );
+                self.stats.error = Some(e.to_string());
+            }
+        })
+    }
+
+    /// A verdict that could not be written joins the gap.
+    fn lose(&mut self, verdict: &Value, e: &io::Error) {
+        self.stats.lost += 1;
+        self.stats.unrecorded += 1;
+        let now = now_ms();
+        let g = self.gap.get_or_insert_with(|| Gap { lost: 0, first_ms: now, last_ms: now, sequences: None, error: e.to_string() });
+        g.lost += 1;
+        g.last_ms = now;
+        if let Some(s) = verdict.pointer("/metadata/sequence").and_then(Value::as_u64) {
+            g.sequences = Some(g.sequences.map_or((s, s), |(a, b)| (a.min(s), b.max(s))));
+        }
+    }
+
+    /// States the open gap, if any, in a note record and seals it at once; says whether it
+    /// did. The chain goes on from the last record written: the note is the writer's own
+    /// account of what is missing, and the signed checkpoint after it covers it like any record.
+    fn close_gap(&mut self) -> io::Result<bool> {
+        let Some(g) = &self.gap else { return Ok(false) };
+        let after_seq = self.next_seq - 1;
+        let mut note = json!({
+            "event": "gap",
+            "lost": g.lost,
+            "reason": "write failures",
+            "error": g.error,
+            "after_seq": after_seq,
+            "first_ts": g.first_ms,
+            "last_ts": g.last_ms,
+        });
+        if let Some((first, last)) = g.sequences {
+            note["first_sequence"] = json!(first);
+            note["last_sequence"] = json!(last);
+        }
+        let lost = g.lost;
+        self.rotate_if_full()?;
+        let seq = self.write_record(Kind::Note, &canonical(&note))?;
+        self.gap = None;
+        self.stats.unrecorded = 0;
+        self.stats.gaps += 1;
+        tracing::warn!(dir = %self.dir.display(), lost, after_seq, gap_record = seq, "audit log: writing again; the verdicts it could not write are stated in a gap record");
+        // The note is written; a seal that fails now is written with a later one.
+        let _ = self.checkpoint("gap").inspect_err(|_| self.stats.write_failures += 1);
+        Ok(true)
     }
 
     /// Writes one verdict or note record, whole, in one write.
@@ -200,9 +326,11 @@ impl Log {
         }
         let line = record::render_line(seq, ts, &self.prev, Kind::Checkpoint, &c.render(), &h);
         self.write_line(&line, h)?;
-        self.file.sync_data()?;
+        // Written: the next checkpoint counts from here, whether or not this one syncs. One
+        // that does not is not handed to the witness (it might not survive a crash).
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        self.file.sync_data()?;
         if self.pending.len() >= MAX_PENDING {
             self.pending.remove(0);
         }
@@ -214,10 +342,20 @@ impl Log {
         if self.next_seq > record::MAX_SEQ {
             return Err(io::Error::other("the log has used every seq; start a new log directory"));
         }
-        self.file.write_all(line)?;
+        if let Err(e) = self.file.write_all(line) {
+            // A full disk may take part of the line: cut it off, so the file ends with the last
+            // whole record and the chain can go on from it.
+            if let Err(cut) = self.file.set_len(self.file_bytes) {
+                self.broken = Some(format!("{e}; cutting off the partial line: {cut}"));
+            }
+            return Err(e);
+        }
         self.file_bytes += line.len() as u64;
         self.next_seq += 1;
         self.prev = h;
+        if self.stats.error.take().is_some() {
+            tracing::info!(dir = %self.dir.display(), lost = self.stats.lost, write_failures = self.stats.write_failures, "audit log: writing again");
+        }
         Ok(())
     }
 
@@ -233,10 +371,9 @@ impl Log {
         self.file.sync_all()?;
         let path = self.dir.join(files::file_name(self.next_seq));
         self.file = create_log_file(&path)?;
-        sync_dir(&self.dir)?;
         self.path = path;
         self.file_bytes = 0;
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// After a crash, says so in the log itself: a cut torn line and records the crashed writer
@@ -268,12 +405,20 @@ impl Log {
 impl Drop for Log {
     /// A log dropped without `close` (an early return, a panic) is still sealed if it can be.
     fn drop(&mut self) {
-        if self.closed || self.failed.is_some() || self.since_checkpoint == 0 {
+        if self.closed || self.broken.is_some() || (self.since_checkpoint == 0 && self.gap.is_none()) {
             return;
         }
-        if let Err(e) = self.checkpoint("shutdown") {
+        if let Err(e) = self.close_gap().and_then(|_| if self.since_checkpoint > 0 { self.checkpoint("shutdown").map(drop) } else { Ok(()) }) {
             tracing::warn!(error = %e, path = %self.path.display(), "audit log: cannot write the closing checkpoint");
         }
+    }
+}
+
+#[cfg(test)]
+impl Log {
+    /// Writes go to `file` from now on (`/dev/full`: a full disk); returns the file it wrote to.
+    pub(super) fn swap_file(&mut self, file: File) -> File {
+        std::mem::replace(&mut self.file, file)
     }
 }
 

@@ -113,7 +113,17 @@ pub fn render_status(v: &Value) -> String {
     line(format!("drops:       {}; undecodable {}; process table {}", drops.join(", "), c["undecodable_events"], c["process_table"]));
     for k in v["sinks"].as_array().into_iter().flatten() {
         let health = if k["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };
-        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}, dropped {}", s(&k["name"]), k["sent"], k["failed"], k["backlog"], k["dropped"]));
+        let error = k["error"].as_str().map(|e| format!("; {} failed writes, now: {e}", k["write_errors"])).unwrap_or_default();
+        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}, dropped {}{error}", s(&k["name"]), k["sent"], k["failed"], k["backlog"], k["dropped"]));
+    }
+    let a = &v["audit_log"];
+    if a.is_object() {
+        let health = if a["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };
+        let error = a["error"].as_str().map(|e| format!(", now: {e}")).unwrap_or_default();
+        line(format!(
+            "audit log:   {} {health}: next seq {}, {} verdicts not written ({} not yet in a gap record), {} gap records, {} failed writes{error}",
+            s(&a["dir"]), a["next_seq"], a["lost"], a["unrecorded"], a["gaps"], a["write_failures"]
+        ));
     }
     let d = &v["daemon"];
     let watchdog = d["watchdog_s"].as_f64().map_or("off".to_owned(), |w| format!("{w}s"));

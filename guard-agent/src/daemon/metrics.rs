@@ -39,9 +39,13 @@ impl Engine {
         for s in &self.sinks.list {
             t.sample("guard_sink_sent_total", &[("sink", &s.name)], s.sent);
         }
-        t.family("guard_sink_failed_total", "counter", "Verdict lines or flushes that failed, by sink.");
+        t.family("guard_sink_failed_total", "counter", "Verdicts lost, by sink: their write failed (a full disk), or the server rejected them for good.");
         for s in &self.sinks.list {
             t.sample("guard_sink_failed_total", &[("sink", &s.name)], s.failed);
+        }
+        t.family("guard_sink_write_errors_total", "counter", "Local writes (the verdict file, the spool) that failed, by sink.");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_write_errors_total", &[("sink", &s.name)], s.write_errors);
         }
         t.family("guard_sink_backlog", "gauge", "Verdicts spooled and not yet delivered, by sink (network sinks; 0 for stdout and files).");
         for s in &self.sinks.list {
@@ -51,7 +55,10 @@ impl Engine {
         for s in &self.sinks.list {
             t.sample("guard_sink_dropped_total", &[("sink", &s.name)], s.dropped);
         }
-        t.single("guard_audit_log_failures_total", "counter", "Audit-log appends and checkpoints that failed.", self.counters.audit_failures);
+        let audit = self.audit.as_ref().map(|l| l.stats().clone()).unwrap_or_default();
+        t.single("guard_audit_log_failures_total", "counter", "Audit-log writes (records, checkpoints, syncs) that failed, retries included.", audit.write_failures);
+        t.single("guard_audit_log_lost_total", "counter", "Verdicts the audit log could not write (stated in its gap records).", audit.lost);
+        t.single("guard_audit_log_gaps_total", "counter", "Gap records written to the audit log after write failures.", audit.gaps);
         t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
         t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);
         t.single("guard_policy_generation", "gauge", "Generation of the policy in force (each load or reload is one).", self.correlator.policies.current.generation());

@@ -73,12 +73,25 @@ impl Engine {
                 "held_in_kernel": self.loaded.held_count().ok(),
                 "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),
-                "audit_log_failures": self.counters.audit_failures,
+                "audit_log_failures": self.audit.as_ref().map_or(0, |l| l.stats().write_failures),
             },
+            "audit_log": self.audit.as_ref().map(|l| {
+                let s = l.stats();
+                json!({
+                    "dir": self.settings.audit_log.as_ref().map(|a| a.dir.display().to_string()),
+                    "next_seq": l.next_seq(),
+                    "lost": s.lost,
+                    "write_failures": s.write_failures,
+                    "gaps": s.gaps,
+                    "unrecorded": s.unrecorded,
+                    "healthy": s.error.is_none(),
+                    "error": s.error,
+                })
+            }),
             "exfil": self.exfil.status(),
             "sinks": self.sinks.list.iter().map(|s| json!({
                 "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": s.backlog, "dropped": s.dropped,
-                "healthy": s.healthy,
+                "write_errors": s.write_errors, "error": s.error, "healthy": s.healthy,
             })).collect::<Vec<_>>(),
             "daemon": {
                 "pid": std::process::id(),

@@ -3,6 +3,7 @@ pub mod compile;
 pub mod eval;
 pub mod exfil;
 pub mod parse;
+pub mod source;
 pub mod yaml;
 
 use std::{fmt, net::IpAddr, path::Path, time::Duration};
@@ -267,15 +268,41 @@ pub struct PolicyError {
 }
 
 /// Reads and validates a policy file, or a directory of them (`*.yaml`, merged in name order).
+/// What is accepted as a path, and the size limit, are in [`source`].
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     if !path.is_dir() {
         return load_file(path);
     }
+    load_dir(path)
+}
+
+/// [`load`] for a reload: the path must still be what it was when the daemon started, a file
+/// (`dir` false) or a directory. A file replaced by a directory (or the other way round) is
+/// refused rather than taken as a different kind of policy source: the daemon keeps the
+/// policy in force, and a restart is how to change the kind.
+pub fn reload(path: &Path, dir: bool) -> Result<Policy, PolicyError> {
+    let err = |message: String| PolicyError { file: path.display().to_string(), pos: Pos { line: 1, col: 1 }, message };
+    match (dir, std::fs::metadata(path)) {
+        (false, Ok(m)) if m.is_dir() => {
+            Err(err("the policy file is now a directory; the daemon was started with a policy file and keeps its policy (restart it to use a policy directory)".into()))
+        }
+        (true, Ok(m)) if !m.is_dir() => Err(err(format!(
+            "the policy directory is now {}; the daemon was started with a policy directory and keeps its policy (restart it to use a single file)",
+            source::kind_name(m.file_type())
+        ))),
+        (true, Err(e)) => Err(err(source::cannot_open(path, "policy directory", &e))),
+        _ => load(path),
+    }
+}
+
+fn load_dir(path: &Path) -> Result<Policy, PolicyError> {
     let dir_err = |message: String| PolicyError { file: path.display().to_string(), pos: Pos { line: 1, col: 1 }, message };
+    // Every `*.yaml` entry counts, whatever it is: one that is not a regular file (a FIFO, a
+    // dangling link) is an error, not silently left out of the policy.
     let mut files: Vec<_> = std::fs::read_dir(path)
         .map_err(|e| dir_err(format!("cannot read the policy directory: {e}")))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
     if files.is_empty() {
@@ -328,21 +355,9 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
     parse::parse(&path.display().to_string(), &text)
 }
 
-/// Reads a UTF-8 text file; errors (unreadable, not UTF-8 with the line and column of the first
-/// bad byte) are `PolicyError`s naming `what`.
+/// Reads a UTF-8 text file (see [`source::read_text`]).
 pub(crate) fn read_text(path: &Path, what: &str) -> Result<String, PolicyError> {
-    let file = path.display().to_string();
-    let text = std::fs::read(path).map_err(|e| PolicyError {
-        file: file.clone(),
-        pos: Pos { line: 1, col: 1 },
-        message: format!("cannot read the {what}: {e}"),
-    })?;
-    String::from_utf8(text).map_err(|e| {
-        let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
-        let col = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-        PolicyError { file, pos: Pos { line, col }, message: format!("the {what} is not valid UTF-8") }
-    })
+    source::read_text(path, what)
 }
 
 /// An agent name names a cgroup directory: letters, digits, `-`, `_` and `.`, not leading `.`.

@@ -4,9 +4,14 @@
 //! new `PATH` is started. A shipper that tracks files by inode reads the renamed file to its
 //! end. A file renamed or removed by someone else (logrotate) is noticed at the next burst and
 //! a new one started; SIGHUP reopens too.
+//!
+//! Lines are buffered and written once per burst (or every [`WRITE_BUFFER`] bytes). A write
+//! that fails (a full disk) is cut back to the last whole line, so the file never holds half a
+//! verdict that the next line would run into; the lines of that write are counted as lost
+//! ([`Counts`]), and the next burst tries again on a freshly opened file.
 use std::{
     fs::{File, OpenOptions},
-    io::{self, BufWriter, Write as _},
+    io::{self, Write as _},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -30,6 +35,22 @@ impl Default for Rotation {
     }
 }
 
+/// Buffered lines are written out at this size even before the burst ends.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// What a file sink wrote and lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Lines written.
+    pub written: u64,
+    /// Lines lost: their write failed (or the file could not be opened).
+    pub lost: u64,
+    /// Writes, opens and rotations that failed.
+    pub write_errors: u64,
+    /// The error of the current run of failures; `None` while writing works.
+    pub error: Option<String>,
+}
+
 pub struct FileSink {
     path: PathBuf,
     rotation: Rotation,
@@ -37,10 +58,15 @@ pub struct FileSink {
     writer: Option<Open>,
     /// Whether this burst has made sure the open file is still the one at `path`.
     checked: bool,
+    /// Lines not yet written, each with its newline, and how many.
+    buf: Vec<u8>,
+    buffered: u64,
+    pub counts: Counts,
 }
 
 struct Open {
-    w: BufWriter<File>,
+    file: File,
+    /// Bytes in the file: whole lines only.
     bytes: u64,
     since: SystemTime,
 }
@@ -51,7 +77,7 @@ impl FileSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut s = Self { path: path.to_owned(), rotation, writer: None, checked: true };
+        let mut s = Self { path: path.to_owned(), rotation, writer: None, checked: true, buf: Vec::new(), buffered: 0, counts: Counts::default() };
         s.writer = Some(s.open_file()?);
         Ok(s)
     }
@@ -61,9 +87,11 @@ impl FileSink {
         let meta = file.metadata()?;
         // An existing file keeps its age across a daemon restart (its birth or last change).
         let since = if meta.len() == 0 { SystemTime::now() } else { meta.created().or_else(|_| meta.modified()).unwrap_or_else(|_| SystemTime::now()) };
-        Ok(Open { w: BufWriter::new(file), bytes: meta.len(), since })
+        Ok(Open { file, bytes: meta.len(), since })
     }
 
+    /// Buffers one line (written at the next [`FileSink::flush`]); an error (the line is lost
+    /// and counted) when no file can be opened or rotated.
     pub fn write(&mut self, line: &str) -> io::Result<()> {
         if !self.checked {
             // Once per burst (a stat and an fstat): lines written to a removed or rotated
@@ -73,31 +101,69 @@ impl FileSink {
                 self.close();
             }
         }
-        let due = self.writer.as_ref().is_some_and(|o| self.due(o, line.len() as u64 + 1));
-        if due {
-            self.rotate()?;
+        let adding = line.len() as u64 + 1;
+        let due = self.writer.as_ref().is_some_and(|o| self.due(o, self.buf.len() as u64, adding));
+        let ready = if due { self.rotate() } else { Ok(()) };
+        let ready = ready.and_then(|()| match self.writer {
+            Some(_) => Ok(()),
+            None => self.open_file().map(|o| self.writer = Some(o)),
+        });
+        if let Err(e) = ready {
+            self.counts.lost += 1;
+            self.failed(&e);
+            return Err(e);
         }
-        if self.writer.is_none() {
-            self.writer = Some(self.open_file()?);
-        }
-        let Some(o) = &mut self.writer else { return Err(io::Error::other("no file")) };
-        match writeln!(o.w, "{line}") {
-            Ok(()) => {
-                o.bytes += line.len() as u64 + 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.writer = None;
-                Err(e)
-            }
-        }
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        self.buffered += 1;
+        if self.buf.len() >= WRITE_BUFFER { self.commit() } else { Ok(()) }
     }
 
     /// Writes out what is buffered; the next burst checks the file is still ours.
     pub fn flush(&mut self) -> io::Result<()> {
         self.checked = false;
-        let Some(o) = &mut self.writer else { return Ok(()) };
-        o.w.flush().inspect_err(|_| self.writer = None)
+        self.commit()
+    }
+
+    /// Writes the buffered lines in one write. On failure the file is cut back to its last
+    /// whole line and the lines are counted as lost; the next write opens the file afresh.
+    fn commit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.buffered);
+        let result = match &mut self.writer {
+            Some(o) => match o.file.write_all(&self.buf) {
+                Ok(()) => {
+                    o.bytes += self.buf.len() as u64;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = o.file.set_len(o.bytes);
+                    Err(e)
+                }
+            },
+            None => Err(io::Error::other("the verdict file is not open")),
+        };
+        self.buf.clear();
+        match result {
+            Ok(()) => {
+                self.counts.written += lines;
+                self.counts.error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.writer = None;
+                self.counts.lost += lines;
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &io::Error) {
+        self.counts.write_errors += 1;
+        self.counts.error = Some(e.to_string());
     }
 
     /// Starts a new file at the next write (SIGHUP, after logrotate).
@@ -105,23 +171,26 @@ impl FileSink {
         self.close();
     }
 
+    /// Writes what is buffered to the open file, and closes it.
     fn close(&mut self) {
-        if let Some(mut o) = self.writer.take() {
-            let _ = o.w.flush();
-        }
+        let _ = self.commit();
+        self.writer = None;
     }
 
     fn moved_away(&self, o: &Open) -> bool {
-        match (o.w.get_ref().metadata(), std::fs::metadata(&self.path)) {
+        match (o.file.metadata(), std::fs::metadata(&self.path)) {
             (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
             _ => true,
         }
     }
 
-    fn due(&self, o: &Open, adding: u64) -> bool {
+    /// Whether a line of `line` bytes, after the open file's and `pending` buffered ones,
+    /// calls for a new file.
+    fn due(&self, o: &Open, pending: u64, line: u64) -> bool {
         let r = &self.rotation;
-        let by_size = r.max_bytes > 0 && o.bytes > 0 && o.bytes + adding > r.max_bytes;
-        let by_age = r.max_age.is_some_and(|age| o.bytes > 0 && o.since.elapsed().is_ok_and(|e| e >= age));
+        let size = o.bytes + pending;
+        let by_size = r.max_bytes > 0 && size > 0 && size + line > r.max_bytes;
+        let by_age = r.max_age.is_some_and(|age| size > 0 && o.since.elapsed().is_ok_and(|e| e >= age));
         by_size || by_age
     }
 
@@ -184,6 +253,30 @@ mod tests {
         assert_eq!(n(&d.join("v.jsonl.1")), [106, 107, 108]);
         assert_eq!(n(&d.join("v.jsonl.2")), [103, 104, 105]);
         assert!(!d.join("v.jsonl.3").exists(), "more than `keep` rotated files");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_loses_only_its_lines_counts_them_and_leaves_no_partial_line() {
+        let d = dir("full");
+        let path = d.join("v.jsonl");
+        let mut s = FileSink::open(&path, Rotation::default()).unwrap();
+        s.write("{\"a\":1}").unwrap();
+        s.flush().unwrap();
+        // The disk is full: writes fail with ENOSPC.
+        s.writer.as_mut().unwrap().file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        // (The same file as far as the once-a-burst check knows.)
+        s.checked = true;
+        s.write("{\"a\":2}").unwrap();
+        s.write("{\"a\":3}").unwrap();
+        assert!(s.flush().is_err());
+        assert_eq!((s.counts.written, s.counts.lost, s.counts.write_errors), (1, 2, 1));
+        assert!(s.counts.error.as_deref().is_some_and(|e| e.contains("No space left on device")), "{:?}", s.counts);
+        // Space again: the next burst opens the file afresh.
+        s.write("{\"a\":4}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(read(&path), ["{\"a\":1}", "{\"a\":4}"]);
+        assert_eq!((s.counts.written, s.counts.lost, s.counts.error.clone()), (2, 2, None));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -3,6 +3,10 @@
 //!
 //! A sink that fails (closed pipe, full disk, file removed, a server down) is counted and
 //! retried; it never stops the daemon, and enforcement (in the kernel) never waits for it.
+//! A sink that cannot write locally (its file or its spool: a full disk) counts the verdicts
+//! it lost (`failed`) and the writes that failed (`write_errors`), shows the error in `status`
+//! (`error`), logs once when the failures begin and once when writing works again (with the
+//! count), and tries again at every burst.
 //!
 //! Network sinks never make the event loop wait: a verdict is appended to the sink's bounded
 //! on-disk spool ([`spool`]), and the sink's own thread ([`http`]) delivers it, in order, when
@@ -84,10 +88,16 @@ pub fn feed() -> Feed {
 pub struct Sink {
     pub name: String,
     output: Output,
-    /// Lines written.
+    /// Lines written (network sinks: verdicts the server accepted).
     pub sent: u64,
-    /// Lines (or flushes) that failed.
+    /// Lines lost: their write failed (network sinks: also rejected by the server for good).
     pub failed: u64,
+    /// Local writes that failed (the file, the spool), whatever they held.
+    pub write_errors: u64,
+    /// The error of the current run of local write failures; `None` while writing works.
+    pub error: Option<String>,
+    /// Whether the log has said that `error` began (said once per run of failures).
+    error_logged: bool,
     /// Whether the last write or flush worked (network sinks: the last delivery).
     pub healthy: bool,
     /// Verdicts waiting to be delivered (network sinks; 0 for the others).
@@ -146,7 +156,7 @@ impl Sinks {
                     Output::Network { spool: writer, spool_ok: true }
                 }
             };
-            let mut sink = Sink { name: c.name(), output, sent: 0, failed: 0, healthy: true, backlog: 0, dropped: 0 };
+            let mut sink = Sink { name: c.name(), output, sent: 0, failed: 0, write_errors: 0, error: None, error_logged: false, healthy: true, backlog: 0, dropped: 0 };
             sink.refresh();
             list.push(sink);
         }
@@ -155,22 +165,24 @@ impl Sinks {
 
     pub fn write(&mut self, line: &str) {
         for sink in &mut self.list {
-            let result = match &mut sink.output {
-                Output::Network { spool, spool_ok } => {
-                    // Counted as sent once the server has it (see `refresh`).
-                    if spool.append(line).is_err() {
-                        *spool_ok = false;
+            match &mut sink.output {
+                Output::Network { spool, .. } => {
+                    // Counted as sent once the server has it (see `refresh`); a failed write
+                    // (the buffer filled up) is counted by the spool.
+                    if let Err(e) = spool.append(line) {
+                        sink.spooled(Err(e));
                     }
-                    continue;
                 }
-                Output::Stdout(w) => writeln!(w, "{line}"),
-                Output::File(f) => f.write(line),
-            };
-            match result {
-                Ok(()) => sink.sent += 1,
-                Err(_) => sink.failed += 1,
+                Output::Stdout(w) => {
+                    let ok = writeln!(w, "{line}").is_ok();
+                    if ok { sink.sent += 1 } else { sink.failed += 1 }
+                    sink.healthy = ok;
+                }
+                Output::File(f) => {
+                    let _ = f.write(line);
+                    sink.refresh();
+                }
             }
-            sink.healthy = result.is_ok();
         }
     }
 
@@ -178,8 +190,10 @@ impl Sinks {
     /// witness of the local chain. Standard output and files (the local record) do not get it.
     pub fn witness(&mut self, line: &str) {
         for sink in &mut self.list {
-            if let Output::Network { spool, spool_ok } = &mut sink.output {
-                *spool_ok = spool.append(line).is_ok();
+            if let Output::Network { spool, .. } = &mut sink.output
+                && let Err(e) = spool.append(line)
+            {
+                sink.spooled(Err(e));
             }
         }
     }
@@ -188,20 +202,25 @@ impl Sinks {
     /// brought up to date here too.
     pub fn flush(&mut self) {
         for sink in &mut self.list {
-            let result = match &mut sink.output {
-                Output::Network { spool, spool_ok, .. } => {
+            match &mut sink.output {
+                Output::Network { spool, .. } => {
                     // A failed write is counted by the spool (its records are lost).
-                    *spool_ok = spool.commit().is_ok();
-                    sink.refresh();
-                    continue;
+                    if spool.buffered() > 0 {
+                        let r = spool.commit();
+                        sink.spooled(r);
+                    }
                 }
-                Output::Stdout(w) => w.flush(),
-                Output::File(f) => f.flush(),
-            };
-            sink.healthy &= result.is_ok();
-            if result.is_err() {
-                sink.failed += 1;
+                Output::Stdout(w) => {
+                    if w.flush().is_err() {
+                        sink.failed += 1;
+                        sink.healthy = false;
+                    }
+                }
+                Output::File(f) => {
+                    let _ = f.flush();
+                }
             }
+            sink.refresh();
         }
     }
 
@@ -233,15 +252,48 @@ impl Sinks {
 }
 
 impl Sink {
-    /// Copies a network sink's counters from its spool and sender.
+    /// Copies a file or network sink's counters from its file, or its spool and sender, and
+    /// says when local writes begin to fail and when they work again.
     fn refresh(&mut self) {
-        if let Output::Network { spool, spool_ok } = &self.output {
-            let s = spool.snapshot();
-            self.sent = s.sent;
-            self.failed = s.failed;
-            self.backlog = s.backlog;
-            self.dropped = s.dropped;
-            self.healthy = s.healthy && *spool_ok;
+        match &self.output {
+            Output::Network { spool, spool_ok } => {
+                let s = spool.snapshot();
+                self.sent = s.sent;
+                self.failed = s.failed;
+                self.backlog = s.backlog;
+                self.dropped = s.dropped;
+                self.healthy = s.healthy && *spool_ok;
+            }
+            Output::File(f) => {
+                let c = &f.counts;
+                (self.sent, self.failed, self.write_errors) = (c.written, c.lost, c.write_errors);
+                self.error.clone_from(&c.error);
+                self.healthy = c.error.is_none();
+            }
+            Output::Stdout(_) => {}
+        }
+        match (&self.error, self.error_logged) {
+            (Some(e), false) => tracing::error!(
+                sink = %self.name,
+                error = %e,
+                "cannot write verdicts; those lost are counted (status, metrics) and writing is tried again at every burst"
+            ),
+            (None, true) => tracing::warn!(sink = %self.name, lost = self.failed, write_errors = self.write_errors, "writing verdicts again"),
+            _ => {}
+        }
+        self.error_logged = self.error.is_some();
+    }
+
+    /// The outcome of a network sink's write to its spool.
+    fn spooled(&mut self, r: std::io::Result<()>) {
+        let Output::Network { spool_ok, .. } = &mut self.output else { return };
+        *spool_ok = r.is_ok();
+        match r {
+            Ok(()) => self.error = None,
+            Err(e) => {
+                self.write_errors += 1;
+                self.error = Some(format!("spool: {e}"));
+            }
         }
     }
 }

@@ -174,7 +174,7 @@ pub fn open(dir: &Path, max_bytes: u64) -> io::Result<(Writer, Reader)> {
         let mut st = shared.lock();
         writer.bound(&mut st);
     }
-    Ok((writer, Reader { shared, dir: dir.to_owned(), file: None }))
+    Ok((writer, Reader { shared, dir: dir.to_owned(), file: None, ack_failing: false }))
 }
 
 fn read_acked(dir: &Path) -> Option<(u64, u64)> {
@@ -260,6 +260,11 @@ impl Writer {
         self.buf.push(b'\n');
         self.buffered += 1;
         if self.buf.len() >= WRITE_BUFFER { self.commit() } else { Ok(()) }
+    }
+
+    /// Records appended and not yet committed.
+    pub fn buffered(&self) -> u64 {
+        self.buffered
     }
 
     /// Writes what is buffered to the head segment, starts a new segment when it is full,
@@ -366,6 +371,8 @@ pub struct Reader {
     shared: Arc<Shared>,
     dir: PathBuf,
     file: Option<(u64, File)>,
+    /// The last `acked` write failed (and was logged).
+    ack_failing: bool,
 }
 
 impl Reader {
@@ -484,8 +491,20 @@ impl Reader {
                 false
             }
         };
-        if persist && let Err(e) = write_acked(&self.dir, batch.seg, end) {
-            tracing::warn!(spool = %self.dir.display(), error = %e, "cannot record the delivered position; a restart may deliver some verdicts again");
+        if !persist {
+            return;
+        }
+        // Said once per run of failures (a full disk fails every batch), not per batch.
+        match write_acked(&self.dir, batch.seg, end) {
+            Err(e) if !self.ack_failing => {
+                self.ack_failing = true;
+                tracing::warn!(spool = %self.dir.display(), error = %e, "cannot record the delivered position; a restart may deliver some verdicts again");
+            }
+            Ok(()) if self.ack_failing => {
+                self.ack_failing = false;
+                tracing::info!(spool = %self.dir.display(), "recording the delivered position again");
+            }
+            _ => {}
         }
     }
 
