@@ -162,3 +162,35 @@ fn audit_mode_reports_what_it_would_do_and_stops_nothing() {
     assert_eq!(field(&daemon.one_verdict("the audited connect", by_pid(&pid)), "/unmapped/verdict"), "would-deny");
     daemon.stop();
 }
+
+/// A deny written as an IPv4-mapped IPv6 address stops that IPv4 address in both families: the
+/// kernel judges `::ffff:a.b.c.d` as `a.b.c.d` (by the IPv4 entries), and the policy stores the
+/// rule there.
+#[test]
+fn a_v4_mapped_deny_stops_the_address_in_both_families() {
+    let dir = TempDir::new("mapped");
+    let agent = unique("mapped");
+    let denied = TcpListener::bind("127.0.0.3:0").unwrap();
+    let other = TcpListener::bind("127.0.0.4:0").unwrap();
+    let (dp, op) = (denied.local_addr().unwrap().port().to_string(), other.local_addr().unwrap().port().to_string());
+    let daemon = Daemon::start(&dir, &format!("agents:\n  - name: {agent}\n    network:\n      deny:\n        - cidr: ::ffff:127.0.0.3/128\n"));
+    for addr in ["127.0.0.3", "::ffff:127.0.0.3"] {
+        let (code, pid, errno) = net_call(Some(&agent), NET, &[addr, &dp]);
+        assert_eq!((code, errno), (3, Some(libc::EPERM)), "connect to {addr} from the agent");
+        let v = daemon.one_verdict(addr, by_pid(&pid));
+        assert_eq!(field(&v, "/unmapped/verdict"), "denied", "{v:#}");
+        assert_eq!(field(&v, "/unmapped/operation"), "connect");
+        assert_eq!(field(&v, "/unmapped/rule/matcher"), "cidr: 127.0.0.3/32");
+        assert_eq!(field(&v, "/dst_endpoint/ip"), "127.0.0.3");
+        assert_eq!(field(&v, "/dst_endpoint/port"), dp);
+    }
+    // No broader than written: the next address connects in both families, and outside the
+    // agent the denied one does too.
+    for addr in ["127.0.0.4", "::ffff:127.0.0.4"] {
+        assert_eq!(net_call(Some(&agent), NET, &[addr, &op]).0, 0, "connect to {addr} from the agent");
+    }
+    for addr in ["127.0.0.3", "::ffff:127.0.0.3"] {
+        assert_eq!(net_call(None, NET, &[addr, &dp]).0, 0, "connect to {addr} outside agents");
+    }
+    daemon.stop();
+}

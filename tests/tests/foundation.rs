@@ -194,6 +194,35 @@ fn bad_policy_is_rejected_with_its_position_and_nothing_is_attached() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), format!("{}:5:17: `10.0.0.0/40` is not a valid CIDR: bad prefix length", path.display()));
 }
 
+/// Rules that compile but cannot fire (or only in part) are warnings: printed with their
+/// position on stderr, and the check still passes; the same warnings reach the daemon's log.
+#[test]
+fn policy_check_warns_about_rules_that_cannot_fire_and_passes() {
+    let dir = TempDir::new("warnings");
+    let agent = unique("warn");
+    let path = dir.path("warn.yaml");
+    let missing = dir.path("not-there");
+    std::fs::write(
+        &path,
+        format!(
+            "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {}\n        - basename: shred\n        - basename: shred\n    network:\n      deny:\n        - cidr: ::/0\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(guard_tests::agent_bin()).args(["policy", "check"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let p = path.display();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{p}:5:11: warning: `{}` does not exist now", missing.display())), "{stderr}");
+    assert!(lines[1].starts_with(&format!("{p}:7:11: warning: rule never decides: the `exec.deny` rule at line 6 repeats it")), "{stderr}");
+    assert!(lines[2].starts_with(&format!("{p}:10:11: warning: `::/0` contains the IPv4-mapped addresses")), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_nothing_left();
+}
+
 #[test]
 fn launch_refuses_when_nothing_enforces() {
     let agent = unique("refuse");

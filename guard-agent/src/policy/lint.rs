@@ -169,13 +169,11 @@ fn cgroups(agent: &Agent, before: &[Agent], warnings: &mut Vec<String>) -> Resul
                 } else {
                     "the kernel registers a cgroup for one agent only"
                 };
+                let at = if other.file == agent.file { format!("line {}", e.pos.line) } else { format!("{}:{}", other.file, e.pos.line) };
                 return Err(PolicyError {
                     file: agent.file.clone(),
                     pos: m.pos,
-                    message: format!(
-                        "`{}` can never apply: agent `{}` already matches the same cgroups ({}:{}), and {why}",
-                        m.text, other.name, other.file, e.pos.line
-                    ),
+                    message: format!("`{}` can never apply: agent `{}` already matches the same cgroups ({at}), and {why}", m.text, other.name),
                 });
             }
         }

@@ -118,11 +118,11 @@ fn budget_exempt_without_a_budget() {
 fn cgroup_matches_that_cannot_fire() {
     assert_eq!(
         error("agents:\n  - name: a\n    match: {cgroup: \"guard/x/*\"}\n  - name: b\n    match: {cgroup: \"guard/x\"}\n"),
-        "p.yaml:5:21: `guard/x` can never apply: agent `a` already matches the same cgroups (p.yaml:3), and the kernel registers a cgroup for one agent only"
+        "p.yaml:5:21: `guard/x` can never apply: agent `a` already matches the same cgroups (line 3), and the kernel registers a cgroup for one agent only"
     );
     assert_eq!(
         error("agents:\n  - name: a\n    match: {systemd_unit: \"agent-*.service\"}\n  - name: b\n    match: {systemd_unit: \"agent-*.service\"}\n"),
-        "p.yaml:5:27: `systemd_unit: agent-*.service` can never apply: agent `a` already matches the same cgroups (p.yaml:3), and the first agent whose glob matches a cgroup gets it"
+        "p.yaml:5:27: `systemd_unit: agent-*.service` can never apply: agent `a` already matches the same cgroups (line 3), and the first agent whose glob matches a cgroup gets it"
     );
     assert_eq!(
         error("agents:\n  - name: a\n    match: {cgroup: \"guard/a\\nb\"}\n"),
