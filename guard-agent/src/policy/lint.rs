@@ -42,13 +42,13 @@ fn exec(agent: &Agent, warnings: &mut Vec<String>) {
     let mut warn = |pos: Pos, m: String| warnings.push(warning(&agent.file, pos, m));
     for (j, b) in agent.exec.iter().enumerate() {
         use super::ExecMatcher::{Basename, BasenamePrefix};
-        if let Basename(n) | BasenamePrefix(n) = &b.matcher {
-            if n.len() > COMM_WHOLE {
-                warn(b.pos, format!(
-                    "`{}` is {} bytes: the kernel's comm (the name it was invoked as) holds {COMM_WHOLE} whole bytes at most, so only the executed file's own name can match, not a symlink of another name pointing at it",
-                    b.matcher, n.len()
-                ));
-            }
+        if let Basename(n) | BasenamePrefix(n) = &b.matcher
+            && n.len() > COMM_WHOLE
+        {
+            warn(b.pos, format!(
+                "`{}` is {} bytes: the kernel's comm (the name it was invoked as) holds {COMM_WHOLE} whole bytes at most, so only the executed file's own name can match, not a symlink of another name pointing at it",
+                b.matcher, n.len()
+            ));
         }
         if b.conditions.uid.contains(&u32::MAX) {
             warn(b.pos, "uid 4294967295 is (uid_t)-1, which no process runs as: that entry never matches".into());
@@ -145,12 +145,12 @@ fn unit_char(c: char) -> bool {
 fn cgroups(agent: &Agent, before: &[Agent], warnings: &mut Vec<String>) -> Result<(), PolicyError> {
     let mut warn = |pos: Pos, m: String| warnings.push(warning(&agent.file, pos, m));
     for (j, m) in agent.cgroups.iter().enumerate() {
-        if let Some(unit) = m.text.strip_prefix("systemd_unit: ") {
-            if !unit.chars().all(unit_char) {
-                warn(m.pos, format!(
-                    "`{unit}` has characters no systemd unit name has (systemd escapes them as \\xNN): only a hand-made cgroup of that name can match"
-                ));
-            }
+        if let Some(unit) = m.text.strip_prefix("systemd_unit: ")
+            && !unit.chars().all(unit_char)
+        {
+            warn(m.pos, format!(
+                "`{unit}` has characters no systemd unit name has (systemd escapes them as \\xNN): only a hand-made cgroup of that name can match"
+            ));
         }
         let path = m.glob.as_deref().unwrap_or(&m.dir);
         if path == "sys/fs/cgroup" || path.starts_with("sys/fs/cgroup/") {
