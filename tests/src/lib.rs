@@ -24,6 +24,9 @@ use std::{
 
 use serde_json::Value;
 
+pub use barrier::{BARRIER_LABEL, is_barrier};
+
+pub mod barrier;
 pub mod dns_server;
 pub mod http_receiver;
 pub mod netns;
@@ -138,6 +141,8 @@ pub struct Daemon {
     validated: Arc<Mutex<BTreeMap<String, usize>>>,
     stdout_reader: Option<JoinHandle<()>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Ends once the daemon's stderr closes, with every line stored.
+    stderr_reader: Option<JoinHandle<()>>,
     /// Held by a test to stop reading the daemon's stdout (see [`Daemon::pause_stdout`]).
     stdout_gate: Arc<Mutex<()>>,
 }
@@ -267,11 +272,19 @@ impl Daemon {
     }
 
     /// Like [`Daemon::stop`], returning everything the daemon wrote on stderr.
-    pub fn stop_and_stderr(self) -> String {
+    pub fn stop_and_stderr(mut self) -> String {
         let stderr = Arc::clone(&self.stderr);
+        let reader = self.stderr_reader.take();
         self.stop();
-        // The reader thread has seen the daemon's last line once its pipe closed.
-        thread::sleep(Duration::from_millis(100));
+        // The reader thread has stored the daemon's last line once it ends (its pipe closed).
+        if let Some(reader) = reader {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !reader.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert!(reader.is_finished(), "the daemon's stderr did not close within 5 s of its exit");
+            let _ = reader.join();
+        }
         stderr.lock().unwrap().join("\n")
     }
 
@@ -453,22 +466,6 @@ impl Daemon {
     }
 }
 
-impl Daemon {
-    /// Waits until the daemon's stdout has stopped growing for 300 ms (the ring buffer is
-    /// drained); returns how many objects it printed.
-    pub fn settle(&self) -> usize {
-        let mut seen = usize::MAX;
-        loop {
-            thread::sleep(Duration::from_millis(300));
-            let now = self.emitted().len();
-            if now == seen {
-                return now;
-            }
-            seen = now;
-        }
-    }
-}
-
 /// One sample (`series` with its labels, as printed) of the daemon's Prometheus metrics served
 /// at 127.0.0.1:`port`.
 pub fn metric(port: u16, series: &str) -> f64 {
@@ -569,7 +566,7 @@ impl Daemon {
         });
         let (err, s) = (child.stderr.take().expect("stderr"), Arc::clone(&stderr));
         let (ready_tx, ready_rx) = mpsc::channel();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let ready = line.contains("ready: enforcing");
                 s.lock().unwrap().push(line);
@@ -578,7 +575,7 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Self { child: Some(child), lines, schema_errors, validated, stdout_reader: Some(stdout_reader), stderr, stdout_gate };
+        let mut daemon = Self { child: Some(child), lines, schema_errors, validated, stdout_reader: Some(stdout_reader), stderr, stderr_reader: Some(stderr_reader), stdout_gate };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());

@@ -67,7 +67,7 @@ fn links_prefixes_and_relative_paths_are_denied() {
         let (killed, ran) = run_in(&agent, &dir, name, cmd);
         assert!(killed && !ran, "{name}: killed={killed} ran={ran}");
         let exe = if *name == "relative" { "./tool".to_owned() } else { cmd[0].to_owned() };
-        let v = daemon.one_verdict(name, |v| field(v, "/process/file/path") == exe);
+        let v = daemon.only_verdict(&agent, name, |v| field(v, "/process/file/path") == exe);
         assert_eq!(field(&v, "/unmapped/verdict"), "killed", "{name}");
         assert!(field(&v, "/unmapped/rule/matcher").starts_with(rule), "{name}: {v:#}");
     }
@@ -96,7 +96,7 @@ fn grandchildren_and_self_made_sub_cgroups_are_enforced() {
     let (_, out) = launch(&agent, &["sh", "-c", script.to_str().unwrap()], &[("GUARD_MARKER", marker.to_str().unwrap())]);
     assert!(!marker.exists(), "the grandchild ran");
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived"), "the script goes on after its child is killed");
-    let v = daemon.one_verdict("the grandchild", |v| field(v, "/process/file/path") == denied);
+    let v = daemon.only_verdict(&agent, "the grandchild", |v| field(v, "/process/file/path") == denied);
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
     // Its ancestry, nearest first: the script, the shell that ran it, then the launcher.
     let chain: Vec<(String, String)> = v["unmapped"]["ancestry"]
@@ -120,7 +120,7 @@ fn grandchildren_and_self_made_sub_cgroups_are_enforced() {
     let (_, out) = launch(&agent, &["sh", "-c", &move_and_run], &[("GUARD_MARKER", marker.to_str().unwrap())]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(!marker.exists(), "the binary ran in the sub-cgroup");
-    let v = daemon.one_verdict("the sub-cgroup exec", |v| field(v, "/process/file/path") == denied && field(v, "/unmapped/cgroup/path").ends_with("/inner"));
+    let v = daemon.only_verdict(&agent, "the sub-cgroup exec", |v| field(v, "/process/file/path") == denied && field(v, "/unmapped/cgroup/path").ends_with("/inner"));
     assert!(field(&v, "/unmapped/cgroup/path").starts_with(&format!("/guard/{agent}/")), "{v:#}");
     assert!(Path::new(&denied).exists());
     daemon.stop();
@@ -140,7 +140,7 @@ fn exec_verdicts_carry_argv_cwd_ids_and_the_files_identity() {
     let cmd = "cd \"$1\" && exec \"$2\" one 'two words'";
     let (_, out) = launch(&agent, &["sh", "-c", cmd, "sh", work.to_str().unwrap(), &bin], &[]);
     assert!(out.status.success(), "{:?}", out.status);
-    let v = daemon.one_verdict("the exec", |v| field(v, "/process/file/path") == bin);
+    let v = daemon.only_verdict(&agent, "the exec", |v| field(v, "/process/file/path") == bin);
     let argv: Vec<&str> = v["unmapped"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(argv, [bin.as_str(), "one", "two words"]);
     assert_eq!(field(&v, "/unmapped/argv_truncated"), "false");
@@ -155,7 +155,7 @@ fn exec_verdicts_carry_argv_cwd_ids_and_the_files_identity() {
     // An argv longer than the kernel carries is cut and says so.
     let (_, out) = launch(&agent, &[&bin, &long], &[]);
     assert!(out.status.success());
-    let v = daemon.one_verdict("the long exec", |v| field(v, "/process/file/path") == bin && field(v, "/unmapped/argv_truncated") == "true");
+    let v = daemon.only_verdict(&agent, "the long exec", |v| field(v, "/process/file/path") == bin && field(v, "/unmapped/argv_truncated") == "true");
     // Arguments and the NULs between them; a cut argv has no NUL after its last piece.
     let args = v["unmapped"]["argv"].as_array().unwrap();
     let carried: usize = args.iter().map(|a| a.as_str().unwrap().len()).sum::<usize>() + args.len() - 1;

@@ -165,7 +165,7 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
 
     // Full: enforcement goes on, and the losses are counted.
     let full_kill = workload(&daemon, &agent, &denied, 30);
-    daemon.settle();
+    daemon.barrier(&agent);
     let st = wait_for("every sink on the tmpfs reporting losses", 10, || {
         let st = status();
         let (f, h, a) = (sink(&st, &file_sink), sink(&st, "hec"), &st["audit_log"]);
@@ -210,7 +210,7 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     assert_eq!(hec.violations(), Vec::<String>::new());
     let got: BTreeSet<u64> = hec.sequences().into_iter().collect();
     assert!(!got.contains(&full_kill), "the HEC got a verdict its spool could not hold");
-    daemon.settle();
+    daemon.barrier(&agent);
     let printed: Vec<u64> = daemon.emitted().iter().map(sequence).collect();
     let f = sink(&status(), &file_sink);
     assert_eq!(file_sequences(&verdict_file).len() as u64 + f["failed"].as_u64().unwrap(), printed.len() as u64, "{f:#}");

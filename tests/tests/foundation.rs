@@ -44,7 +44,7 @@ fn denied_binary_is_killed_before_its_first_instruction() {
     let (launcher, out) = launch(&agent, &[&denied], &[("GUARD_MARKER", marker.to_str().unwrap())]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "launch status {:?}, stderr {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(!marker.exists(), "the denied binary ran: its constructor wrote {}", marker.display());
-    let v = daemon.one_verdict("the killed exec", |v| is_exec_of(v, &denied) && field(v, "/process/parent_process/pid") == launcher.to_string());
+    let v = daemon.only_verdict(&agent, "the killed exec", |v| is_exec_of(v, &denied) && field(v, "/process/parent_process/pid") == launcher.to_string());
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
     assert_eq!(field(&v, "/unmapped/agent"), agent);
     assert_eq!(field(&v, "/unmapped/rule/matcher"), format!("path: {denied}"));
@@ -59,14 +59,15 @@ fn denied_binary_is_killed_before_its_first_instruction() {
     let (launcher, out) = launch(&agent, &[&copy], &[("GUARD_MARKER", marker_copy.to_str().unwrap())]);
     assert!(out.status.success(), "copy: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(marker_copy.exists(), "the allowed copy did not run");
-    let v = daemon.one_verdict("the allowed exec", |v| is_exec_of(v, &copy) && field(v, "/process/parent_process/pid") == launcher.to_string());
+    let v = daemon.only_verdict(&agent, "the allowed exec", |v| is_exec_of(v, &copy) && field(v, "/process/parent_process/pid") == launcher.to_string());
     assert_eq!(field(&v, "/unmapped/verdict"), "allowed");
 
     // Outside any agent the denied binary runs, and no verdict is printed for it.
     let marker_out = dir.path("marker-outside");
     let out = Command::new(&denied).env("GUARD_MARKER", &marker_out).output().unwrap();
     assert!(out.status.success() && marker_out.exists(), "the binary did not run outside the agent");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Once a later exec's verdict is out, one for the untagged exec would be too.
+    daemon.barrier(&agent);
     let outside = daemon.verdicts(|v| is_exec_of(v, &denied));
     assert_eq!(outside.len(), 1, "an untagged exec produced a verdict: {outside:#?}");
 
@@ -85,7 +86,7 @@ fn denied_basename_is_killed_wherever_it_lives() {
     let (_, out) = launch(&agent, &[&named], &[("GUARD_MARKER", marker.to_str().unwrap())]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?}", out.status);
     assert!(!marker.exists());
-    let v = daemon.one_verdict("the killed exec", |v| is_exec_of(v, &named));
+    let v = daemon.only_verdict(&agent, "the killed exec", |v| is_exec_of(v, &named));
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
     assert_eq!(field(&v, "/unmapped/rule/matcher"), "basename: guard-denied-name");
     // Outside agents the same copy runs.
@@ -124,7 +125,7 @@ fn denied_connect_is_refused_with_eperm_v4_and_v6() {
         // Inside the agent: the denied port gets EPERM...
         let (code, pid, errno) = net_call(Some(&agent), CONNECT, &[addr, &l.denied.to_string()]);
         assert_eq!((code, errno), (3, Some(libc::EPERM)), "denied connect to {addr}:{}", l.denied);
-        let v = daemon.one_verdict("the denied connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
+        let v = daemon.only_verdict(&agent, "the denied connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
         assert_eq!(field(&v, "/unmapped/verdict"), "denied");
         assert_eq!(field(&v, "/unmapped/agent"), agent);
         assert_eq!(field(&v, "/dst_endpoint/ip"), addr);
@@ -137,14 +138,14 @@ fn denied_connect_is_refused_with_eperm_v4_and_v6() {
         // ...the allowed port connects...
         let (code, pid, _) = net_call(Some(&agent), CONNECT, &[addr, &l.allowed.to_string()]);
         assert_eq!(code, 0, "allowed connect to {addr}:{}", l.allowed);
-        let v = daemon.one_verdict("the allowed connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
+        let v = daemon.only_verdict(&agent, "the allowed connect", |v| v["class_uid"] == 4001 && field(v, "/actor/process/pid") == pid);
         assert_eq!(field(&v, "/unmapped/verdict"), "allowed");
         assert_eq!(field(&v, "/unmapped/rule"), "");
 
         // ...and outside the agent the denied port connects too, with no verdict.
         let (code, pid, _) = net_call(None, CONNECT, &[addr, &l.denied.to_string()]);
         assert_eq!(code, 0, "untagged connect to {addr}:{}", l.denied);
-        daemon.assert_no_verdict("an untagged connect", |v| field(v, "/actor/process/pid") == pid);
+        daemon.assert_no_verdict_by(&agent, "an untagged connect", |v| field(v, "/actor/process/pid") == pid);
     }
     assert_no_sessions(&agent);
     daemon.stop();
@@ -165,7 +166,7 @@ fn v4_mapped_v6_is_judged_as_v4() {
     let daemon = Daemon::start(&dir, &policy);
     let (code, pid, errno) = net_call(Some(&agent), CONNECT, &["::ffff:127.0.0.1", &port.to_string()]);
     assert_eq!((code, errno), (3, Some(libc::EPERM)));
-    let v = daemon.one_verdict("the mapped connect", |v| field(v, "/actor/process/pid") == pid);
+    let v = daemon.only_verdict(&agent, "the mapped connect", |v| field(v, "/actor/process/pid") == pid);
     assert_eq!(field(&v, "/dst_endpoint/ip"), "127.0.0.1");
     // UDP connect() goes through the same hook.
     let (code, _, errno) = net_call(Some(&agent), CONNECT, &["127.0.0.1", &udp_port.to_string(), "udp"]);
@@ -192,6 +193,35 @@ fn bad_policy_is_rejected_with_its_position_and_nothing_is_attached() {
     let out = Command::new(guard_tests::agent_bin()).args(["policy", "check"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), format!("{}:5:17: `10.0.0.0/40` is not a valid CIDR: bad prefix length", path.display()));
+}
+
+/// Rules that compile but cannot fire (or only in part) are warnings: printed with their
+/// position on stderr, and the check still passes; the same warnings reach the daemon's log.
+#[test]
+fn policy_check_warns_about_rules_that_cannot_fire_and_passes() {
+    let dir = TempDir::new("warnings");
+    let agent = unique("warn");
+    let path = dir.path("warn.yaml");
+    let missing = dir.path("not-there");
+    std::fs::write(
+        &path,
+        format!(
+            "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {}\n        - basename: shred\n        - basename: shred\n    network:\n      deny:\n        - cidr: ::/0\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(guard_tests::agent_bin()).args(["policy", "check"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let p = path.display();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{p}:5:11: warning: `{}` does not exist now", missing.display())), "{stderr}");
+    assert!(lines[1].starts_with(&format!("{p}:7:11: warning: rule never decides: the `exec.deny` rule at line 6 repeats it")), "{stderr}");
+    assert!(lines[2].starts_with(&format!("{p}:10:11: warning: `::/0` contains the IPv4-mapped addresses")), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_nothing_left();
 }
 
 #[test]
@@ -265,7 +295,7 @@ fn observe_all_execs_reports_untagged_execs_without_enforcing() {
     let marker = dir.path("marker");
     let out = Command::new(&bin).env("GUARD_MARKER", &marker).output().unwrap();
     assert!(out.status.success() && marker.exists(), "an untagged exec was enforced");
-    let v = daemon.one_verdict("the untagged exec", |v| is_exec_of(v, &bin));
+    let v = daemon.only_verdict(&agent, "the untagged exec", |v| is_exec_of(v, &bin));
     assert_eq!(field(&v, "/unmapped/verdict"), "allowed");
     assert_eq!(field(&v, "/unmapped/agent"), "", "no agent: {v:#}");
     daemon.stop();

@@ -43,6 +43,20 @@ impl Drop for Background {
     }
 }
 
+/// How many execs the loop has counted so far (0 before its first).
+fn loop_count(count: &Path) -> u32 {
+    std::fs::read_to_string(count).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Waits (up to 20 s) until the loop has counted `n` execs.
+fn wait_count(count: &Path, n: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while loop_count(count) < n {
+        assert!(std::time::Instant::now() < deadline, "waiting for {what}: only {} execs counted", loop_count(count));
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_killed_daemon_leaves_enforcement_and_a_restarted_one_adopts_it_without_a_gap() {
     let dir = TempDir::new("pin");
@@ -73,21 +87,24 @@ fn a_killed_daemon_leaves_enforcement_and_a_restarted_one_adopts_it_without_a_ga
             .spawn()
             .unwrap(),
     );
-    thread::sleep(Duration::from_millis(300));
+    wait_count(&count, 1, "the exec loop to start");
 
     first.kill_hard();
     assert_eq!(pinned_generations().len(), 1, "the pins survive the daemon");
     assert!(killed(&agent, &denied, &dir.path("m1")), "enforcement stopped with the daemon");
-    thread::sleep(Duration::from_millis(300));
+    // Execs of the loop with no daemon at all, only the pinned programs.
+    let at = loop_count(&count);
+    wait_count(&count, at + 10, "ten execs of the loop while no daemon runs");
 
     let second = Daemon::start(&dir, &policy);
     assert!(second.stderr_text().contains("adopted=true"), "{}", second.stderr_text());
     let (was_killed, cmd_line) = killed_by(&agent, &denied, &dir.path("m2"));
     assert!(was_killed);
-    let v = second.one_verdict("an exec after the restart", |v| field(v, "/process/cmd_line") == cmd_line);
+    let v = second.only_verdict(&agent, "an exec after the restart", |v| field(v, "/process/cmd_line") == cmd_line);
     assert_eq!(field(&v, "/unmapped/verdict"), "killed");
     assert_eq!(field(&v, "/unmapped/agent"), agent);
-    thread::sleep(Duration::from_millis(300));
+    let at = loop_count(&count);
+    wait_count(&count, at + 10, "ten execs of the loop under the restarted daemon");
 
     std::fs::write(&stop, b"").unwrap();
     let status = exec_loop.0.wait().unwrap();

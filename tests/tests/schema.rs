@@ -9,7 +9,6 @@ use std::{
     io::Write as _,
     net::{TcpListener, UdpSocket},
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use guard_tests::{Daemon, TempDir, agent_bin, agent_cmd, field, kind, launch, launch_with, net_call, ocsf_errors, spawn_launch, unique};
@@ -235,8 +234,9 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
     daemon.await_verdict("failed reload", 10, |v| v["class_uid"] == 6002 && !field(v, "/unmapped/policy/error").is_empty());
 
     // Every kind was produced, and validated (the harness fails the test on any line that does
-    // not); findings came with exactly the verdicts that stopped or held something.
-    std::thread::sleep(Duration::from_millis(300));
+    // not); findings came with exactly the verdicts that stopped or held something. A finding
+    // follows its verdict: once a later exec's verdict is read, every earlier line is too.
+    daemon.barrier(&agent);
     assert_kinds(
         &daemon,
         &[
@@ -406,7 +406,8 @@ fn every_audit_mode_verdict_kind_validates_and_has_an_informational_finding() {
         assert_eq!(code, 0, "audit mode lets a {kind_of} socket be made");
         daemon.await_verdict(kind_of, 10, by_pid(&pid));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Every finding is read once a later exec's verdict is.
+    daemon.barrier(&agent);
     assert_kinds(
         &daemon,
         &[

@@ -89,6 +89,26 @@ fn trues(agent: &str, n: usize) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// Waits until the daemon has emitted the verdicts of everything before it (a barrier exec in
+/// `agent`, whose verdict goes to the sinks like any other) and returns how many it printed.
+fn settle(daemon: &Daemon, agent: &str) -> usize {
+    daemon.barrier(agent);
+    daemon.emitted().len()
+}
+
+/// `status --json` once `done` holds for it (the sinks take verdicts in asynchronously).
+fn status_when(what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = status();
+        if done(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "{what}: {st:#}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn hec_and_elasticsearch_get_every_verdict_over_tls_with_gzip() {
     let dir = TempDir::new("sinks-tls");
@@ -105,7 +125,7 @@ fn hec_and_elasticsearch_get_every_verdict_over_tls_with_gzip() {
         let (_, out) = launch(&agent, &["shred", "--version"], &[]);
         assert_eq!(out.status.signal(), Some(libc::SIGKILL));
     }
-    let emitted = daemon.settle();
+    let emitted = settle(&daemon, &agent);
     let verdicts = daemon.emitted();
     // Per round: the shell, ten /bin/true, shred (and whatever finding the kill adds).
     assert!(emitted >= 3 * 12, "{emitted} verdicts");
@@ -170,7 +190,7 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
 
     let first = Daemon::start_with(&dir, &policy, &["--config", &config]);
     run(THIRD);
-    let n1 = first.settle();
+    let n1 = settle(&first, &agent);
     wait_received(&hec, n1, 30);
     wait_received(&es, n1, 30);
     let t1 = started.elapsed();
@@ -179,15 +199,17 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
     hec.set_mode(Mode::Refuse);
     es.set_mode(Mode::Refuse);
     run(THIRD / 2);
-    first.settle();
+    settle(&first, &agent);
     let before = first.emitted();
     first.stop_keeping_pins();
     let second = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--config", &config]);
     run(THIRD / 2);
-    second.settle();
-    let st = status();
+    settle(&second, &agent);
     // Everything since the outage began waits in the spool, across the restart.
     let so_far = before.len() + second.emitted().len();
+    let st = status_when("the spool holds everything not received", |st| {
+        [("hec", &hec), ("es", &es)].iter().all(|(name, r)| sink_status(st, name)["backlog"].as_u64() == Some((so_far - r.sequences().len()) as u64))
+    });
     for (name, r) in [("hec", &hec), ("es", &es)] {
         let s = sink_status(&st, name);
         assert_eq!(s["backlog"].as_u64(), Some((so_far - r.sequences().len()) as u64), "{st:#}");
@@ -200,7 +222,7 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
     hec.set_mode(Mode::Up);
     es.set_mode(Mode::Up);
     run(THIRD);
-    let after = second.settle();
+    let after = settle(&second, &agent);
     let mut all: Vec<u64> = before.iter().map(sequence).collect();
     all.extend(second.emitted().iter().map(sequence));
     assert!(all.len() >= 3 * THIRD - 10, "{} verdicts", all.len());
@@ -218,11 +240,13 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts() {
         assert_eq!(got.len(), all.len(), "{name}: every verdict exactly once");
         assert_eq!(got, all, "{name}: in order");
     }
-    let st = status();
-    for name in ["hec", "es"] {
-        let s = sink_status(&st, name);
-        assert_eq!((s["backlog"].as_u64(), s["dropped"].as_u64(), s["failed"].as_u64()), (Some(0), Some(0), Some(0)), "{st:#}");
-    }
+    // A server counts a batch before the daemon has its answer: wait for the daemon's books.
+    status_when("nothing waiting, dropped or failed", |st| {
+        ["hec", "es"].iter().all(|name| {
+            let s = sink_status(st, name);
+            (s["backlog"].as_u64(), s["dropped"].as_u64(), s["failed"].as_u64()) == (Some(0), Some(0), Some(0))
+        })
+    });
     second.stop();
     println!(
         "30k outage run: {} verdicts ({} before the restart, {after} after); first third delivered at {:.1}s, outage to {:.1}s, all delivered at {:.1}s",
@@ -253,11 +277,16 @@ fn a_full_spool_drops_the_oldest_and_says_how_many() {
     // About 2 KiB a verdict: well over 1 MiB.
     trues(&agent, 2000);
     let emitted: Vec<u64> = {
-        daemon.settle();
+        settle(&daemon, &agent);
         daemon.emitted().iter().map(sequence).collect()
     };
-    thread::sleep(Duration::from_millis(300));
-    let st = status();
+    // Each sink has taken in every verdict once it is either waiting or counted as dropped.
+    let st = status_when("every verdict waiting or counted as dropped", |st| {
+        ["hec", "es"].iter().all(|name| {
+            let s = sink_status(st, name);
+            s["backlog"].as_u64().unwrap_or(0) + s["dropped"].as_u64().unwrap_or(0) == emitted.len() as u64
+        })
+    });
     for name in ["hec", "es"] {
         let s = sink_status(&st, name);
         let (backlog, dropped) = (s["backlog"].as_u64().unwrap(), s["dropped"].as_u64().unwrap());
@@ -302,10 +331,10 @@ fn a_server_that_never_answers_does_not_slow_the_daemon() {
     }
     // Enforcement and stdout go on: 300 more execs, then a denied one, killed and reported
     // at once. (Allowed execs reach the daemon on its next read: let the first 300 arrive.)
-    daemon.settle();
+    settle(&daemon, &agent);
     let before = daemon.verdicts(|v| field(v, "/process/file/path") == "/bin/true").len();
     trues(&agent, 300);
-    daemon.settle();
+    settle(&daemon, &agent);
     let t0 = Instant::now();
     let (_, out) = launch(&agent, &["shred", "--version"], &[]);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));
@@ -315,10 +344,10 @@ fn a_server_that_never_answers_does_not_slow_the_daemon() {
     assert_eq!(field(&killed, "/process/file/name"), "shred");
     let trues_seen = daemon.verdicts(|v| field(v, "/process/file/path") == "/bin/true").len();
     assert!(before >= 290 && trues_seen >= before + 290, "stdout got {before}, then {trues_seen} /bin/true verdicts");
-    let st = status();
+    // The sinks take verdicts in asynchronously: wait until they hold what stdout printed.
+    let st = status_when("the sinks hold the 600 verdicts", |st| ["hec", "es"].iter().all(|name| sink_status(st, name)["backlog"].as_u64() >= Some(550)));
     for name in ["hec", "es"] {
-        let s = sink_status(&st, name);
-        assert!(s["backlog"].as_u64() >= Some(550) && s["sent"] == 0, "{st:#}");
+        assert_eq!(sink_status(&st, name)["sent"], 0, "{st:#}");
     }
     assert_eq!(hec.sequences().len() + es.sequences().len(), 0);
     let t = Instant::now();

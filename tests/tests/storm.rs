@@ -28,18 +28,27 @@ fn storm(execs: usize, args: &[&str], stall: bool) -> u64 {
     let mut all = vec!["--detach-on-exit"];
     all.extend_from_slice(args);
     let daemon = Daemon::start_with(&dir, &format!("agents:\n  - name: {agent}\n"), &all);
-    // One shell forking and exec'ing /bin/true EXECS times: EXECS + 2 execs in the workload
-    // (the shell itself, its sleep, then each /bin/true).
+    // One shell forking and exec'ing /bin/true EXECS times: EXECS + 1 execs in the workload
+    // (the shell itself, then each /bin/true). It waits on a FIFO with a shell builtin (no
+    // exec) until the test says go.
     let done = dir.path("done");
-    // The session is set up through the daemon before it is stalled; the storm starts after.
+    let go = dir.path("go");
+    let fifo = std::ffi::CString::new(go.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
     let script = format!(
-        "sleep 0.5; i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done; : > {}",
+        "read _ < {}; i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done; : > {}",
+        go.display(),
         done.display()
     );
     let child = guard_tests::spawn_launch(&[], &agent, &["/bin/sh", "-c", &script], &[]);
+    // The session is set up through the daemon (and the shell runs) before any stall.
+    daemon.await_verdict("the storm's shell", 10, |v| field(v, "/process/file/path") == "/bin/sh" && field(v, "/unmapped/agent") == agent);
     if stall {
-        std::thread::sleep(std::time::Duration::from_millis(200));
         daemon.signal(libc::SIGSTOP);
+    }
+    release(&go);
+    if stall {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while !done.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -49,24 +58,35 @@ fn storm(execs: usize, args: &[&str], stall: bool) -> u64 {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", out.status);
     let in_workload = |v: &serde_json::Value| v["class_uid"] == 1007 && field(v, "/unmapped/cgroup/path").starts_with(&format!("/guard/{agent}/"));
-    // Let the daemon drain what the ring buffer holds.
-    let mut seen = 0;
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let now = daemon.verdicts(in_workload).len();
-        if now == seen && now > 0 {
-            break;
-        }
-        seen = now;
-    }
+    // The daemon has drained what the ring buffer held once a later exec's verdict is out; a
+    // barrier exec the kernel dropped is tried again, and counts among the execs.
+    let barriers = daemon.barrier(&agent);
     let verdicts = daemon.verdicts(in_workload);
     let trues = verdicts.iter().filter(|v| field(v, "/process/file/path") == "/bin/true").count();
     let stderr = daemon.stop_and_stderr();
     let drops = exec_drops(&stderr);
-    assert_eq!(verdicts.len() as u64 + drops, execs as u64 + 2, "{} verdicts ({trues} of /bin/true) + {drops} drops", verdicts.len());
-    assert!(trues <= execs);
+    let expected = execs as u64 + 1 + u64::from(barriers);
+    assert_eq!(verdicts.len() as u64 + drops, expected, "{} verdicts ({trues} of /bin/true, {barriers} barriers) + {drops} drops", verdicts.len());
+    assert!(trues <= execs + barriers as usize);
     println!("exec storm: {execs} execs, {} verdicts, {drops} counted drops", verdicts.len());
     drops
+}
+
+/// Opens the FIFO the storm's shell reads (up to 10 s for it to open its end) and closes it:
+/// the shell's `read` returns at end of file.
+fn release(fifo: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // ENXIO until the reader has opened it; never blocks.
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(fifo) {
+            Ok(_) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("cannot release the storm: {e}"),
+        }
+    }
 }
 
 /// The exec drop count from the daemon's stop line: `drops=[(Exec, N), ...]`.

@@ -12,8 +12,9 @@ use crate::policy::{
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file or directory: exit 0 if it is valid, else print
-    /// `file:line:column: message`. Warnings (e.g. a path that does not exist here) are printed
-    /// with their position too.
+    /// `file:line:column: message`. Rules that compile but cannot fire (or fire only in part:
+    /// a path that does not exist here, a rule an earlier one hides, an IPv6 prefix holding the
+    /// IPv4-mapped block) are printed as `file:line:column: warning: ...`; warnings alone exit 0.
     Check {
         /// The policy file, or directory of `*.yaml` files.
         file: PathBuf,
@@ -45,8 +46,9 @@ pub fn run(cmd: PolicyCommand) -> Result<(), PolicyError> {
         PolicyCommand::Check { file } => {
             let model = policy::load(&file)?;
             let compiled = compile::compile(&model, 0)?;
+            // Already `file:line:column: warning: ...`; warnings alone still pass (exit 0).
             for w in &compiled.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("{w}");
             }
             println!(
                 "{}: ok ({} agents, {} rules, sha256 {})",

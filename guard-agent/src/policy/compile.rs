@@ -247,6 +247,7 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
         });
         compile_net(&mut out, agent, policy_id)?;
     }
+    super::lint::check(policy, &mut out.warnings)?;
     Ok(out)
 }
 
@@ -317,11 +318,13 @@ fn compile_exec(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<Vec
                     Some((dev, ino, false)) => {
                         identity_of_path = Some((dev, ino));
                         upsert(&mut out.exec_inodes, ExecInodeKey { policy_id, dev, ino }, value);
+                        if let Some(why) = super::lint::cannot_run(p) {
+                            out.warnings.push(super::lint::warning(&agent.file, rule.pos, format!("`{p}` {why}: no exec of it can succeed, so the rule cannot fire until that changes")));
+                        }
                     }
-                    None => out.warnings.push(format!(
-                        "{}:{}:{}: `{p}` does not exist: only execs naming exactly this path match, not links to it",
-                        agent.file, rule.pos.line, rule.pos.col
-                    )),
+                    None => out.warnings.push(super::lint::warning(&agent.file, rule.pos, format!(
+                        "`{p}` does not exist now, so the rule cannot match it by identity: only execs naming exactly this path match, not links or copies of it (reload once it exists)"
+                    ))),
                 }
             }
             ExecMatcher::PathPrefix(p) => {
@@ -332,10 +335,13 @@ fn compile_exec(out: &mut Compiled, agent: &Agent, policy_id: u32) -> Result<Vec
                         upsert(&mut out.exec_inodes, ExecInodeKey { policy_id, dev, ino }, value);
                         canonical_dir = std::fs::canonicalize(p).ok().map(|c| format!("{}/", c.display()).replace("//", "/"));
                     }
-                    _ => out.warnings.push(format!(
-                        "{}:{}:{}: directory `{p}` does not exist: only execs naming a path under it match",
-                        agent.file, rule.pos.line, rule.pos.col
-                    )),
+                    // The trailing `/` makes a file look absent (ENOTDIR): ask without it.
+                    _ if matches!(identity(p.trim_end_matches('/')), Some((_, _, false))) => {
+                        return Err(err(rule.pos, format!("`path_prefix: {p}` names a file, not a directory: nothing lies below it to run; use `path`")));
+                    }
+                    _ => out.warnings.push(super::lint::warning(&agent.file, rule.pos, format!(
+                        "directory `{p}` does not exist now, so the rule cannot match by identity: only execs naming a path under it match, not links into it (reload once it exists)"
+                    ))),
                 }
             }
             ExecMatcher::Basename(b) => {
@@ -532,6 +538,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("guard-compile-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("tools")).unwrap();
         std::fs::write(dir.join("tool"), b"").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.display();
         let c = compiled(&format!(
             "agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tool\n        - path_prefix: {d}/tools\n        - basename_prefix: mkfs\n        - path: {d}/missing\n"
@@ -544,9 +552,15 @@ mod tests {
         assert_eq!(&c.exec_prefixes[0].1.path[..prefix.len()], prefix.as_bytes());
         assert_eq!(c.exec_name_prefixes[0].0, 32 + 32);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("missing` does not exist"), "{:?}", c.warnings);
+        assert_eq!(c.warnings[0], format!("p.yaml:8:11: warning: `{d}/missing` does not exist now, so the rule cannot match it by identity: only execs naming exactly this path match, not links or copies of it (reload once it exists)"));
         let e = compile(&parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tools\n")).unwrap(), 0).unwrap_err();
         assert!(e.to_string().contains("names a directory; use `path_prefix`"), "{e}");
+        let e = compile(&parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path_prefix: {d}/tool\n")).unwrap(), 0).unwrap_err();
+        assert_eq!(e.to_string(), format!("p.yaml:5:11: `path_prefix: {d}/tool/` names a file, not a directory: nothing lies below it to run; use `path`"));
+        // Not executable by anyone: the rule compiles and warns.
+        std::fs::set_permissions(dir.join("tool"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = compiled(&format!("agents:\n  - name: a\n    exec:\n      deny:\n        - path: {d}/tool\n"));
+        assert_eq!(c.warnings, vec![format!("p.yaml:5:11: warning: `{d}/tool` is not executable by anyone: no exec of it can succeed, so the rule cannot fire until that changes")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -68,6 +68,9 @@ impl Parser<'_> {
         if let Some(list) = m.get("sensitive_paths") {
             for item in self.seq(list, "`sensitive_paths`")? {
                 let g = self.nonempty_str(item, "a sensitive path")?;
+                if let Some(why) = never_opened(g) {
+                    return Err(self.err(item.pos, format!("sensitive path `{g}` can never match: {why}")));
+                }
                 sensitive_kernel_keys(g).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
                 super::compile::glob(g, true).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
                 sensitive_paths.push((g.to_owned(), item.pos));
@@ -181,6 +184,25 @@ pub fn byte_size(text: &str) -> Option<u64> {
 }
 
 const WILDCARDS: [char; 4] = ['*', '?', '[', '{'];
+
+/// Why no open can match `glob`, if that is certain: the daemon matches the absolute path an
+/// open resolves to, with `.` and `..` folded and no empty or trailing component.
+fn never_opened(glob: &str) -> Option<&'static str> {
+    if glob.starts_with('~') {
+        return Some("`~` is not expanded; write `/home/*/...` or `**/...`");
+    }
+    if !glob.starts_with(['/', '*', '{', '[']) {
+        return Some("opens are matched by absolute path; start it with `/` or `**/`");
+    }
+    if glob.len() > 1 && glob.ends_with('/') {
+        return Some("no opened file's path ends in `/`; write `dir/**` for what lies below a directory");
+    }
+    let inner = glob.strip_prefix('/').unwrap_or(glob);
+    if inner.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Some("it has an empty, `.` or `..` component, and resolved paths have none");
+    }
+    None
+}
 
 /// What the kernel filter looks for to catch opens `glob` may match: (kind, literal bytes,
 /// flags). The daemon confirms every hit against the glob itself.
@@ -323,6 +345,20 @@ mod tests {
         assert_eq!(keys("**/.config/gcloud/*"), vec![('T', "gcloud/".into(), SENS_TAINT_NOW)]);
         assert!(sensitive_kernel_keys("**/*.pem").unwrap_err().contains("nothing to look for"));
         assert!(sensitive_kernel_keys("**").is_err());
+    }
+
+    #[test]
+    fn globs_no_open_can_match_are_refused() {
+        assert!(never_opened("~/.ssh/*").unwrap().contains("`~` is not expanded"));
+        assert!(never_opened("etc/shadow").unwrap().contains("absolute path"));
+        assert!(never_opened("/home/u/.ssh/").unwrap().contains("`dir/**`"));
+        assert!(never_opened("/etc/../etc/shadow").unwrap().contains("`..` component"));
+        assert!(never_opened("/etc//shadow").is_some());
+        for ok in ["/etc/shadow", "**/.env", "*/x", "{/a,/b}/c", "/home/*/.ssh/**"] {
+            assert_eq!(never_opened(ok), None, "{ok}");
+        }
+        let e = crate::policy::parse::parse("p.yaml", "agents:\n  - name: a\n    exfil:\n      sensitive_paths: [\"~/.aws/credentials\"]\n").unwrap_err();
+        assert_eq!(e.to_string(), "p.yaml:4:25: sensitive path `~/.aws/credentials` can never match: `~` is not expanded; write `/home/*/...` or `**/...`");
     }
 
     #[test]

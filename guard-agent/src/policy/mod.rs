@@ -2,6 +2,8 @@
 pub mod compile;
 pub mod eval;
 pub mod exfil;
+pub mod lint;
+pub mod network;
 pub mod parse;
 pub mod source;
 pub mod yaml;

@@ -1,17 +1,25 @@
 //! YAML tree -> policy model, with `file:line:column` errors that name what is wrong and, for an
 //! unknown key, the closest valid one.
-use std::{collections::HashSet, net::IpAddr};
+use std::collections::HashSet;
 
 use super::{
-    Agent, CgroupMatch, Cidr, Conditions, DEFAULT_APPROVE_TIMEOUT, ExecAction, ExecMatcher,
-    ExecRule, Mode, NetAction, NetRule, Network, Policy, PolicyError, Pos, hash_text,
+    Agent, CgroupMatch, Conditions, DEFAULT_APPROVE_TIMEOUT, ExecAction, ExecMatcher, ExecRule,
+    Mode, Network, Policy, PolicyError, Pos, hash_text,
     yaml::{self, Node, Value},
 };
 use crate::paths::AGENT_CGROUP_DIR;
 
 /// Longest exec path a rule may name: the kernel compares at most `FILENAME_LEN - 1` bytes.
 const MAX_RULE_PATH: usize = guard_common::FILENAME_LEN - 1;
-const MAX_RULE_BASENAME: usize = guard_common::BASENAME_LEN - 1;
+/// Longest `path_prefix` directory: the kernel reads at most `PREFIX_PATH_LEN - 1` bytes of the
+/// filename into the prefix key, so a longer directory could never match by name.
+const MAX_RULE_PREFIX: usize = guard_common::PREFIX_PATH_LEN - 1;
+/// Longest name a `basename` or `basename_prefix` may give: the kernel reads at most
+/// `BASENAME_LEN - 1` bytes of the file's name and treats a name that fills them as cut short
+/// (it never matches), so a name of `BASENAME_LEN - 1` bytes or more cannot fire.
+const MAX_RULE_BASENAME: usize = guard_common::BASENAME_LEN - 2;
+/// Longest cgroup (directory) name the kernel accepts: NAME_MAX.
+const MAX_CGROUP_NAME: usize = 255;
 
 pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     let p = Parser { file };
@@ -185,6 +193,19 @@ impl Parser<'_> {
                 "cgroup glob `{glob}` can never match: it has an empty, `.` or `..` component"
             )));
         }
+        // cgroup_mkdir() refuses names with a newline; no directory name holds a NUL.
+        if trimmed.contains(['\n', '\0']) {
+            return Err(self.err(node.pos, format!(
+                "cgroup glob `{}` can never match: cgroup names cannot contain a newline or a NUL byte",
+                glob.escape_debug()
+            )));
+        }
+        if let Some(long) = trimmed.split('/').find(|c| c.len() > MAX_CGROUP_NAME && !c.contains(WILDCARDS)) {
+            return Err(self.err(node.pos, format!(
+                "cgroup glob `{glob}` can never match: `{}...` is longer than a cgroup name can be ({MAX_CGROUP_NAME} bytes)",
+                &long[..long.char_indices().nth(16).map_or(long.len(), |(i, _)| i)]
+            )));
+        }
         let (dir, this, below) = match trimmed.strip_suffix("/**").or_else(|| trimmed.strip_suffix("/*")) {
             Some(dir) => (dir, false, true),
             None if trimmed == "*" || trimmed == "**" => ("", false, true),
@@ -259,6 +280,9 @@ impl Parser<'_> {
             cwd_prefix: match m.get("cwd_prefix") {
                 Some(n) => {
                     let c = self.nonempty_str(n, "`cwd_prefix`")?;
+                    if c.contains('\0') {
+                        return Err(self.err(n.pos, "`cwd_prefix` contains a NUL byte: no directory name can, so it never matches"));
+                    }
                     if !c.starts_with('/') {
                         return Err(self.err(n.pos, format!("`cwd_prefix` must be absolute, `{c}` is not")));
                     }
@@ -332,6 +356,11 @@ impl Parser<'_> {
                     return Err(self.err(value.pos, format!("`{key}` must be absolute, `{text}` is not")));
                 }
                 if key == "path" {
+                    if text.ends_with('/') {
+                        return Err(self.err(value.pos, format!(
+                            "`path: {text}` ends in `/`, so it names no file that can run; use `path_prefix` for a directory"
+                        )));
+                    }
                     if text.len() > MAX_RULE_PATH {
                         return Err(self.err(value.pos, format!("`path` is longer than {MAX_RULE_PATH} bytes")));
                     }
@@ -339,8 +368,8 @@ impl Parser<'_> {
                 } else {
                     // A prefix names a directory: `/opt/tools` means `/opt/tools/`, never `/opt/toolsX`.
                     let dir = if text.ends_with('/') { text.to_owned() } else { format!("{text}/") };
-                    if dir.len() > guard_common::PREFIX_PATH_LEN {
-                        return Err(self.err(value.pos, format!("`path_prefix` is longer than {} bytes", guard_common::PREFIX_PATH_LEN)));
+                    if dir.len() > MAX_RULE_PREFIX {
+                        return Err(self.err(value.pos, format!("`path_prefix` is longer than {MAX_RULE_PREFIX} bytes")));
                     }
                     ExecMatcher::PathPrefix(dir)
                 }
@@ -350,6 +379,9 @@ impl Parser<'_> {
                     return Err(self.err(value.pos, format!(
                         "`{key}` `{text}` must not contain `/` and is at most {MAX_RULE_BASENAME} bytes"
                     )));
+                }
+                if key == "basename" && (text == "." || text == "..") {
+                    return Err(self.err(value.pos, format!("`basename: {text}` names no file: it can never match")));
                 }
                 if key == "basename" { ExecMatcher::Basename(text.to_owned()) } else { ExecMatcher::BasenamePrefix(text.to_owned()) }
             }
@@ -366,7 +398,17 @@ impl Parser<'_> {
         if items.is_empty() {
             return Err(self.err(n.pos, format!("`{key}` is an empty list: the rule would never match")));
         }
-        items.into_iter().map(|i| self.str(i, &format!("an entry of `{key}`")).map(str::to_owned)).collect()
+        items
+            .into_iter()
+            .map(|i| {
+                let t = self.str(i, &format!("an entry of `{key}`"))?;
+                // execve takes NUL-terminated strings: no argument can hold a NUL.
+                if t.contains('\0') {
+                    return Err(self.err(i.pos, format!("an entry of `{key}` contains a NUL byte: no argument can, so it never matches")));
+                }
+                Ok(t.to_owned())
+            })
+            .collect()
     }
 
     /// `500ms`, `30s`, `2m`, `1h`.
@@ -389,88 +431,6 @@ impl Parser<'_> {
         Ok(d)
     }
 
-    fn network(&self, node: &Node) -> Result<Network, PolicyError> {
-        let m = self.map(node, "`network`", &["default", "raw_sockets", "allow", "deny", "dns_grace"])?;
-        let default = m.get("default").map(|n| self.net_action(n, "default")).transpose()?.unwrap_or(NetAction::Allow);
-        let raw_sockets = m.get("raw_sockets").map(|n| self.net_action(n, "raw_sockets")).transpose()?.unwrap_or(NetAction::Deny);
-        let mut rules = Vec::new();
-        let mut hosts = Vec::new();
-        for (key, action) in [("deny", NetAction::Deny), ("allow", NetAction::Allow)] {
-            if let Some(list) = m.get(key) {
-                for r in self.seq(list, &format!("`network.{key}`"))? {
-                    let is_host = action == NetAction::Allow
-                        && self.map(r, "a network rule", &["cidr", "host", "ports", "message"]).is_ok_and(|m| m.get("host").is_some());
-                    if is_host {
-                        hosts.push(self.host_rule(r)?);
-                        continue;
-                    }
-                    rules.push(self.net_rule(r, action)?);
-                }
-            }
-        }
-        rules.sort_by_key(|r| (r.pos.line, r.pos.col));
-        let dns_grace = m.get("dns_grace").map(|n| self.duration(n)).transpose()?.unwrap_or(super::DEFAULT_DNS_GRACE);
-        Ok(Network { default, raw_sockets, rules, hosts, dns_grace })
-    }
-
-    fn net_action(&self, node: &Node, key: &str) -> Result<NetAction, PolicyError> {
-        match self.str(node, &format!("`{key}`"))? {
-            "allow" => Ok(NetAction::Allow),
-            "deny" => Ok(NetAction::Deny),
-            other => Err(self.err(node.pos, format!("`{key}` must be `allow` or `deny`, not `{other}`"))),
-        }
-    }
-
-    fn net_rule(&self, node: &Node, action: NetAction) -> Result<NetRule, PolicyError> {
-        let keys: &[&str] = if action == NetAction::Allow { &["cidr", "host", "ports", "message"] } else { &["cidr", "ports", "message"] };
-        let m = self.map(node, "a network rule", keys)?;
-        let cidr_node = m.require("cidr", node, self)?;
-        let cidr = self.cidr(cidr_node)?;
-        let ports = match m.get("ports") {
-            Some(n) => self.ports(n)?,
-            None => Vec::new(),
-        };
-        let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
-        Ok(NetRule { action, cidr, ports, message, pos: node.pos })
-    }
-
-    pub(crate) fn cidr(&self, node: &Node) -> Result<Cidr, PolicyError> {
-        let text = self.nonempty_str(node, "`cidr`")?;
-        let bad = |why: &str| self.err(node.pos, format!("`{text}` is not a valid CIDR: {why}"));
-        let (addr, len) = match text.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len: u8 = match len {
-            None => max,
-            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| bad("bad prefix length"))?,
-        };
-        Ok(Cidr { addr: mask(addr, len), len })
-    }
-
-    pub(crate) fn ports(&self, node: &Node) -> Result<Vec<(u16, u16)>, PolicyError> {
-        let items = self.seq(node, "`ports`")?;
-        if items.is_empty() {
-            return Err(self.err(node.pos, "`ports` is empty: leave it out to mean every port"));
-        }
-        items
-            .iter()
-            .map(|item| {
-                let text = self.str(item, "a port")?;
-                let bad = || self.err(item.pos, format!("`{text}` is not a port (1-65535) or range (`lo-hi`)"));
-                let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p != 0);
-                match text.split_once('-') {
-                    Some((lo, hi)) => match (port(lo), port(hi)) {
-                        (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
-                        _ => Err(bad()),
-                    },
-                    None => port(text).map(|p| (p, p)).ok_or_else(bad),
-                }
-            })
-            .collect()
-    }
 }
 
 const WILDCARDS: [char; 4] = ['*', '?', '[', '{'];
@@ -480,22 +440,6 @@ fn section_name(section: &str) -> &'static str {
         "hold" => "exec.hold",
         "allow" => "exec.allow",
         _ => "exec.deny",
-    }
-}
-
-/// Clears the host bits of `addr` beyond `len`.
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-            IpAddr::V6((bits & m).into())
-        }
     }
 }
 
@@ -525,6 +469,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::NetAction;
 
     fn err(text: &str) -> String {
         parse("p.yaml", text).unwrap_err().to_string()
@@ -566,7 +511,7 @@ mod tests {
         assert_eq!(err("agents:\n  - name: a\n  - name: a\n"), "p.yaml:3:5: agent `a` is defined twice");
         assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {}\n"), "p.yaml:5:11: an exec rule needs a matcher: `path`, `path_prefix`, `basename` or `basename_prefix`");
         assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - {path: /a, basename: b}\n"), "p.yaml:5:32: an exec rule takes one matcher; `basename` is a second one");
-        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - basename_prefix: a/b\n"), "p.yaml:5:28: `basename_prefix` `a/b` must not contain `/` and is at most 63 bytes");
+        assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - basename_prefix: a/b\n"), "p.yaml:5:28: `basename_prefix` `a/b` must not contain `/` and is at most 62 bytes");
         assert_eq!(err("agents:\n  - name: a\n    exec:\n      deny:\n        - path: rm\n"), "p.yaml:5:17: `path` must be absolute, `rm` is not");
         assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: ::1\n          ports: [0]\n"), "p.yaml:6:19: `0` is not a port (1-65535) or range (`lo-hi`)");
         assert_eq!(err("mode: loud\nagents: []\n"), "p.yaml:1:7: `mode` must be `enforce` or `audit`, not `loud`");
