@@ -55,6 +55,11 @@ impl From<ScanError> for SyntaxError {
     }
 }
 
+/// Deepest nesting of collections a document may have. A policy or settings file needs about
+/// eight levels; without a bound, `? ? ? … x` (block mapping keys, which saphyr does not limit)
+/// builds a tree so deep that dropping it overflows the stack, as fuzzing found.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document. An empty document is `None`; more than one document, anchors and
 /// aliases are errors (a policy should read the same to a person as to the parser).
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
@@ -85,6 +90,9 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if anchor != 0 {
                     return Err(SyntaxError { pos, message: "YAML anchors are not allowed in a policy".into() });
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError { pos, message: format!("collections nested deeper than {MAX_DEPTH} levels") });
                 }
                 let is_map = matches!(event, Event::MappingStart(..));
                 stack.push(Frame { pos, is_map, items: Vec::new() });
@@ -150,5 +158,23 @@ mod tests {
         assert!(parse("a: &x 1\nb: *x\n").is_err());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
         assert!(parse("").unwrap().is_none());
+    }
+
+    /// Found by fuzzing (`fuzz::policy`): 10,000 nested block keys overflowed the stack (an
+    /// abort, not a panic) when the tree was dropped.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for text in [format!("{}x", "? ".repeat(100_000)), format!("{}x", "- ".repeat(100_000))] {
+            let e = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || parse(&text).map(|_| ()).unwrap_err())
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(e.message.contains("nested deeper than 64"), "{e:?}");
+            assert_eq!(e.pos.line, 1);
+        }
+        let ok = format!("{}x{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
     }
 }
