@@ -68,7 +68,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut root: Option<Node> = None;
     let mut documents = 0;
     while let Some(next) = events.next_event() {
-        let (event, span) = next?;
+        let (event, span) = next.map_err(|e| within(SyntaxError::from(e), text))?;
         let pos = Pos::of(&span);
         let node = match event {
             Event::DocumentStart(_) => {
@@ -110,6 +110,19 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         }
     }
     Ok(root)
+}
+
+/// saphyr places some errors at the end of a file without a final newline (`a\nb`) on a line
+/// after the last one; point at the end of the last line instead, where an editor can go.
+fn within(mut e: SyntaxError, text: &str) -> SyntaxError {
+    let unified = text.replace("\r\n", "\n");
+    let last = unified.split(['\n', '\r']).enumerate().last();
+    if let Some((i, line)) = last
+        && e.pos.line > i + 1
+    {
+        e.pos = Pos { line: i + 1, col: line.chars().count() + 1 };
+    }
+    e
 }
 
 struct Frame {
@@ -158,6 +171,15 @@ mod tests {
         assert!(parse("a: &x 1\nb: *x\n").is_err());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
         assert!(parse("").unwrap().is_none());
+    }
+
+    /// Found by fuzzing (`fuzz::settings`): the error was on line 3 of a 2-line text.
+    #[test]
+    fn an_error_at_the_end_points_into_the_last_line() {
+        let e = parse("a: 1\nmap_entries").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 2, col: 12 }, "{e:?}");
+        let e = parse("a: 1\nb").unwrap_err();
+        assert_eq!(e.pos.line, 2, "{e:?}");
     }
 
     /// Found by fuzzing (`fuzz::policy`): 10,000 nested block keys overflowed the stack (an
