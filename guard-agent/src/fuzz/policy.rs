@@ -106,26 +106,31 @@ fn generate(rng: &mut Rng) -> String {
     mutate::mutate_text(rng, base, 8, KEYS, &corpus)
 }
 
+/// Lines as YAML counts them: a lone `\r` breaks a line too (as in most editors).
+fn yaml_lines(text: &str) -> usize {
+    text.replace("\r\n", "\n").split(['\n', '\r']).count()
+}
+
 /// The error points inside the text (or just past its end) and reads `file:line:col: message`.
-fn check_error(text: &str, e: &PolicyError) {
-    let lines = text.lines().count().max(1);
-    assert_eq!(e.file, FILE);
-    assert!(e.pos.line >= 1 && e.pos.line <= lines + 1, "line {} of a {lines}-line text: {e}", e.pos.line);
+pub fn check_error(file: &str, text: &str, e: &PolicyError) {
+    let lines = yaml_lines(text);
+    assert_eq!(e.file, file);
+    assert!(e.pos.line >= 1 && e.pos.line <= lines, "line {} of a {lines}-line text: {e}", e.pos.line);
     assert!(e.pos.col >= 1, "column {}: {e}", e.pos.col);
     assert!(!e.message.is_empty(), "an empty message at {}:{}", e.pos.line, e.pos.col);
-    assert!(e.to_string().starts_with(&format!("{FILE}:{}:{}: ", e.pos.line, e.pos.col)));
+    assert!(e.to_string().starts_with(&format!("{file}:{}:{}: ", e.pos.line, e.pos.col)));
 }
 
 fn check(text: &String) {
     match policy::parse::parse(FILE, text) {
-        Err(e) => check_error(text, &e),
+        Err(e) => check_error(FILE, text, &e),
         Ok(p) => {
             assert!(!p.agents.is_empty(), "a policy without agents parsed");
             assert_eq!(p.hash, policy::hash_text(text));
             // Both halves of the policy-id space (a reload compiles into the other half).
             let base = if text.len() % 2 == 0 { 0 } else { guard_common::POLICY_SLOTS / 2 };
             match compile::compile(&p, base) {
-                Err(e) => check_error(text, &e),
+                Err(e) => check_error(FILE, text, &e),
                 Ok(c) => {
                     for a in &c.agents {
                         assert!(c.owns(a.policy_id), "agent {} has policy id {} outside base {base}", a.name, a.policy_id);

@@ -77,12 +77,7 @@ fn generate(rng: &mut Rng) -> String {
 
 fn check(text: &String) {
     match config::parse(FILE, text) {
-        Err(e) => {
-            let lines = text.lines().count().max(1);
-            assert_eq!(e.file, FILE);
-            assert!(e.pos.line >= 1 && e.pos.line <= lines + 1 && e.pos.col >= 1, "position {}:{} in a {lines}-line text: {e}", e.pos.line, e.pos.col);
-            assert!(!e.message.is_empty());
-        }
+        Err(e) => super::policy::check_error(FILE, text, &e),
         Ok(c) => {
             if let Some(patterns) = &c.mask_patterns {
                 crate::mask::Masker::new(patterns).unwrap_or_else(|e| panic!("accepted mask patterns do not compile together: {e}"));
