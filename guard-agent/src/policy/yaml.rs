@@ -63,13 +63,17 @@ pub const MAX_DEPTH: usize = 64;
 /// Parses one YAML document. An empty document is `None`; more than one document, anchors and
 /// aliases are errors (a policy should read the same to a person as to the parser).
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let end = End::of(text);
     let mut events = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0;
     while let Some(next) = events.next_event() {
-        let (event, span) = next.map_err(|e| within(SyntaxError::from(e), text))?;
-        let pos = Pos::of(&span);
+        let (event, span) = next.map_err(|e| {
+            let e = SyntaxError::from(e);
+            SyntaxError { pos: end.within(e.pos), ..e }
+        })?;
+        let pos = end.within(Pos::of(&span));
         let node = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -112,17 +116,26 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     Ok(root)
 }
 
-/// saphyr places some errors at the end of a file without a final newline (`a\nb`) on a line
-/// after the last one; point at the end of the last line instead, where an editor can go.
-fn within(mut e: SyntaxError, text: &str) -> SyntaxError {
-    let unified = text.replace("\r\n", "\n");
-    let last = unified.split(['\n', '\r']).enumerate().last();
-    if let Some((i, line)) = last
-        && e.pos.line > i + 1
-    {
-        e.pos = Pos { line: i + 1, col: line.chars().count() + 1 };
+/// The end of the text. saphyr places what it finds at the very end of a text without a final
+/// newline (`a: 1\nb`, `---`) on a line after the last one; positions there point at the end of
+/// the last line instead, where an editor can go.
+struct End {
+    line: usize,
+    col: usize,
+}
+
+impl End {
+    fn of(text: &str) -> Self {
+        let unified = text.replace("\r\n", "\n");
+        let mut lines = unified.split(['\n', '\r']);
+        let count = lines.clone().count();
+        let last = lines.next_back().unwrap_or_default();
+        Self { line: count, col: last.chars().count() + 1 }
     }
-    e
+
+    fn within(&self, pos: Pos) -> Pos {
+        if pos.line > self.line { Pos { line: self.line, col: self.col } } else { pos }
+    }
 }
 
 struct Frame {
@@ -180,6 +193,9 @@ mod tests {
         assert_eq!(e.pos, Pos { line: 2, col: 12 }, "{e:?}");
         let e = parse("a: 1\nb").unwrap_err();
         assert_eq!(e.pos.line, 2, "{e:?}");
+        // Found by fuzzing too: the empty document of `---` was on line 2 of 1.
+        let doc = parse("---").unwrap().unwrap();
+        assert_eq!(doc.pos, Pos { line: 1, col: 4 });
     }
 
     /// Found by fuzzing (`fuzz::policy`): 10,000 nested block keys overflowed the stack (an
