@@ -109,7 +109,7 @@ pub fn mutate_text(rng: &mut Rng, text: &str, max: usize, keys: &[&str], splice:
                 lines.swap(at, other);
             }
             3 => lines[at] = reindent(rng, &lines[at]),
-            4 | 5 | 6 => lines[at] = replace_scalar(rng, &lines[at]),
+            4..=6 => lines[at] = replace_scalar(rng, &lines[at]),
             7 => {
                 let indent = indent_of(&lines[at]).to_owned();
                 let key = rng.pick(keys);

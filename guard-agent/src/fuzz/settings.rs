@@ -51,8 +51,6 @@ audit_log:
   checkpoint_every: 1000
   checkpoint_interval: 60s
   max_file_bytes: 64MiB
-mask:
-  patterns: ['corp-token-(?P<secret>[A-Za-z0-9]{32})']
 metrics:
   listen: 127.0.0.1:9464
 "#;
@@ -65,21 +63,27 @@ const KEYS: &[&str] = &[
     "checkpoint_every", "checkpoint_interval", "max_file_bytes", "patterns", "listen", "bogus",
 ];
 
-fn corpus() -> [&'static str; 2] {
-    [config::DEFAULT_CONFIG, FULL]
+/// Kept apart: each mask pattern compiles the whole masker (a tenth of a second in a debug
+/// build), which would otherwise take most of the budget.
+const MASK: &str = "mask:\n  patterns: ['corp-token-(?P<secret>[A-Za-z0-9]{32})', 'x{2,8}']\n";
+
+fn corpus() -> [&'static str; 3] {
+    [config::DEFAULT_CONFIG, FULL, MASK]
 }
 
 fn generate(rng: &mut Rng) -> String {
     let corpus = corpus();
-    let base = rng.pick(&corpus);
-    mutate::mutate_text(rng, base, 8, KEYS, &corpus)
+    let base = if rng.chance(1, 8) { MASK } else { *rng.pick(&corpus[..2]) };
+    mutate::mutate_text(rng, base, 8, KEYS, &corpus[..2])
 }
 
+#[expect(clippy::ptr_arg, reason = "a target's check takes a reference to what its generator makes")]
 fn check(text: &String) {
     match config::parse(FILE, text) {
         Err(e) => super::policy::check_error(FILE, text, &e),
         Ok(c) => {
-            if let Some(patterns) = &c.mask_patterns {
+            // Each was compiled alone; together they must still make one masker.
+            if let Some(patterns) = c.mask_patterns.as_ref().filter(|p| p.len() > 1) {
                 crate::mask::Masker::new(patterns).unwrap_or_else(|e| panic!("accepted mask patterns do not compile together: {e}"));
             }
             for sink in c.sinks.iter().flatten() {
