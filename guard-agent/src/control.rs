@@ -148,7 +148,7 @@ pub async fn serve(listener: UnixListener, kind: Kind, tx: mpsc::Sender<ControlM
 }
 
 /// Reads one line of at most MAX_REQUEST bytes. `Ok(None)` at end of stream.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>, String> {
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>, String> {
     let mut buf = Vec::new();
     let mut limited = r.take(MAX_REQUEST as u64 + 1);
     let n = match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut buf)).await {
@@ -260,7 +260,9 @@ async fn tail(
     }
 }
 
-fn parse(line: &str, kind: Kind, has_session: bool) -> Result<Request, String> {
+/// Parses and checks one request line for a socket of `kind` (pure: the fuzz tests run it
+/// without a daemon).
+pub(crate) fn parse(line: &str, kind: Kind, has_session: bool) -> Result<Request, String> {
     let value: Value = serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))?;
     // serde would also take `["status"]` for a tagged enum; a request is an object.
     if !value.is_object() {

@@ -9,6 +9,8 @@ mod dns;
 mod daemon;
 mod ecs;
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod holds;
 mod install;
 mod loader;

@@ -2,6 +2,8 @@
 mod bench;
 mod deb;
 mod setup;
+mod suite;
+mod testrun;
 
 use std::{
     path::{Path, PathBuf},
@@ -29,12 +31,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every unit test and every privileged end-to-end test.
-    Test {
-        /// Arguments after `--` go to the test binaries (e.g. a test name filter).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    /// Set up, then run every unit test, the fuzz targets (about 10 s each) and every
+    /// privileged end-to-end test, each test binary timed and under a deadline: one that hangs
+    /// is killed with its process group, named with the test it was in, counted as failed,
+    /// and the suite goes on.
+    Test(suite::TestArgs),
+    /// Run the fuzz targets of guard-agent's parsers (policy, settings, control, records, dns,
+    /// mask) for longer: `cargo xtask fuzz --secs 600 policy`. A failure prints its seed;
+    /// `--seed SEED TARGET` replays it.
+    Fuzz(suite::FuzzArgs),
     /// Build a Debian package (guard-agent_VERSION_ARCH.deb), laid out by `guard-agent install
     /// --prefix /usr`, and check it. It installs the service but never enables or starts it.
     Deb {
@@ -83,40 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let status = cmd.status().with_context(|| format!("running {}", bin.display()))?;
             Ok(exit_code(status))
         }
-        Cmd::Test { args } => {
-            setup::ensure(&["test"])?;
-            let mut tally = Tally::default();
-            // Unit tests of every host crate, in parallel (guard-ebpf only builds for BPF).
-            let mut unit = Command::new("cargo");
-            unit.current_dir(&root)
-                .args(["test", "--workspace", "--exclude", "guard-tests", "--exclude", "guard-ebpf", "--"])
-                .args(&args);
-            let unit_ok = tally.run(&mut unit)?;
-            // The binary the end-to-end tests run.
-            cargo(&root, &["build", "--package", "guard-agent"])?;
-            let bin = root.join("target/debug/guard-agent");
-            // Privileged end-to-end tests: one at a time, because each one attaches programs
-            // at the cgroup root and checks that nothing is left behind afterwards.
-            let mut e2e = Command::new("cargo");
-            e2e.current_dir(&root)
-                .args(["test", "--package", "guard-tests", "--", "--test-threads=1"])
-                .args(&args)
-                .env("GUARD_AGENT_BIN", &bin);
-            let e2e_ok = tally.run(&mut e2e)?;
-            // The package, built from the binary just tested, checked as dpkg sees it.
-            let deb = deb::build_and_check(&root, &bin);
-            match &deb {
-                Ok(n) => println!("deb check: ok ({n} checks)"),
-                Err(e) => println!("deb check: FAILED: {e:#}"),
-            }
-            // One closing line for the whole run (cargo prints one per test binary).
-            println!("summary: {} passed, {} failed, {} ignored", tally.passed, tally.failed, tally.ignored);
-            if !(unit_ok && e2e_ok) {
-                bail!("tests failed");
-            }
-            deb.context("the .deb check failed")?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Test(args) => suite::test(&root, args),
+        Cmd::Fuzz(args) => suite::fuzz(&root, args),
         Cmd::Deb { binary, out, maintainer } => {
             let out = out.unwrap_or_else(|| root.join("target/debian"));
             let deb = deb::build(&root, binary.as_deref(), &out, &maintainer)?;
@@ -128,46 +101,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Test counts added up over every `test result:` line cargo test prints.
-#[derive(Default)]
-struct Tally {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-}
-
-impl Tally {
-    /// Runs `cmd`, passing its output through, and counts its results. Ok(false) if it failed.
-    fn run(&mut self, cmd: &mut Command) -> anyhow::Result<bool> {
-        use std::io::{BufRead as _, BufReader};
-        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
-        let stdout = child.stdout.take().context("test output")?;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading test output")?;
-            println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                for part in rest.split(';') {
-                    let mut words = part.split_whitespace().rev();
-                    let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
-                    let n: u64 = n.parse().unwrap_or(0);
-                    match what {
-                        "passed" => self.passed += n,
-                        "failed" => self.failed += n,
-                        "ignored" => self.ignored += n,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(child.wait().context("waiting for cargo test")?.success())
-    }
-}
-
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("cargo").current_dir(root).args(args).status().context("running cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed", args.join(" "));

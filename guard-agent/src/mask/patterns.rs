@@ -209,15 +209,21 @@ pub(super) fn replace_ranges(s: &str, mut spans: Vec<(usize, usize)>) -> Cow<'_,
     Cow::Owned(out)
 }
 
-/// Applies `step` to `s` until it changes nothing (at most [`FIXPOINT_ROUNDS`] times).
+/// Applies `step` to `s` until it changes nothing. Text that still changes after
+/// [`FIXPOINT_ROUNDS`] rounds (crafted quoting can make each round uncover the next, as fuzzing
+/// found) becomes [`MASK`] as a whole: masking twice must give what masking once gave, and the
+/// bound keeps a hostile command line from costing more rounds; hiding errs the safe way.
 pub(super) fn fixpoint(mut s: String, step: impl Fn(&str) -> Option<String>) -> String {
     for _ in 0..FIXPOINT_ROUNDS {
         match step(&s) {
-            Some(next) => s = next,
-            None => break,
+            Some(next) if next != s => s = next,
+            _ => return s,
         }
     }
-    s
+    match step(&s) {
+        Some(next) if next != s => MASK.to_owned(),
+        _ => s,
+    }
 }
 
 /// The new string, if masking made one.

@@ -340,3 +340,17 @@ fn mixed_pieces_never_panic_and_stay_idempotent() {
         assert_eq!(again, v, "mask_value not idempotent on {s:?}");
     }
 }
+
+/// Found by fuzzing (`fuzz::mask`): each round of word masking ate a closing quote and so
+/// uncovered more to mask, past the round limit, and a second pass changed the result.
+#[test]
+fn quoting_that_never_settles_is_masked_whole_and_stays_masked() {
+    let m = Masker::default();
+    let argv = ["-\"password=", "A\"|\";\"\n\" "];
+    let mut v = json!({ "process": { "cmd_line": argv.join(" ") }, "unmapped": { "argv": argv } });
+    m.mask_value(&mut v);
+    let once = v.clone();
+    m.mask_value(&mut v);
+    assert_eq!(v, once);
+    assert!(!v["process"]["cmd_line"].as_str().unwrap().contains('A'), "{v}");
+}

@@ -55,16 +55,25 @@ impl From<ScanError> for SyntaxError {
     }
 }
 
+/// Deepest nesting of collections a document may have. A policy or settings file needs about
+/// eight levels; without a bound, `? ? ? … x` (block mapping keys, which saphyr does not limit)
+/// builds a tree so deep that dropping it overflows the stack, as fuzzing found.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document. An empty document is `None`; more than one document, anchors and
 /// aliases are errors (a policy should read the same to a person as to the parser).
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let end = End::of(text);
     let mut events = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
     let mut documents = 0;
     while let Some(next) = events.next_event() {
-        let (event, span) = next?;
-        let pos = Pos::of(&span);
+        let (event, span) = next.map_err(|e| {
+            let e = SyntaxError::from(e);
+            SyntaxError { pos: end.within(e.pos), ..e }
+        })?;
+        let pos = end.within(Pos::of(&span));
         let node = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -86,6 +95,9 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 if anchor != 0 {
                     return Err(SyntaxError { pos, message: "YAML anchors are not allowed in a policy".into() });
                 }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError { pos, message: format!("collections nested deeper than {MAX_DEPTH} levels") });
+                }
                 let is_map = matches!(event, Event::MappingStart(..));
                 stack.push(Frame { pos, is_map, items: Vec::new() });
                 continue;
@@ -102,6 +114,28 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         }
     }
     Ok(root)
+}
+
+/// The end of the text. saphyr places what it finds at the very end of a text without a final
+/// newline (`a: 1\nb`, `---`) on a line after the last one; positions there point at the end of
+/// the last line instead, where an editor can go.
+struct End {
+    line: usize,
+    col: usize,
+}
+
+impl End {
+    fn of(text: &str) -> Self {
+        let unified = text.replace("\r\n", "\n");
+        let mut lines = unified.split(['\n', '\r']);
+        let count = lines.clone().count();
+        let last = lines.next_back().unwrap_or_default();
+        Self { line: count, col: last.chars().count() + 1 }
+    }
+
+    fn within(&self, pos: Pos) -> Pos {
+        if pos.line > self.line { Pos { line: self.line, col: self.col } } else { pos }
+    }
 }
 
 struct Frame {
@@ -150,5 +184,35 @@ mod tests {
         assert!(parse("a: &x 1\nb: *x\n").is_err());
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
         assert!(parse("").unwrap().is_none());
+    }
+
+    /// Found by fuzzing (`fuzz::settings`): the error was on line 3 of a 2-line text.
+    #[test]
+    fn an_error_at_the_end_points_into_the_last_line() {
+        let e = parse("a: 1\nmap_entries").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 2, col: 12 }, "{e:?}");
+        let e = parse("a: 1\nb").unwrap_err();
+        assert_eq!(e.pos.line, 2, "{e:?}");
+        // Found by fuzzing too: the empty document of `---` was on line 2 of 1.
+        let doc = parse("---").unwrap().unwrap();
+        assert_eq!(doc.pos, Pos { line: 1, col: 4 });
+    }
+
+    /// Found by fuzzing (`fuzz::policy`): 10,000 nested block keys overflowed the stack (an
+    /// abort, not a panic) when the tree was dropped.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for text in [format!("{}x", "? ".repeat(100_000)), format!("{}x", "- ".repeat(100_000))] {
+            let e = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || parse(&text).map(|_| ()).unwrap_err())
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(e.message.contains("nested deeper than 64"), "{e:?}");
+            assert_eq!(e.pos.line, 1);
+        }
+        let ok = format!("{}x{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
     }
 }
