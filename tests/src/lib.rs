@@ -30,6 +30,7 @@ pub mod barrier;
 pub mod dns_server;
 pub mod http_receiver;
 pub mod netns;
+pub mod process;
 pub mod rsyslog;
 
 /// The guard-agent binary under test: `$GUARD_AGENT_BIN` (set by `cargo xtask test`), else the

@@ -24,13 +24,6 @@ fn install_marker(dir: &TempDir, rel: &str) -> String {
     dst.to_str().unwrap().to_owned()
 }
 
-/// The state letter of /proc/PID/stat (`T`: stopped), `None` once the process is gone.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the state follows the last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// Waits up to `secs` for `what` to hold.
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -104,7 +97,7 @@ fn five_held_processes_stay_stopped_without_a_daemon_and_the_next_one_kills_each
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         for pid in &pids {
-            assert_eq!(proc_state(*pid), Some('T'), "held process {pid} is not stopped while no daemon runs");
+            assert_eq!(guard_tests::process::state(*pid), Some('T'), "held process {pid} is not stopped while no daemon runs");
         }
         thread::sleep(Duration::from_millis(100));
     }

@@ -21,21 +21,6 @@ fn install_marker(dir: &TempDir, rel: &str) -> String {
     dst.to_str().unwrap().to_owned()
 }
 
-/// Waits (up to 5 s) until process `pid` is stopped (state `T` in /proc/PID/stat).
-fn await_stopped(pid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-        if state == Some('T') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} is not stopped: {stat:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn exec_of(v: &Value, path: &str) -> bool {
     v["class_uid"] == 1007 && field(v, "/process/file/path") == path
 }
@@ -129,7 +114,7 @@ fn approve_deny_and_timeout_do_what_they_say() {
         let v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held" && field(v, "/process/cmd_line").ends_with(arg));
         let id = field(&v, "/unmapped/hold/id");
         assert_eq!(field(&v, "/unmapped/rule/message"), "needs a person");
-        await_stopped(&field(&v, "/process/pid"));
+        guard_tests::process::await_stopped(field(&v, "/process/pid").parse().expect("pid"));
         assert!(!marker.exists(), "ran while held");
         // `status` lists the pending hold, in both forms.
         let status = agent_cmd(&["status", "--json"]);
@@ -493,7 +478,7 @@ fn a_restarted_daemon_kills_what_its_predecessor_held() {
     let v = daemon.await_verdict("held", 10, |v| exec_of(v, &held) && field(v, "/unmapped/verdict") == "held");
     // The daemon dies: the process stays stopped (the pinned gate still guards it) ...
     daemon.kill_hard();
-    await_stopped(&field(&v, "/process/pid"));
+    guard_tests::process::await_stopped(field(&v, "/process/pid").parse().expect("pid"));
     assert!(!marker.exists());
     // ... and the next daemon kills it (fail closed) rather than guess.
     let daemon = Daemon::start(&dir, &policy);
