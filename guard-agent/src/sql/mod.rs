@@ -17,6 +17,12 @@ use classify::Client;
 pub use classify::{Dialect, Finding};
 use serde_json::{Value, json};
 
+/// Where `argv` says a client takes its statements from (for the fuzz target).
+#[cfg(test)]
+pub fn plan_argv(dialect: Dialect, argv: &[String]) -> Result<(usize, usize, bool), String> {
+    args::plan(dialect, argv).map(|p| (p.inline.len(), p.files.len(), p.reads_stdin))
+}
+
 /// At most this much of one file or of stdin is read; more is uninspectable.
 pub const READ_MAX: usize = 4 << 20;
 /// `.read`/`\i` nesting followed; deeper is uninspectable.
