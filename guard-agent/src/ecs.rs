@@ -276,6 +276,7 @@ mod tests {
             hold: None,
             reason: None,
             exfil: None,
+            sql: None,
         }
     }
 

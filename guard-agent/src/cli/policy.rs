@@ -84,6 +84,12 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() }
     }));
+    let mut ctx = ctx;
+    // A database client's statements, as far as its command line and files tell (its stdin
+    // is known only once it runs).
+    if let Some(client) = eval::sql_client(entry, &ctx) {
+        ctx.sql = Some(crate::sql::inspect(&client, &ctx.argv, crate::sql::Proc { pid: None, cwd: ctx.cwd.as_deref() }, true));
+    }
     let j = eval::evaluate(entry, &ctx);
     let audit = entry.mode == Mode::Audit;
     let verdict = match (j.action, audit) {
@@ -115,6 +121,7 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
             "verdict": verdict,
             "decided_by": by,
             "rule": rule.map(|r| json!({ "id": r.id, "section": r.section, "matcher": r.matcher, "message": r.message, "location": r.location })),
+            "sql": ctx.sql.as_ref().map(crate::sql::Report::to_json),
             "also_matched": j.matched.iter().filter(|m| m.id != j.rule_id).map(|m| compiled.rule(m.id).map(|r| r.location.clone())).collect::<Vec<_>>(),
         });
         println!("{out}");
@@ -134,6 +141,9 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
         None => println!("rule:     none matches{}", if entry.allowlist_rule.is_some() { "" } else { " (the agent has no allow list: allowed)" }),
     }
     println!("decided:  by {by}");
+    if let Some(r) = &ctx.sql {
+        println!("sql:      {}", r.summary());
+    }
     for m in j.matched.iter().filter(|m| m.id != j.rule_id) {
         if let Some(r) = compiled.rule(m.id) {
             println!("also:     {} {} [{}] {} (outranked)", r.location, r.section, r.action, r.matcher);
@@ -160,5 +170,5 @@ fn context(command: &[OsString], cwd: Option<String>, euid: u32) -> ExecContext 
             .unwrap_or_else(|| first.clone())
     };
     let exe = std::fs::canonicalize(&filename).ok().map(|p| p.display().to_string());
-    ExecContext { identity: compile::identity(&filename).map(|(d, i, _)| (d, i)), filename, exe, argv, cwd, euid }
+    ExecContext { identity: compile::identity(&filename).map(|(d, i, _)| (d, i)), filename, exe, argv, cwd, euid, sql: None }
 }
