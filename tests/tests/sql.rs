@@ -261,3 +261,18 @@ fn policy_explain_judges_the_statements_on_the_command_line() {
     assert!(out.contains("verdict:  allowed"), "{out}");
     assert!(Path::new(SQLITE).exists());
 }
+
+#[test]
+fn audit_mode_reports_what_it_would_have_stopped_and_stops_nothing() {
+    let dir = TempDir::new("sql-audit");
+    let agent = unique("sql-audit");
+    let daemon = Daemon::start(&dir, &format!("mode: audit\n{}", policy(&agent)));
+    let db = database(&dir, "audit.db");
+    let out = bash(&agent, &format!("sqlite3 {db} 'DROP TABLE accounts'; echo rc=$?"));
+    assert!(out.contains("rc=0"), "audit mode stops nothing: {out}");
+    assert!(rows(&db).contains("no such table"), "the statement ran: {}", rows(&db));
+    let v = daemon.await_verdict("would-kill", 10, |v| sqlite_exec(v, &db) && field(v, "/unmapped/verdict") == "would-kill");
+    assert_eq!(field(&v, "/unmapped/sql/destructive/kind"), "DROP TABLE", "{v:#}");
+    assert_eq!(field(&v, "/unmapped/rule/section"), "exec.deny");
+    daemon.stop();
+}
