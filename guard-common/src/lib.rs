@@ -427,6 +427,9 @@ pub const POLICY_FLAG_AUDIT: u32 = 1 << 0;
 pub const POLICY_FLAG_ALLOW_RAW_SOCKETS: u32 = 1 << 1;
 /// `PolicyConfig::flags`: the agent has `exec.allow`: an exec no allow rule matches is killed.
 pub const POLICY_FLAG_EXEC_ALLOWLIST: u32 = 1 << 2;
+/// `PolicyConfig::flags`: the agent has `files.protect` rules (enforce mode): its failed file
+/// calls are reported (`FileEvent`).
+pub const POLICY_FLAG_FILES_PROTECT: u32 = 1 << 3;
 
 /// `PolicyConfig::net_default` and `PortRange::action`.
 pub const NET_ALLOW: u32 = 1;
