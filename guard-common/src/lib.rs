@@ -9,6 +9,8 @@ use core::mem::size_of;
 
 mod exfil;
 pub use exfil::*;
+mod files;
+pub use files::*;
 
 /// Longest exec filename (as passed to `execve`) carried in an event and used as a map key.
 pub const FILENAME_LEN: usize = 256;
@@ -49,11 +51,14 @@ pub enum EventKind {
     Budget = 10,
     /// A DNS query or answer of an agent workload (`DnsEvent`).
     Dns = 11,
+    /// A watched file call (unlink, rename, truncate, a write open, ...) of an agent workload
+    /// with `files.protect` rules failed with EACCES or EPERM (`FileEvent`).
+    FileDenied = 12,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -68,6 +73,7 @@ impl EventKind {
             9 => Some(Self::Open),
             10 => Some(Self::Budget),
             11 => Some(Self::Dns),
+            12 => Some(Self::FileDenied),
             _ => None,
         }
     }
