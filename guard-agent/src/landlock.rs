@@ -126,7 +126,7 @@ pub struct Root {
 }
 
 /// The concrete roots of a protect path: wildcards expanded, each resolved to its real path
-/// (symbolic links followed); ones that do not exist are left out.
+/// (symbolic links followed); wildcard matches that do not exist are left out.
 pub fn expand(pattern: &str) -> Vec<PathBuf> {
     let root = pattern.strip_suffix("/**").unwrap_or(pattern).trim_end_matches('/');
     let mut found = vec![PathBuf::from("/")];
@@ -148,7 +148,10 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
         }
         found = next;
     }
-    let mut out: Vec<PathBuf> = found.into_iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    // A literal path that does not exist (yet) stays a root as written: created later, it is
+    // a new entry of a directory above a root and gets none of the handled rights.
+    let literal = !root.contains(['*', '?', '[', '{']);
+    let mut out: Vec<PathBuf> = found.into_iter().filter_map(|p| std::fs::canonicalize(&p).ok().or_else(|| literal.then_some(p))).collect();
     out.sort();
     out.dedup();
     out
@@ -213,7 +216,6 @@ fn push(grants: &mut Vec<Grant>, path: &Path, rights: u64) {
 #[derive(Debug)]
 pub struct Ruleset {
     fd: i32,
-    pub handled: u64,
     pub abi: u32,
     pub grants: usize,
 }
@@ -243,7 +245,7 @@ impl Ruleset {
         if fd < 0 {
             return Err(format!("landlock_create_ruleset: {}", io::Error::last_os_error()));
         }
-        let mut rs = Ruleset { fd: fd as i32, handled, abi, grants: 0 };
+        let mut rs = Ruleset { fd: fd as i32, abi, grants: 0 };
         for g in &grants {
             rs.grant(g, notes);
         }
@@ -359,6 +361,7 @@ mod tests {
         assert_eq!(expand(&pattern), vec![d.join("protected")]);
         assert_eq!(expand(&format!("{}/link", d.display())), vec![d.join("protected")], "a link protects its target");
         assert!(expand(&format!("{}/nothing-*", d.display())).is_empty());
+        assert_eq!(expand(&format!("{}/not-yet/**", d.display())), vec![d.join("not-yet")], "a literal root that does not exist stays");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -128,7 +128,7 @@ fn protect_ruleset(response: &serde_json::Value) -> anyhow::Result<Option<crate:
         });
         let found = crate::landlock::expand(path);
         if found.is_empty() {
-            notes.push(format!("protected path {path} ({location}) matches nothing now: nothing to protect there"));
+            notes.push(format!("protected path {path} ({location}) matches nothing now: its wildcards are expanded at launch, so nothing is protected for it"));
         }
         roots.extend(found.into_iter().map(|p| (p, ops)));
     }

@@ -23,6 +23,34 @@ pub(super) fn launch_rules(agent: &AgentEntry) -> Vec<Value> {
         .collect()
 }
 
+/// What protects each of `agent`'s protect rules, for `status`.
+pub(super) fn status_rules(agent: &AgentEntry) -> Vec<Value> {
+    let landlock = match (agent.mode, crate::landlock::abi()) {
+        (crate::policy::Mode::Audit, _) => "not applied: audit mode".to_owned(),
+        (_, Ok(abi)) => format!("landlock, applied by `guard-agent launch` to each workload it starts (Landlock ABI {abi} on this kernel)"),
+        (_, Err(e)) => format!("NOT ENFORCED: {e}; `guard-agent launch` refuses to start this agent's workloads"),
+    };
+    let others: Vec<&str> = agent
+        .cgroups
+        .iter()
+        .filter(|c| c.glob.is_some() || !c.dir.starts_with(&format!("{}/", crate::paths::AGENT_CGROUP_DIR)))
+        .map(|c| c.text.as_str())
+        .collect();
+    agent
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "rule": f.rule.shown(),
+                "location": f.location,
+                "landlock": landlock,
+                "lsm": "not active (the tracepoint tier loads no BPF LSM path_unlink/path_rename/file_open programs)",
+                "unprotected": (!others.is_empty()).then(|| format!("workloads matched by {} that `guard-agent launch` did not start get no Landlock ruleset", others.join(", "))),
+            })
+        })
+        .collect()
+}
+
 const AT_FDCWD: i32 = -100;
 const O_ACCMODE: u32 = 3;
 const O_CREAT: u32 = 0o100;

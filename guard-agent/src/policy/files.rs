@@ -229,13 +229,13 @@ pub fn lint(agent: &Agent, mode: Mode, warnings: &mut Vec<String>) {
         if r.is_glob() {
             warn(r.pos, format!("`{}` has wildcards: it is expanded when a workload is launched; paths that match only later are not protected", r.path));
         } else if std::fs::symlink_metadata(root).is_err() {
-            warn(r.pos, format!("`{root}` does not exist now: a workload launched before it exists has nothing to protect there (created later, it gets none of the denied rights, as any new entry of a directory above a protected path)"));
+            warn(r.pos, format!("`{root}` does not exist now: created after a workload is launched, it gets none of the rights the ruleset handles (as any new entry of a directory above a protected path): nothing can be written, removed or created in it"));
         }
         let dir_ops = r.deny & (OP_DELETE | OP_RENAME | OP_WRITE);
         if root != "/" && dir_ops != 0 {
             let parent = root.rsplit_once('/').map_or("/", |(p, _)| if p.is_empty() { "/" } else { p });
             warn(r.pos, format!(
-                "Landlock grants rights by directory tree: the workload cannot {} entries directly in `{parent}` or the directories above it (only inside their other subdirectories), and entries created there after the launch get none of the denied rights",
+                "Landlock grants rights by directory tree: the workload cannot {} entries directly in `{parent}` or the directories above it (only inside their other subdirectories), and entries created there after the launch get none of the rights the ruleset handles",
                 match (r.deny & OP_WRITE != 0, r.deny & (OP_DELETE | OP_RENAME) != 0) {
                     (true, true) => "create, remove or rename",
                     (true, false) => "create",
