@@ -6,7 +6,7 @@
 //! and reading a write-protected path, still succeed. Run as root by `cargo xtask test`.
 use std::{os::unix::process::ExitStatusExt as _, path::Path, process::Output};
 
-use guard_tests::{Daemon, TempDir, field, launch, unique};
+use guard_tests::{Daemon, TempDir, agent_cmd, field, launch, unique};
 use serde_json::Value;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -42,7 +42,18 @@ fn assert_intact(root: &Path, files: &[(String, String)], after: &str) {
     }
 }
 
-/// The `denied` finding for `op` on `path` (a path under the protected root).
+/// A `denied` verdict for `op` by a process whose executable's name contains `exe`.
+fn denied_by(daemon: &Daemon, what: &str, op: &str, exe: &str, under: &Path) -> Value {
+    let under = under.display().to_string();
+    daemon.await_verdict(what, 10, |v| {
+        v["class_uid"] == 1001
+            && v["unmapped"]["file_op"]["op"] == op
+            && field(v, "/actor/process/file/name").contains(exe)
+            && field(v, "/file/path").starts_with(&under)
+    })
+}
+
+/// The `denied` verdict for `op` on `path` (a path under the protected root).
 fn denied(daemon: &Daemon, what: &str, op: &str, path: &Path) -> Value {
     let path = path.display().to_string();
     daemon.await_verdict(what, 10, |v| {
@@ -87,6 +98,7 @@ fn real_destroyers_fail_on_a_protected_tree_which_stays_intact_and_work_outside_
     assert_failed_by_itself("shutil.rmtree", &out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionError"), "shutil.rmtree: {}", text(&out));
     assert_intact(&prot, &files, "shutil.rmtree");
+    denied_by(&daemon, "shutil.rmtree", "delete", "python", &prot);
 
     let (_, out) = launch(&agent, &["truncate", "-s0", &p("sub/b.db")], &[]);
     assert_failed_by_itself("truncate -s0", &out);
@@ -106,13 +118,20 @@ fn real_destroyers_fail_on_a_protected_tree_which_stays_intact_and_work_outside_
     assert_failed_by_itself("mv within", &out);
     assert_intact(&prot, &files, "mv within");
     denied(&daemon, "mv within", "rename", &prot.join("a.txt"));
+    // Overwriting a protected file by renaming another file onto it.
+    std::fs::write(scratch.join("evil"), "evil\n").unwrap();
+    let (_, out) = launch(&agent, &["mv", "-f", &scratch.join("evil").display().to_string(), &p("a.txt")], &[]);
+    assert_failed_by_itself("mv onto a protected file", &out);
+    assert_intact(&prot, &files, "mv onto a protected file");
 
     if git {
         let (_, out) = launch(&agent, &["git", "-C", &p(""), "clean", "-xdf"], &[]);
-        assert_eq!(out.status.signal(), None, "git clean: killed by a signal: {}", text(&out));
+        assert_failed_by_itself("git clean -xdf", &out);
         assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "git clean: {}", text(&out));
         assert_intact(&prot, &files, "git clean -xdf");
-        denied(&daemon, "git clean", "delete", &prot.join("untracked.tmp"));
+        // Nothing is committed: every file is untracked, and each removal was refused.
+        denied_by(&daemon, "git clean", "delete", "git", &prot.join("untracked.tmp"));
+        denied_by(&daemon, "git clean", "delete", "git", &prot.join("sub/b.db"));
     }
 
     // Normal work outside the protected path is untouched by the translation.
@@ -177,6 +196,15 @@ fn a_write_protected_path_can_still_be_read_and_its_files_deleted_when_delete_is
     assert!(!ro.join("new").exists(), "the new file was created");
     assert_eq!(std::fs::read_to_string(ro.join("conf")).unwrap(), "setting=1\n");
     denied(&daemon, "append", "write", &ro.join("conf"));
+    // `status` says which mechanism protects each rule.
+    let st: Value = serde_json::from_slice(&agent_cmd(&["status", "--json"]).stdout).unwrap();
+    let a = st["policy"]["agents"].as_array().unwrap().iter().find(|a| a["name"] == agent.as_str()).cloned().unwrap();
+    let rules = a["files_protect"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{a:#}");
+    assert!(field(&rules[0], "/landlock").starts_with("landlock, applied by `guard-agent launch`"), "{a:#}");
+    assert!(field(&rules[0], "/lsm").starts_with("not active"), "{a:#}");
+    let text = String::from_utf8_lossy(&agent_cmd(&["status"]).stdout).into_owned();
+    assert!(text.contains(&format!("files.protect path: {} deny: [write]", ro.display())), "{text}");
     let (_, out) = launch(&agent, &["rm", &ro.join("old").display().to_string()], &[]);
     assert_ok("rm (delete is not denied)", &out);
 
