@@ -217,6 +217,15 @@ pub fn lint(agent: &Agent, mode: Mode, warnings: &mut Vec<String>) {
     if mode == Mode::Audit {
         warn(files.pos, "audit mode: `files.protect` is not applied (no Landlock ruleset) and calls it would deny are not reported".into());
     }
+    let all = files.protect.iter().fold(0, |a, r| a | r.deny);
+    match crate::landlock::abi() {
+        Err(e) => warn(files.pos, format!("on this host {e}: `guard-agent launch` would refuse to start this agent's workloads")),
+        Ok(abi) => {
+            if let Some(m) = crate::landlock::missing(all, abi) {
+                warn(files.pos, format!("this host's kernel has Landlock ABI {abi}: {m}"));
+            }
+        }
+    }
     let launched_only = agent.cgroups.iter().all(|c| c.glob.is_none() && (c.dir == format!("{}/{}", crate::paths::AGENT_CGROUP_DIR, agent.name) || c.dir.starts_with(&format!("{}/", crate::paths::AGENT_CGROUP_DIR))));
     if !launched_only {
         warn(files.pos, format!(
