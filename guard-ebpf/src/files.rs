@@ -37,10 +37,6 @@ pub fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if sc.op == 0 {
         return Ok(());
     }
-    let Some(w) = workload::current() else { return Ok(()) };
-    if policy_config(w.policy_id).flags & POLICY_FLAG_FILES_PROTECT == 0 {
-        return Ok(());
-    }
     let arg = |off: u32| -> u64 {
         if off == 0 {
             return 0;
@@ -58,6 +54,11 @@ pub fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // Only opens that could write: read-only opens are never refused by a protect rule.
     if sc.op == FILE_OP_OPEN && flags & O_ACCMODE == 0 && flags & (O_CREAT | O_TRUNC) == 0 {
+        return Ok(());
+    }
+    // After the flags: most opens are read-only, and end above without the cgroup walk.
+    let Some(w) = workload::current() else { return Ok(()) };
+    if policy_config(w.policy_id).flags & POLICY_FLAG_FILES_PROTECT == 0 {
         return Ok(());
     }
     let ev = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
