@@ -250,6 +250,40 @@ impl Engine {
 mod tests {
     use super::*;
 
+    fn event() -> FileEvent {
+        // SAFETY: FileEvent is Pod: all zero bytes is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn the_kernel_walk_gives_the_directory_innermost_first() {
+        let mut e = event();
+        for (i, c) in ["deeper", "sub", "data", "srv"].iter().enumerate() {
+            e.dir[i][..c.len()].copy_from_slice(c.as_bytes());
+        }
+        e.dir_depth = 4;
+        assert_eq!(kernel_dir(&e).as_deref(), Some("/srv/data/sub/deeper"));
+        e.path[..5].copy_from_slice(b"a.txt");
+        assert_eq!(resolve(&e, "a.txt", 7, true), ("/srv/data/sub/deeper/a.txt".to_owned(), "kernel"));
+        e.dir_flags = FILE_DIR_IN_MOUNT;
+        assert_eq!(kernel_dir(&e), None, "a walk that ended at another mount's root is not a full path");
+        e.dir_flags = 0;
+        e.dir_depth = 0;
+        assert_eq!(kernel_dir(&e).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn operations_follow_the_call_and_its_flags() {
+        let mut e = event();
+        e.op = FILE_OP_OPEN;
+        e.flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32;
+        assert_eq!(ops_of(&e), (OP_WRITE | OP_TRUNCATE, "write"));
+        e.op = FILE_OP_DELETE;
+        assert_eq!(ops_of(&e).1, "delete");
+        e.op = FILE_OP_TRUNCATE;
+        assert_eq!(ops_of(&e), (OP_TRUNCATE | OP_WRITE, "truncate"));
+    }
+
     #[test]
     fn paths_are_normalized_against_their_directory() {
         assert_eq!(normalize("/srv/data", "a/../b/./c"), "/srv/data/b/c");
