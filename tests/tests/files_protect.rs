@@ -221,3 +221,41 @@ fn a_write_protected_path_can_still_be_read_and_its_files_deleted_when_delete_is
     assert_eq!(std::fs::read_to_string(log.join("app.log")).unwrap(), "line 1\nline 2\n");
     daemon.stop();
 }
+
+#[test]
+fn a_non_root_launch_gets_the_ruleset_too_with_no_new_privs() {
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    let dir = TempDir::new("protect-nobody");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let agent = unique("protect-nobody");
+    let prot = dir.path("protected");
+    let scratch = dir.path("scratch");
+    for d in [&prot, &scratch] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::write(prot.join("f"), "nobody's data\n").unwrap();
+    std::fs::set_permissions(prot.join("f"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let policy = format!("agents:\n  - name: {agent}\n    files:\n      protect:\n        - path: {}/**\n          deny: [delete, write]\n", prot.display());
+    let daemon = Daemon::start_with(&dir, &policy, &["--detach-on-exit", "--launch-group", "nogroup"]);
+    let f = prot.join("f").display().to_string();
+    let script = format!(
+        "grep NoNewPrivs /proc/self/status; rm -f {f}; echo rm=$?; echo x > {f}; echo write=$?; echo ok > {s}/g && echo scratch=$?",
+        s = scratch.display()
+    );
+    let out = std::process::Command::new(guard_tests::agent_bin())
+        .args(["launch", "--agent", &agent, "--", "sh", "-c", &script])
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout.contains("NoNewPrivs:\t1"), "Landlock without CAP_SYS_ADMIN needs no_new_privs: {}", text(&out));
+    assert!(stdout.contains("rm=1") && stdout.contains("write=") && !stdout.contains("write=0") && stdout.contains("scratch=0"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(prot.join("f")).unwrap(), "nobody's data\n");
+    let v = denied(&daemon, "nobody's rm", "delete", &prot.join("f"));
+    assert_eq!(field(&v, "/unmapped/session/user/uid"), "65534");
+    daemon.stop();
+}
