@@ -33,6 +33,7 @@ pub fn project(ocsf: &Value) -> Value {
 
     // What happened, by the activity it is about.
     let (category, kind_type, action) = match (activity_class, operation) {
+        (1001, _) => ("file", match str_at(&unmapped, "/file_op/op") { Some("delete") => "deletion", Some("create") => "creation", _ => "change" }, "file_operation_denied"),
         (1007, Some("moved_out")) => ("process", "change", "moved_out"),
         (1007, _) => ("process", "start", "exec"),
         (4001, Some("sendmsg")) => ("network", "connection", "datagram_attempted"),
@@ -100,7 +101,7 @@ pub fn project(ocsf: &Value) -> Value {
     // actor of Network Activity).
     let process = match activity_class {
         1007 => process(subject.get("process"), &unmapped, true),
-        4001 => process(subject.pointer("/actor/process"), &unmapped, false),
+        1001 | 4001 => process(subject.pointer("/actor/process"), &unmapped, false),
         _ => None,
     };
     put(&mut doc, "process", process);
@@ -130,6 +131,14 @@ pub fn project(ocsf: &Value) -> Value {
         }
         if !n.is_empty() {
             doc.insert("network".into(), Value::Object(n));
+        }
+    }
+    if let Some(f) = subject.get("file").filter(|_| activity_class == 1001) {
+        let mut file = Map::new();
+        put(&mut file, "path", f.get("path").filter(|v| v.is_string()).cloned());
+        put(&mut file, "name", f.get("name").filter(|v| v.is_string()).cloned());
+        if !file.is_empty() {
+            doc.insert("file".into(), Value::Object(file));
         }
     }
     let mut host = Map::new();

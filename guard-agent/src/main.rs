@@ -13,6 +13,7 @@ mod events;
 mod fuzz;
 mod holds;
 mod install;
+mod landlock;
 mod loader;
 mod lock;
 mod mask;

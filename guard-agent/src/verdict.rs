@@ -90,6 +90,11 @@ pub enum Subject {
     /// report: `lost` per kind; `totals` is the kernel's counter per kind (all of it, reported
     /// or not), `replaced` what generations replaced at start had dropped unreported.
     Lost { lost: Vec<(String, u64)>, totals: Vec<(String, u64)>, replaced: Vec<(String, u64)>, ring_buffer_bytes: u32 },
+    /// A file call refused under a protected path (`files.protect`): `op` is `delete`,
+    /// `rename`, `truncate`, `write` or `create`; `path` what it was refused on, `to` a
+    /// rename's or link's other name; `detail` the system call, errno and how the path was
+    /// resolved.
+    File { op: &'static str, path: String, to: Option<String>, exe: Option<String>, detail: Value },
 }
 
 /// The host name, read once.
@@ -146,6 +151,7 @@ const PROCESS_ACTIVITY: (u32, &str, u32, &str) = (1007, "Process Activity", 1, "
 const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network Activity");
 const APPLICATION_LIFECYCLE: (u32, &str, u32, &str) = (6002, "Application Lifecycle", 6, "Application Activity");
 const DETECTION_FINDING: (u32, &str, u32, &str) = (2004, "Detection Finding", 2, "Findings");
+const FILE_SYSTEM_ACTIVITY: (u32, &str, u32, &str) = (1001, "File System Activity", 1, "System Activity");
 
 /// The caption of an OCSF `severity_id`.
 fn severity_name(id: u32) -> &'static str {
@@ -352,6 +358,21 @@ impl Verdict {
                     "actor": { "process": { "pid": self.pid }, "user": user },
                 }))
             }
+            Subject::File { op, path, to, exe, detail } => {
+                // OCSF 1001 activities: 1 Create, 3 Update, 4 Delete, 5 Rename.
+                let activity = match *op {
+                    "delete" => (4, "Delete"),
+                    "rename" => (5, "Rename"),
+                    "create" => (1, "Create"),
+                    _ => (3, "Update"),
+                };
+                let unmapped = merge(unmapped, json!({ "operation": "file", "file_op": merge(json!({ "op": op, "path": path, "to": to }), detail.clone()) }));
+                merge(common(FILE_SYSTEM_ACTIVITY, activity, unmapped), json!({
+                    "actor": { "process": { "pid": self.pid, "file": exe.as_deref().map(file), "parent_process": parent }, "user": user },
+                    "file": any_file(path),
+                    "file_result": to.as_deref().map(any_file),
+                }))
+            }
             Subject::Socket { family, sock_type, protocol, exe } => {
                 // Refuse: the socket was never created.
                 let activity = if refused { (5, "Refuse") } else { (99, "Create Socket") };
@@ -430,7 +451,7 @@ impl Verdict {
                 evidence.insert(key.to_owned(), v.clone());
             }
         }
-        if let Some(f) = base.pointer("/process/file") {
+        if let Some(f) = base.get("file").or_else(|| base.pointer("/process/file")) {
             evidence.insert("file".into(), f.clone());
         }
         let mut unmapped = base.get("unmapped").cloned().unwrap_or_else(|| json!({}));
@@ -502,6 +523,7 @@ impl Verdict {
             Subject::Moved { pid, to, .. } => (format!("{done}: process {pid} moved out to {to}{suffix}"), "process"),
             Subject::Policy { source, .. } => (format!("{done}: policy {source}{suffix}"), "policy"),
             Subject::Lost { .. } => (format!("{done}: events lost{suffix}"), "events"),
+            Subject::File { op, path, .. } => (format!("{done}: {op} of {path}{suffix}"), "file"),
         }
     }
 }
@@ -519,6 +541,12 @@ fn device() -> Value {
 fn file(path: &str) -> Value {
     let name = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(path);
     json!({ "path": path, "name": name, "type_id": 1, "type": "Regular File" })
+}
+
+/// An OCSF `file` object for a path whose type is not known (`type_id` 0: Unknown).
+fn any_file(path: &str) -> Value {
+    let name = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(path);
+    json!({ "path": path, "name": name, "type_id": 0, "type": "Unknown" })
 }
 
 /// OCSF leaves out attributes it has no value for: every `null` in the mapped part is removed

@@ -55,3 +55,12 @@ pub const OPENAT2_DFD: &str = "OPENAT2_DFD";
 pub const OPENAT2_FILENAME: &str = "OPENAT2_FILENAME";
 pub const OPEN_FILENAME: &str = "OPEN_FILENAME";
 pub const OPEN_FLAGS: &str = "OPEN_FLAGS";
+/// Protected paths: `__syscall_nr` in the `syscalls/sys_enter_*` and `sys_exit_*` records, and
+/// `ret` in `sys_exit_*`.
+pub const FILES_NR: &str = "FILES_NR";
+pub const FILES_RET: &str = "FILES_RET";
+/// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, and `file.f_path` + `path.mnt`.
+pub const TASK_FILES: &str = "TASK_FILES";
+pub const FILES_FDT: &str = "FILES_FDT";
+pub const FDT_FD: &str = "FDT_FD";
+pub const FILE_MNT: &str = "FILE_MNT";

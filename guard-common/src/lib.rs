@@ -9,6 +9,8 @@ use core::mem::size_of;
 
 mod exfil;
 pub use exfil::*;
+mod files;
+pub use files::*;
 
 /// Longest exec filename (as passed to `execve`) carried in an event and used as a map key.
 pub const FILENAME_LEN: usize = 256;
@@ -49,11 +51,14 @@ pub enum EventKind {
     Budget = 10,
     /// A DNS query or answer of an agent workload (`DnsEvent`).
     Dns = 11,
+    /// A watched file call (unlink, rename, truncate, a write open, ...) of an agent workload
+    /// with `files.protect` rules failed with EACCES or EPERM (`FileEvent`).
+    FileDenied = 12,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -68,6 +73,7 @@ impl EventKind {
             9 => Some(Self::Open),
             10 => Some(Self::Budget),
             11 => Some(Self::Dns),
+            12 => Some(Self::FileDenied),
             _ => None,
         }
     }
@@ -427,6 +433,9 @@ pub const POLICY_FLAG_AUDIT: u32 = 1 << 0;
 pub const POLICY_FLAG_ALLOW_RAW_SOCKETS: u32 = 1 << 1;
 /// `PolicyConfig::flags`: the agent has `exec.allow`: an exec no allow rule matches is killed.
 pub const POLICY_FLAG_EXEC_ALLOWLIST: u32 = 1 << 2;
+/// `PolicyConfig::flags`: the agent has `files.protect` rules (enforce mode): its failed file
+/// calls are reported (`FileEvent`).
+pub const POLICY_FLAG_FILES_PROTECT: u32 = 1 << 3;
 
 /// `PolicyConfig::net_default` and `PortRange::action`.
 pub const NET_ALLOW: u32 = 1;

@@ -43,3 +43,8 @@ pub const PROG_INGRESS: &str = "guard_ingress";
 pub const PROG_OPENAT: &str = "guard_openat";
 pub const PROG_OPENAT2: &str = "guard_openat2";
 pub const PROG_OPEN: &str = "guard_open";
+
+pub const FILE_SYSCALLS: &str = "FILE_SYSCALLS";
+pub const FILE_PENDING: &str = "FILE_PENDING";
+pub const PROG_FILES_ENTER: &str = "guard_files_enter";
+pub const PROG_FILES_EXIT: &str = "guard_files_exit";

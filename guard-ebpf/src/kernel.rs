@@ -11,7 +11,7 @@ use aya_ebpf::helpers::{
 use guard_common::{
     ARGV_LEN, BASENAME_LEN, CGROUP_NAME_LEN, CWD_PART_LEN, CWD_PARTS, CWD_UNKNOWN, EVENT_FLAG_ARGV_TRUNCATED,
     EVENT_FLAG_CWD_IN_MOUNT, EVENT_FLAG_CWD_TRUNCATED, EventHeader, EventKind, ExecEvent,
-    ExecInodeKey, NO_LOGINUID,
+    ExecInodeKey, FILE_DIR_IN_MOUNT, FILE_DIR_NONE, FILE_DIR_TRUNCATED, FileEvent, NO_LOGINUID,
 };
 
 use crate::workload::Workload;
@@ -71,6 +71,16 @@ static INODE_INO: u32 = 0;
 static INODE_SB: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV: u32 = 0;
+
+/// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_path.mnt`.
+#[unsafe(no_mangle)]
+static TASK_FILES: u32 = 0;
+#[unsafe(no_mangle)]
+static FILES_FDT: u32 = 0;
+#[unsafe(no_mangle)]
+static FDT_FD: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_MNT: u32 = 0;
 
 /// `TASK_COMM_LEN - 1`: a comm this long may have been cut short.
 const COMM_MAX: usize = 15;
@@ -287,4 +297,73 @@ fn fill_argv(task: u64, ev: &mut ExecEvent) {
     if unsafe { bpf_probe_read_user_buf(start as *const u8, &mut ev.argv[..len]) }.is_ok() {
         ev.argv_len = len as u32;
     }
+}
+
+/// The directory a relative path of a file call starts from (the cwd for `AT_FDCWD`, else the
+/// file of `dirfd`), or ftruncate's file (`file_itself`): its identity and its path
+/// components, innermost first, into `ev.dir`. Sets `FILE_DIR_*` in `ev.dir_flags`.
+#[inline(always)]
+pub fn fill_file_dir(ev: &mut FileEvent, dirfd: i32, file_itself: bool) {
+    ev.dir = [[0; CWD_PART_LEN]; CWD_PARTS];
+    ev.dir_depth = 0;
+    ev.dir_dev = 0;
+    ev.dir_ino = 0;
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    let fs = read_field::<u64>(task, global(&TASK_FS)).unwrap_or(0);
+    let root_mnt = read_field::<u64>(fs, global(&FS_ROOT_MNT)).unwrap_or(0);
+    let (mut d, mnt) = if dirfd == -100 && !file_itself {
+        (read_field::<u64>(fs, global(&FS_PWD_DENTRY)).unwrap_or(0), read_field::<u64>(fs, global(&FS_PWD_MNT)).unwrap_or(0))
+    } else if dirfd >= 0 {
+        let file = read_field::<u64>(task, global(&TASK_FILES))
+            .and_then(|files| read_field::<u64>(files, global(&FILES_FDT)))
+            .and_then(|fdt| read_field::<u64>(fdt, global(&FDT_FD)))
+            .map(|arr| fd_entry(arr, dirfd as u32))
+            .unwrap_or(0);
+        (read_field::<u64>(file, global(&FILE_DENTRY)).unwrap_or(0), read_field::<u64>(file, global(&FILE_MNT)).unwrap_or(0))
+    } else {
+        (0, 0)
+    };
+    if d == 0 {
+        ev.dir_flags = FILE_DIR_NONE;
+        return;
+    }
+    let mut key = ExecInodeKey { policy_id: 0, dev: 0, ino: 0 };
+    if dentry_identity(d, &mut key) {
+        ev.dir_dev = key.dev;
+        ev.dir_ino = key.ino;
+    }
+    ev.dir_flags = 0;
+    for i in 0..CWD_PARTS {
+        let parent = dentry_parent(d);
+        if parent == 0 {
+            break;
+        }
+        if let Some(name) = read_field::<u64>(d, global(&DENTRY_NAME)) {
+            // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
+            match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.dir[i]) } {
+                Ok(s) if s.len() < CWD_PART_LEN - 1 => {}
+                _ => ev.dir_flags |= FILE_DIR_TRUNCATED,
+            }
+        }
+        ev.dir_depth = i as u32 + 1;
+        d = parent;
+    }
+    if dentry_parent(d) != 0 {
+        ev.dir_flags |= FILE_DIR_TRUNCATED;
+    }
+    if mnt != root_mnt {
+        ev.dir_flags |= FILE_DIR_IN_MOUNT;
+    }
+}
+
+/// `fdtable.fd[fd]`: the `struct file *` of a descriptor; 0 if unreadable.
+#[inline(always)]
+fn fd_entry(arr: u64, fd: u32) -> u64 {
+    if arr == 0 {
+        return 0;
+    }
+    let at = arr + u64::from(fd & 0xfffff) * 8;
+    // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
+    unsafe { bpf_probe_read_kernel(at as *const u64) }.unwrap_or(0)
 }

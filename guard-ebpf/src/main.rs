@@ -7,6 +7,7 @@
 
 mod cgroups;
 mod exec;
+mod files;
 mod gate;
 mod kernel;
 mod lineage;
@@ -167,6 +168,24 @@ pub fn guard_openat2(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn guard_open(ctx: TracePointContext) -> u32 {
     match open::try_open_legacy(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_enter_*` of the file calls a protect rule can refuse (one program, attached to
+/// each): remembers the call of an agent workload with `files.protect` rules. Fails open (no
+/// report; Landlock still refuses the call).
+#[tracepoint]
+pub fn guard_files_enter(ctx: TracePointContext) -> u32 {
+    match files::try_enter(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_exit_*` of the same calls: reports one that failed with EACCES or EPERM.
+#[tracepoint]
+pub fn guard_files_exit(ctx: TracePointContext) -> u32 {
+    match files::try_exit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

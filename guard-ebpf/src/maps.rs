@@ -8,6 +8,7 @@ use guard_common::{
     CgroupPolicy, EventKind, ExecEvent, Held, Tagged, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
     ExecPrefixKey, ExecRule, NetKeyV4, NetKeyV6, NetRule, PolicyConfig, BudgetKey, BudgetValue,
     ExfilConfig, OpenEvent, POLICY_SLOTS, SensKey, SensRule, SockOwner, Taint,
+    FILE_SYSCALL_SLOTS, FileEvent, FileSyscall,
 };
 
 /// The one ring buffer every event goes through.
@@ -190,6 +191,19 @@ pub struct OpenScratch {
 
 #[map]
 pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Protected paths: what each watched syscall number is (filled by the loader).
+#[map]
+pub static FILE_SYSCALLS: Array<FileSyscall> = Array::with_max_entries(FILE_SYSCALL_SLOTS, 0);
+
+/// Protected paths: the file call each thread is in, from `sys_enter` to `sys_exit`, by
+/// pid_tgid. LRU: a thread that never returns (killed inside the call) cannot fill it.
+#[map]
+pub static FILE_PENDING: LruHashMap<u64, FileEvent> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per-CPU room to build a `FileEvent` (too large for the stack).
+#[map]
+pub static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for the exec event and the lookup keys (too large for the 512-byte BPF stack).
 #[repr(C)]

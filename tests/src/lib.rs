@@ -88,6 +88,7 @@ fn ocsf_validators() -> &'static BTreeMap<u64, jsonschema::Validator> {
     static VALIDATORS: OnceLock<BTreeMap<u64, jsonschema::Validator>> = OnceLock::new();
     VALIDATORS.get_or_init(|| {
         let sources = [
+            (1001, include_str!("../../schemas/ocsf/file_system_activity_1001.json")),
             (1007, include_str!("../../schemas/ocsf/process_activity_1007.json")),
             (4001, include_str!("../../schemas/ocsf/network_activity_4001.json")),
             (6002, include_str!("../../schemas/ocsf/application_lifecycle_6002.json")),
@@ -108,7 +109,7 @@ fn ocsf_validators() -> &'static BTreeMap<u64, jsonschema::Validator> {
 }
 
 /// What is wrong with `v` as an object guard emits: empty if it validates against the schema
-/// of its `class_uid` (1007, 4001, 6002 or 2004); an unknown class is wrong.
+/// of its `class_uid` (1001, 1007, 4001, 6002 or 2004); an unknown class is wrong.
 pub fn ocsf_errors(v: &Value) -> Vec<String> {
     let Some(class) = v.get("class_uid").and_then(Value::as_u64) else {
         return vec!["no numeric class_uid".to_owned()];
@@ -593,10 +594,10 @@ mod tests {
 
     #[test]
     fn the_schemas_compile_and_reject_what_is_not_guard_output() {
-        assert_eq!(ocsf_validators().keys().copied().collect::<Vec<_>>(), [1007, 2004, 4001, 6002]);
+        assert_eq!(ocsf_validators().keys().copied().collect::<Vec<_>>(), [1001, 1007, 2004, 4001, 6002]);
         assert_eq!(ocsf_errors(&json!({})), ["no numeric class_uid"]);
-        assert_eq!(ocsf_errors(&json!({ "class_uid": 1001 })), ["class_uid 1001 is not a class guard emits"]);
-        for class in [1007, 4001, 6002, 2004] {
+        assert_eq!(ocsf_errors(&json!({ "class_uid": 1002 })), ["class_uid 1002 is not a class guard emits"]);
+        for class in [1001, 1007, 4001, 6002, 2004] {
             let errors = ocsf_errors(&json!({ "class_uid": class }));
             assert!(errors.iter().any(|e| e.contains("metadata")), "class {class}: {errors:?}");
         }

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::Write as _,
     net::{TcpListener, UdpSocket},
+    os::unix::process::ExitStatusExt as _,
     process::{Command, Stdio},
 };
 
@@ -173,8 +174,12 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
     let denied_tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (ap, dp, up) = (allowed_tcp.local_addr().unwrap().port(), denied_tcp.local_addr().unwrap().port(), denied_udp.local_addr().unwrap().port());
+    let protected = dir.path("protected");
+    std::fs::create_dir_all(&protected).unwrap();
+    std::fs::write(protected.join("keep"), "kept\n").unwrap();
     let policy = format!(
-        "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-denied\n          message: test binary\n        - basename: guard-audited\n          action: audit\n      hold:\n        - basename: guard-held\n          approve_timeout: 60s\n          message: needs a person\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}, {up}]\n"
+        "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-denied\n          message: test binary\n        - basename: guard-audited\n          action: audit\n      hold:\n        - basename: guard-held\n          approve_timeout: 60s\n          message: needs a person\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}, {up}]\n    files:\n      protect:\n        - path: {}/**\n          deny: [delete, rename]\n",
+        protected.display()
     );
     let daemon = Daemon::start(&dir, &policy);
     let labels = ["--label", "ticket=OPS-6", "--label", "principal=alice@example.com"];
@@ -224,6 +229,18 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
     launch(&agent, &["sh", "-c", &script], &[]);
     daemon.await_verdict("moved out", 10, |v| field(v, "/unmapped/operation") == "moved_out");
 
+    // A delete refused under a protected path (Landlock), reported as File System Activity.
+    let keep = protected.join("keep").display().to_string();
+    let (_, out) = launch(&agent, &["rm", "-f", &keep], &[]);
+    assert_eq!((out.status.code(), out.status.signal()), (Some(1), None), "rm of a protected file: {out:?}");
+    assert!(protected.join("keep").exists());
+    let file_denied = daemon.await_verdict("file delete denied", 10, |v| v["class_uid"] == 1001 && field(v, "/file/path") == keep);
+    for key in ["file", "actor"] {
+        let mut damaged = file_denied.clone();
+        damaged.as_object_mut().unwrap().remove(key);
+        assert!(!ocsf_errors(&damaged).is_empty(), "the 1001 schema accepted a verdict without `{key}`");
+    }
+
     // Policy reloads: one that works, one that fails.
     let policy_file = dir.path("policy.yaml");
     std::fs::write(&policy_file, format!("{policy}# reloaded\n")).unwrap();
@@ -244,7 +261,7 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
             "connect/allowed", "connect/denied", "sendmsg/denied", "socket/denied", "socket/killed",
             "moved_out/audited", "policy_load/allowed", "policy_load/denied",
             "finding/exec/killed", "finding/exec/held", "finding/connect/denied", "finding/sendmsg/denied",
-            "finding/socket/denied", "finding/socket/killed",
+            "finding/socket/denied", "finding/socket/killed", "file/denied", "finding/file/denied",
         ],
     );
     assert_findings_linked(&daemon);

@@ -78,6 +78,12 @@ pub fn render_status(v: &Value) -> String {
     for a in p["agents"].as_array().into_iter().flatten() {
         let m: Vec<String> = a["match"].as_array().into_iter().flatten().map(s).collect();
         line(format!("  agent {} [{}]: {} exec rules; matches {}", s(&a["name"]), s(&a["mode"]), a["exec_rules"], m.join(", ")));
+        for r in a["files_protect"].as_array().into_iter().flatten() {
+            line(format!("    files.protect {} ({}): {}; BPF LSM: {}", s(&r["rule"]), s(&r["location"]), s(&r["landlock"]), s(&r["lsm"])));
+            if !r["unprotected"].is_null() {
+                line(format!("      unprotected: {}", s(&r["unprotected"])));
+            }
+        }
     }
     let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
     line(format!("sessions:    {}", sessions.len()));

@@ -73,7 +73,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
                 args.socket.display(),
                 args.command[0].to_string_lossy()
             );
-            return spawn_and_wait(&args, None);
+            return spawn_and_wait(&args, None, None);
         }
         Err(e) => bail!(
             "cannot reach the guard daemon at {}: {e}. Start `guard-agent daemon` first, or pass \
@@ -96,7 +96,16 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     if mine != cgroup {
         bail!("the daemon answered but this process is in cgroup {mine}, not {cgroup}; not starting the workload");
     }
-    let status = spawn_and_wait(&args, Some(&session));
+    // Protected paths: a Landlock ruleset made here, applied to the child before CMD runs. A
+    // policy that protects paths the kernel cannot protect stops the launch (fail closed).
+    let ruleset = match protect_ruleset(&response) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = client.call(&Request::End {});
+            bail!("{e}; not starting the workload");
+        }
+    };
+    let status = spawn_and_wait(&args, Some(&session), ruleset.as_ref());
     // Ending the session moves us out first, then kills leftovers: we live to report.
     if let Err(e) = client.call(&Request::End {}) {
         eprintln!("guard-agent: warning: ending session {session}: {e:#}");
@@ -104,11 +113,51 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitStatus> {
     status
 }
 
-fn spawn_and_wait(args: &LaunchArgs, session: Option<&str>) -> anyhow::Result<ExitStatus> {
+/// The Landlock ruleset for the agent's `files.protect` rules the daemon sent, if it has any.
+fn protect_ruleset(response: &serde_json::Value) -> anyhow::Result<Option<crate::landlock::Ruleset>> {
+    let Some(rules) = response.get("files_protect").and_then(|r| r.as_array()).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let mut roots = Vec::new();
+    let mut notes = Vec::new();
+    for r in rules {
+        let path = r.get("path").and_then(|p| p.as_str()).unwrap_or_default();
+        let location = r.get("location").and_then(|p| p.as_str()).unwrap_or_default();
+        let ops = r.get("deny").and_then(|d| d.as_array()).into_iter().flatten().filter_map(|o| o.as_str()).fold(0u8, |a, name| {
+            a | crate::policy::files::OPS.iter().find(|(_, n)| *n == name).map_or(0, |(b, _)| *b)
+        });
+        let found = crate::landlock::expand(path);
+        if found.is_empty() {
+            notes.push(format!("protected path {path} ({location}) matches nothing now: its wildcards are expanded at launch, so nothing is protected for it"));
+        }
+        roots.extend(found.into_iter().map(|p| (p, ops)));
+    }
+    let ruleset = crate::landlock::Ruleset::build(&roots, &mut notes)
+        .map_err(|e| anyhow::anyhow!("the agent's files.protect rules cannot be enforced: {e}"))?;
+    for (_, ops) in &roots {
+        if let Some(m) = crate::landlock::missing(*ops, ruleset.abi) {
+            notes.push(format!("Landlock ABI {} of this kernel: {m}", ruleset.abi));
+        }
+    }
+    notes.sort();
+    notes.dedup();
+    for n in notes {
+        eprintln!("guard-agent: note: {n}");
+    }
+    Ok(Some(ruleset))
+}
+
+fn spawn_and_wait(args: &LaunchArgs, session: Option<&str>, ruleset: Option<&crate::landlock::Ruleset>) -> anyhow::Result<ExitStatus> {
+    use std::os::unix::process::CommandExt as _;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]).env("GUARD_AGENT", &args.agent);
     if let Some(s) = session {
         cmd.env("GUARD_SESSION", s);
+    }
+    if let Some(fd) = ruleset.map(crate::landlock::Ruleset::fd) {
+        // SAFETY: runs in the child between fork and exec, and only makes async-signal-safe
+        // system calls (landlock_restrict_self, prctl) on a descriptor the parent keeps open.
+        unsafe { cmd.pre_exec(move || crate::landlock::restrict_self(fd)) };
     }
     let mut child = cmd.spawn().with_context(|| format!("running {}", args.command[0].to_string_lossy()))?;
     CHILD.store(child.id() as i32, Ordering::Relaxed);

@@ -35,8 +35,12 @@ pub enum PolicyCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Explain the `files.protect` rules for this path instead of a command: which rule
+        /// protects it, what it denies, and by which mechanism.
+        #[arg(long, value_name = "PATH")]
+        path: Option<PathBuf>,
         /// The command and its arguments, resolved on PATH like a shell would.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        #[arg(last = true, required_unless_present = "path", value_name = "CMD")]
         command: Vec<OsString>,
     },
 }
@@ -59,8 +63,13 @@ pub fn run(cmd: PolicyCommand) -> Result<(), PolicyError> {
             );
             Ok(())
         }
-        PolicyCommand::Explain { file, agent, cwd, uid, json, command } => {
+        PolicyCommand::Explain { file, agent, cwd, uid, json, path, command } => {
             let model = if file.as_os_str() == "@default" { policy::default_policy() } else { policy::load(&file)? };
+            if let Some(path) = path {
+                let compiled = compile::compile(&model, 0)?;
+                let entry = pick_agent(&compiled, &model, agent.as_deref())?;
+                return explain_path(entry, &path, json);
+            }
             explain(&model, agent.as_deref(), cwd, uid, json, &command)
         }
     }
@@ -72,13 +81,7 @@ fn usage(message: String) -> PolicyError {
 
 fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Option<u32>, as_json: bool, command: &[OsString]) -> Result<(), PolicyError> {
     let compiled: Compiled = compile::compile(model, 0)?;
-    let entry = match agent {
-        Some(name) => compiled.agent_named(name).ok_or_else(|| {
-            usage(format!("no agent `{name}` in {}; agents: {}", model.source, names(&compiled)))
-        })?,
-        None if compiled.agents.len() == 1 => &compiled.agents[0],
-        None => return Err(usage(format!("the policy has several agents; pick one with --agent ({})", names(&compiled)))),
-    };
+    let entry = pick_agent(&compiled, model, agent)?;
     let cwd = cwd.or_else(|| std::env::current_dir().ok()).map(|p| p.display().to_string());
     let ctx = context(command, cwd, uid.unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
@@ -149,6 +152,68 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
             println!("also:     {} {} [{}] {} (outranked)", r.location, r.section, r.action, r.matcher);
         }
     }
+    Ok(())
+}
+
+fn pick_agent<'c>(compiled: &'c Compiled, model: &Policy, agent: Option<&str>) -> Result<&'c compile::AgentEntry, PolicyError> {
+    match agent {
+        Some(name) => compiled.agent_named(name).ok_or_else(|| usage(format!("no agent `{name}` in {}; agents: {}", model.source, names(compiled)))),
+        None if compiled.agents.len() == 1 => Ok(&compiled.agents[0]),
+        None => Err(usage(format!("the policy has several agents; pick one with --agent ({})", names(compiled)))),
+    }
+}
+
+/// `policy explain F --path P`: the protect rules that cover P (or a directory above a
+/// protected path that P is directly in), what they deny, and how.
+fn explain_path(entry: &compile::AgentEntry, path: &std::path::Path, as_json: bool) -> Result<(), PolicyError> {
+    use crate::policy::files::{OP_DELETE, OP_RENAME, OP_TRUNCATE, OP_WRITE, op_names, rule_above};
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    let all = OP_DELETE | OP_RENAME | OP_TRUNCATE | OP_WRITE;
+    let covering: Vec<_> = entry.files.iter().filter(|r| r.matcher.is_match(&shown)).collect();
+    let denied = covering.iter().fold(0, |a, r| a | r.rule.deny);
+    // Landlock's own coupling: one right removes an entry, for deletes and renames alike.
+    let effective = if denied & (OP_DELETE | OP_RENAME) != 0 { denied | OP_DELETE | OP_RENAME } else { denied };
+    let parent = std::path::Path::new(&shown).parent().map_or("/".to_owned(), |p| p.display().to_string());
+    let above = if covering.is_empty() { rule_above(&entry.files, &parent, all) } else { None };
+    let mechanism = if entry.mode == Mode::Audit {
+        "none: audit mode applies no Landlock ruleset".to_owned()
+    } else {
+        "Landlock, applied by `guard-agent launch` (workloads it did not start are not protected; BPF LSM is not active)".to_owned()
+    };
+    if as_json {
+        let out = json!({
+            "agent": entry.name,
+            "path": shown,
+            "rules": covering.iter().map(|r| json!({ "id": r.rule_id, "matcher": r.rule.shown(), "location": r.location, "deny": op_names(r.rule.deny) })).collect::<Vec<_>>(),
+            "denied": op_names(effective),
+            "above_protected": above.map(|r| json!({ "directory": parent, "rule": r.rule.shown(), "location": r.location })),
+            "mechanism": mechanism,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("agent:    {} ({} mode)", entry.name, format!("{:?}", entry.mode).to_lowercase());
+    println!("path:     {shown}");
+    if covering.is_empty() && above.is_none() {
+        println!("rule:     none protects it: every file call on it is left to the file's own permissions");
+        return Ok(());
+    }
+    for r in &covering {
+        println!("rule:     {} files.protect {}", r.location, r.rule.shown());
+    }
+    if let Some(r) = above {
+        println!("rule:     none covers it, but it is directly in {parent}, a directory above `{}` ({}):", r.rule.path, r.location);
+        println!("          Landlock cannot grant rights on that directory's own entries, so the workload cannot remove, rename or create them there");
+    } else {
+        println!("denied:   {}", op_names(effective).join(", "));
+        if effective != denied {
+            println!("          ({} too: Landlock refuses deletes and renames with one right)", op_names(effective & !denied).join(", "));
+        }
+        if denied & OP_WRITE != 0 {
+            println!("          (write also stops truncating and creating entries below it)");
+        }
+    }
+    println!("how:      {mechanism}");
     Ok(())
 }
 

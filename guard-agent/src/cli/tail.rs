@@ -87,6 +87,7 @@ pub fn render(v: &Value, colour: bool) -> String {
             ),
         },
         Some(6002) => format!("policy {}", str_at(v, "/unmapped/policy/source").unwrap_or("?")),
+        Some(1001) => format!("{} {}", str_at(v, "/unmapped/file_op/op").unwrap_or("file"), str_at(v, "/file/path").unwrap_or("?")),
         _ => str_at(v, "/class_name").unwrap_or("?").to_owned(),
     };
     // Everything here may come from the workload (file names, argv, cgroup names): control

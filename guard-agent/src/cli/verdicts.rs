@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Empty lines are skipped. A line that is not a JSON object with a known guard `class_uid`
-//! (1007, 4001, 6002, 2004) is reported on standard error with its line number and skipped;
+//! (1001, 1007, 4001, 6002, 2004) is reported on standard error with its line number and skipped;
 //! the exit status is then 1, after every line was read.
 
 use anyhow::Context as _;
@@ -23,7 +23,7 @@ pub enum VerdictsCommand {
 }
 
 /// The OCSF classes guard emits.
-const CLASSES: [u64; 4] = [1007, 4001, 6002, 2004];
+const CLASSES: [u64; 5] = [1001, 1007, 4001, 6002, 2004];
 
 pub fn run(cmd: &VerdictsCommand) -> anyhow::Result<()> {
     match cmd {

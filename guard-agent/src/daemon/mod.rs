@@ -18,6 +18,9 @@ use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
 mod exfil;
+mod files;
+#[cfg(test)]
+pub(crate) use files::files_path_text;
 mod hold;
 mod lost;
 mod metrics;
@@ -294,6 +297,10 @@ struct Counters {
     reload_failures: u64,
     /// From exec to the end of a hold, by who decided.
     hold_latency: BTreeMap<String, Histogram>,
+    /// File calls refused under protected paths (verdicts), and refusals no protect rule
+    /// explains (file permissions, another LSM: not reported).
+    files_denied: u64,
+    files_unattributed: u64,
 }
 
 impl Engine {
@@ -327,6 +334,7 @@ impl Engine {
             Event::Open(o) => return self.sensitive_open(o),
             Event::Budget(b) => return self.budget(b),
             Event::Dns(d) => return self.dns(d),
+            Event::File(f) => return self.file_denied(f),
             Event::Exit(e) => {
                 // A held process that ended (killed by someone): its hold is moot.
                 self.holds.take_pid(e.header.tgid);

@@ -66,13 +66,16 @@ impl Engine {
                 let policies = &self.correlator.policies;
                 match self.sessions.launch(peer, &agent, labels, command, keep_running, covered) {
                     Ok(s) => {
-                        let policy_agent = registrations
+                        let entry = registrations
                             .iter()
                             .filter(|r| cgroup::is_below(&s.cgroup, &r.path))
                             .max_by_key(|r| r.path.len())
-                            .and_then(|r| policies.agent(r.policy_id))
-                            .map(|a| a.name.clone());
-                        json!({ "ok": true, "session": s.id, "cgroup": s.cgroup, "agent": policy_agent })
+                            .and_then(|r| policies.agent(r.policy_id));
+                        let policy_agent = entry.map(|a| a.name.clone());
+                        // The launcher turns these into a Landlock ruleset for the workload
+                        // (enforce mode only: audit mode stops nothing).
+                        let protect = entry.filter(|a| a.mode == crate::policy::Mode::Enforce).map(super::files::launch_rules).unwrap_or_default();
+                        json!({ "ok": true, "session": s.id, "cgroup": s.cgroup, "agent": policy_agent, "files_protect": protect })
                     }
                     Err(e) => control::error(e),
                 }

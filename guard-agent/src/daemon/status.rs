@@ -48,6 +48,7 @@ impl Engine {
                     "mode": format!("{:?}", a.mode).to_lowercase(),
                     "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
                     "exec_rules": a.exec.len(),
+                    "files_protect": super::files::status_rules(a),
                 })).collect::<Vec<_>>(),
                 "file": self.settings.policy.as_ref().map(|p| p.display().to_string()),
                 "reloads": self.counters.reloads,
@@ -74,6 +75,8 @@ impl Engine {
                 "undecodable_events": self.counters.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 "process_table": self.correlator.process_table_len(),
                 "audit_log_failures": self.audit.as_ref().map_or(0, |l| l.stats().write_failures),
+                "files_denied": self.counters.files_denied,
+                "files_refused_unattributed": self.counters.files_unattributed,
             },
             "audit_log": self.audit.as_ref().map(|l| {
                 let s = l.stats();

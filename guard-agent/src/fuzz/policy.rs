@@ -51,6 +51,13 @@ agents:
       egress_budget: { bytes: 1MiB, per: 10s, action: kill }
       budget_exempt: [10.0.0.0/8]
       dns_tunnel: { max_name_length: 100, max_label_length: 40, max_label_entropy: 3.5, max_queries: 10, per: 5s }
+    files:
+      protect:
+        - path: /srv/data/**
+          deny: [delete, rename, truncate, write]
+          message: the data
+        - path: "/home/*/.ssh"
+          deny: write
   - name: reviewer
     match: { cgroup: "guard/reviewer/*" }
     network: { default: allow, deny: [{ cidr: "0.0.0.0/0", ports: ["1-1023"] }] }
@@ -61,7 +68,7 @@ const KEYS: &[&str] = &[
     "basename_prefix", "argv_any", "argv_all", "argv_glob", "cwd_prefix", "uid", "action", "approve_timeout", "message", "network",
     "default", "raw_sockets", "dns_grace", "cidr", "host", "ports", "exfil", "sensitive_paths", "after_sensitive_read",
     "egress_budget", "bytes", "per", "budget_exempt", "dns_tunnel", "max_name_length", "max_label_length", "max_label_entropy",
-    "max_queries", "bogus",
+    "max_queries", "files", "protect", "bogus",
 ];
 
 /// The smallest policy, and the design brief's example.

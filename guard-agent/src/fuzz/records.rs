@@ -5,7 +5,8 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventKind, ExecEvent, MoveEvent, OpenEvent, ProcEvent, SocketEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventKind, ExecEvent, FileEvent, MoveEvent, OpenEvent, ProcEvent,
+    SocketEvent,
 };
 
 use super::{Rng, Target, mutate};
@@ -23,6 +24,7 @@ fn size_of_kind(kind: u32) -> Option<usize> {
         EventKind::Open => size_of::<OpenEvent>(),
         EventKind::Budget => size_of::<BudgetEvent>(),
         EventKind::Dns => size_of::<DnsEvent>(),
+        EventKind::FileDenied => size_of::<FileEvent>(),
     })
 }
 
@@ -37,7 +39,7 @@ fn put_u32(buf: &mut [u8], at: usize, v: u32) {
 fn generate(rng: &mut Rng) -> Vec<u8> {
     let kind = match rng.below(20) {
         0 => rng.edge_u64() as u32,
-        _ => 1 + rng.below(11) as u32,
+        _ => 1 + rng.below(12) as u32,
     };
     let full = size_of_kind(kind).unwrap_or(64);
     let mut buf = rng.bytes(full);
@@ -64,6 +66,10 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
             put_u32(&mut buf, std::mem::offset_of!(DnsEvent, protocol), *rng.pick(&[17, 6, 0]));
         }
         Some(EventKind::Open) => put_u32(&mut buf, std::mem::offset_of!(OpenEvent, filename_len), rng.edge_u64() as u32),
+        Some(EventKind::FileDenied) => {
+            put_u32(&mut buf, std::mem::offset_of!(FileEvent, path_len), rng.edge_u64() as u32);
+            put_u32(&mut buf, std::mem::offset_of!(FileEvent, dir_depth), rng.edge_u64() as u32);
+        }
         _ => {}
     }
     if rng.chance(1, 3) {
@@ -124,6 +130,11 @@ fn check(buf: &Vec<u8>) {
         Event::Cgroup(e) => bytes_of(e.as_ref()),
         Event::Open(e) => bytes_of(e.as_ref()),
         Event::Budget(e) => bytes_of(e),
+        Event::File(e) => {
+            // As the daemon reads the path and the directory chain.
+            let _ = crate::daemon::files_path_text(e);
+            bytes_of(e.as_ref())
+        }
         Event::Dns(d) => {
             // As the daemon hands the payload on.
             let copied = (d.copied as usize).min(d.payload.len());

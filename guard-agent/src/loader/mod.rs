@@ -4,6 +4,7 @@
 //! `guard-agent detach` removes it.
 mod apply;
 mod exfil;
+mod files;
 mod btf;
 mod leftover;
 pub mod pins;
@@ -42,7 +43,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const TIER: &str = "tracepoint";
 
 /// Every program, in attach order. A generation is complete when each has a pinned link.
-pub const PROGRAMS: [&str; 18] = [
+pub const PROGRAMS: [&str; 20] = [
     names::PROG_GATE,
     names::PROG_EXEC,
     names::PROG_EXIT,
@@ -58,6 +59,8 @@ pub const PROGRAMS: [&str; 18] = [
     names::PROG_OPENAT,
     names::PROG_OPENAT2,
     names::PROG_OPEN,
+    names::PROG_FILES_ENTER,
+    names::PROG_FILES_EXIT,
     names::PROG_ATTACH,
     names::PROG_MKDIR,
     names::PROG_RMDIR,
@@ -398,6 +401,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::OPEN_FILENAME, record("syscalls/sys_enter_open", "filename")?),
         (globals::OPEN_FLAGS, record("syscalls/sys_enter_open", "flags")?),
     ];
+    offsets.extend(files::offsets(&tracefs)?);
     offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets {
@@ -423,7 +427,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         let path = generation.map(name);
         map.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
     }
-    attach(&mut ebpf, cgroup_root, generation)?;
+    attach(&mut ebpf, cgroup_root, generation, &tracefs)?;
     for (name, prog) in ebpf.programs_mut() {
         let path = generation.prog(name);
         prog.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
@@ -445,7 +449,8 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
     /// (global, the members whose offsets add up to it, what is lost without it)
     const LINEAGE: &str = "forks and exits are not reported: verdicts' ancestry may be incomplete";
     const DETAILS: &str = "exec verdicts lack this detail (euid, login uid, cwd or argv)";
-    const FIELDS: [(&str, &[(&str, &str)], &str); 26] = [
+    const FILES: &str = "denied file calls relative to a directory descriptor may be reported without their full path";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 30] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
@@ -472,6 +477,10 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         (globals::FS_ROOT_MNT, &[("fs_struct", "root"), ("path", "mnt")], DETAILS),
         (globals::MM_ARG_START, &[("mm_struct", "arg_start")], DETAILS),
         (globals::MM_ARG_END, &[("mm_struct", "arg_end")], DETAILS),
+        (globals::TASK_FILES, &[("task_struct", "files")], FILES),
+        (globals::FILES_FDT, &[("files_struct", "fdt")], FILES),
+        (globals::FDT_FD, &[("fdtable", "fd")], FILES),
+        (globals::FILE_MNT, &[("file", "f_path"), ("path", "mnt")], FILES),
     ];
     let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
         Ok(btf) => Some(btf),
@@ -506,7 +515,7 @@ where
         .map_err(|source| LoadError::Program { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), LoadError> {
+fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation, tracefs: &Path) -> Result<(), LoadError> {
     let prog_err = |name| move |source| LoadError::Program { name, source };
     // The link leaves our hands for bpffs: the program stays attached while the pin exists.
     let pin = |name: &'static str, link: Result<FdLink, LinkError>| -> Result<(), LoadError> {
@@ -537,6 +546,7 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), L
         let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
         pin(name, FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?))?;
     }
+    files::attach(ebpf, tracefs, generation)?;
 
     let btf = aya::Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
     let name = names::PROG_FORK;

@@ -54,6 +54,8 @@ pub struct AgentEntry {
     /// `network.allow: - host:` rules, with their rule ids.
     pub hosts: Vec<HostEntry>,
     pub dns_grace: std::time::Duration,
+    /// `files.protect` rules, with their rule ids and matchers.
+    pub files: Vec<super::files::ProtectEntry>,
 }
 
 /// A host rule as the daemon applies it to DNS answers.
@@ -171,7 +173,8 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
         let config = PolicyConfig {
             flags: (if audit { POLICY_FLAG_AUDIT } else { 0 })
                 | (if raw { POLICY_FLAG_ALLOW_RAW_SOCKETS } else { 0 })
-                | (if allowlist_rule.is_some() { POLICY_FLAG_EXEC_ALLOWLIST } else { 0 }),
+                | (if allowlist_rule.is_some() { POLICY_FLAG_EXEC_ALLOWLIST } else { 0 })
+                | (if agent.files.is_some() && !audit { guard_common::POLICY_FLAG_FILES_PROTECT } else { 0 }),
             net_default: match agent.network.default {
                 NetAction::Allow => NET_ALLOW,
                 NetAction::Deny => NET_DENY,
@@ -231,7 +234,10 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
                 HostEntry { rule_id, pattern: h.pattern.clone(), ports: h.ports.clone() }
             })
             .collect();
+        let files = super::files::compile(agent, |matcher, message, pos| add_rule(&mut out, agent, "files.protect", "deny", matcher, message, pos))?;
+        super::files::lint(agent, mode, &mut out.warnings);
         out.agents.push(AgentEntry {
+            files,
             name: agent.name.clone(),
             policy_id,
             mode,

@@ -2,6 +2,7 @@
 pub mod compile;
 pub mod eval;
 pub mod exfil;
+pub mod files;
 pub mod lint;
 pub mod network;
 pub mod parse;
@@ -55,6 +56,8 @@ pub struct Agent {
     pub network: Network,
     /// `exfil`: byte budgets, sensitive paths, DNS tunnel limits.
     pub exfil: Option<exfil::Exfil>,
+    /// `files`: protected paths.
+    pub files: Option<files::Files>,
 }
 
 /// Which cgroups a `match.cgroup` glob or `match.systemd_unit` covers, relative to the cgroup

@@ -54,6 +54,7 @@ fn severity(verdict: &str) -> u8 {
 fn msgid(v: &Value) -> &'static str {
     match v["class_uid"].as_u64() {
         Some(1007) => "exec",
+        Some(1001) => "file",
         Some(4001) => "network",
         Some(6002) => "policy",
         Some(2004) => "finding",
