@@ -34,6 +34,7 @@ pub fn project(ocsf: &Value) -> Value {
     // What happened, by the activity it is about.
     let (category, kind_type, action) = match (activity_class, operation) {
         (1007, Some("moved_out")) => ("process", "change", "moved_out"),
+        (1007, Some("delete_budget")) => ("file", "deletion", "bulk_delete"),
         (1007, _) => ("process", "start", "exec"),
         (4001, Some("sendmsg")) => ("network", "connection", "datagram_attempted"),
         (4001, Some("socket")) => ("network", "creation", "socket_attempted"),

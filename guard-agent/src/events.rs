@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DeletionsEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
     MoveEvent, OpenEvent, ProcEvent, SocketEvent,
 };
 
@@ -24,6 +24,8 @@ pub enum Event {
     Budget(BudgetEvent),
     /// A DNS query or answer of an agent workload.
     Dns(Box<DnsEvent>),
+    /// A workload went past its deletion budget.
+    Deletions(Box<DeletionsEvent>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +51,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Open) => read::<OpenEvent>(buf, "open event").map(|e| Event::Open(Box::new(e))),
         Some(EventKind::Budget) => read::<BudgetEvent>(buf, "budget event").map(Event::Budget),
         Some(EventKind::Dns) => read::<DnsEvent>(buf, "dns event").map(|e| Event::Dns(Box::new(e))),
+        Some(EventKind::Deletions) => read::<DeletionsEvent>(buf, "deletions event").map(|e| Event::Deletions(Box::new(e))),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -68,6 +71,7 @@ impl Event {
             Event::Open(_) => "open",
             Event::Budget(_) => "budget",
             Event::Dns(_) => "dns",
+            Event::Deletions(_) => "deletions",
         }
     }
 
@@ -80,6 +84,7 @@ impl Event {
             Event::Fork(e) | Event::Exit(e) | Event::Gate(e) => Some(&e.header),
             Event::Move(e) => Some(&e.header),
             Event::Open(e) => Some(&e.header),
+            Event::Deletions(e) => Some(&e.header),
             Event::Cgroup(_) | Event::Budget(_) | Event::Dns(_) => None,
         }
     }

@@ -7,7 +7,9 @@
 
 use core::mem::size_of;
 
+mod deletes;
 mod exfil;
+pub use deletes::*;
 pub use exfil::*;
 
 /// Longest exec filename (as passed to `execve`) carried in an event and used as a map key.
@@ -49,11 +51,13 @@ pub enum EventKind {
     Budget = 10,
     /// A DNS query or answer of an agent workload (`DnsEvent`).
     Dns = 11,
+    /// A workload went past its deletion budget (`DeletionsEvent`).
+    Deletions = 13,
 }
 
 impl EventKind {
     /// One past the largest discriminant: the size of the per-kind drop counter array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -68,6 +72,7 @@ impl EventKind {
             9 => Some(Self::Open),
             10 => Some(Self::Budget),
             11 => Some(Self::Dns),
+            13 => Some(Self::Deletions),
             _ => None,
         }
     }

@@ -43,3 +43,12 @@ pub const PROG_INGRESS: &str = "guard_ingress";
 pub const PROG_OPENAT: &str = "guard_openat";
 pub const PROG_OPENAT2: &str = "guard_openat2";
 pub const PROG_OPEN: &str = "guard_open";
+
+pub const DELETE_BUDGETS: &str = "DELETE_BUDGETS";
+pub const DELETE_COUNTS: &str = "DELETE_COUNTS";
+pub const PROG_UNLINK_ENTER: &str = "guard_unlink_enter";
+pub const PROG_UNLINKAT_ENTER: &str = "guard_unlinkat_enter";
+pub const PROG_RMDIR_ENTER: &str = "guard_rmdir_enter";
+pub const PROG_UNLINK_EXIT: &str = "guard_unlink_exit";
+pub const PROG_UNLINKAT_EXIT: &str = "guard_unlinkat_exit";
+pub const PROG_RMDIR_EXIT: &str = "guard_rmdir_exit";

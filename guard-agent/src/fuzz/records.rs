@@ -5,7 +5,7 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventKind, ExecEvent, MoveEvent, OpenEvent, ProcEvent, SocketEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DeletionsEvent, DnsEvent, EventKind, ExecEvent, MoveEvent, OpenEvent, ProcEvent, SocketEvent,
 };
 
 use super::{Rng, Target, mutate};
@@ -23,6 +23,7 @@ fn size_of_kind(kind: u32) -> Option<usize> {
         EventKind::Open => size_of::<OpenEvent>(),
         EventKind::Budget => size_of::<BudgetEvent>(),
         EventKind::Dns => size_of::<DnsEvent>(),
+        EventKind::Deletions => size_of::<DeletionsEvent>(),
     })
 }
 
@@ -37,7 +38,7 @@ fn put_u32(buf: &mut [u8], at: usize, v: u32) {
 fn generate(rng: &mut Rng) -> Vec<u8> {
     let kind = match rng.below(20) {
         0 => rng.edge_u64() as u32,
-        _ => 1 + rng.below(11) as u32,
+        _ => 1 + rng.below(13) as u32,
     };
     let full = size_of_kind(kind).unwrap_or(64);
     let mut buf = rng.bytes(full);
@@ -124,6 +125,11 @@ fn check(buf: &Vec<u8>) {
         Event::Cgroup(e) => bytes_of(e.as_ref()),
         Event::Open(e) => bytes_of(e.as_ref()),
         Event::Budget(e) => bytes_of(e),
+        Event::Deletions(e) => {
+            // As the daemon reads the name.
+            let _ = crate::correlate::nul_terminated(&e.name[..(e.name_len as usize).min(e.name.len())]);
+            bytes_of(e.as_ref())
+        }
         Event::Dns(d) => {
             // As the daemon hands the payload on.
             let copied = (d.copied as usize).min(d.payload.len());

@@ -3,6 +3,7 @@
 //! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
 //! `guard-agent detach` removes it.
 mod apply;
+mod deletes;
 mod exfil;
 mod btf;
 mod leftover;
@@ -42,7 +43,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const TIER: &str = "tracepoint";
 
 /// Every program, in attach order. A generation is complete when each has a pinned link.
-pub const PROGRAMS: [&str; 18] = [
+pub const PROGRAMS: [&str; 24] = [
     names::PROG_GATE,
     names::PROG_EXEC,
     names::PROG_EXIT,
@@ -58,6 +59,12 @@ pub const PROGRAMS: [&str; 18] = [
     names::PROG_OPENAT,
     names::PROG_OPENAT2,
     names::PROG_OPEN,
+    names::PROG_UNLINK_ENTER,
+    names::PROG_UNLINKAT_ENTER,
+    names::PROG_RMDIR_ENTER,
+    names::PROG_UNLINK_EXIT,
+    names::PROG_UNLINKAT_EXIT,
+    names::PROG_RMDIR_EXIT,
     names::PROG_ATTACH,
     names::PROG_MKDIR,
     names::PROG_RMDIR,
@@ -397,6 +404,11 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::OPENAT2_FILENAME, record("syscalls/sys_enter_openat2", "filename")?),
         (globals::OPEN_FILENAME, record("syscalls/sys_enter_open", "filename")?),
         (globals::OPEN_FLAGS, record("syscalls/sys_enter_open", "flags")?),
+        (globals::UNLINK_PATHNAME, record("syscalls/sys_enter_unlink", "pathname")?),
+        (globals::UNLINKAT_DFD, record("syscalls/sys_enter_unlinkat", "dfd")?),
+        (globals::UNLINKAT_PATHNAME, record("syscalls/sys_enter_unlinkat", "pathname")?),
+        (globals::RMDIR_PATHNAME, record("syscalls/sys_enter_rmdir", "pathname")?),
+        (globals::SYS_EXIT_RET, record("syscalls/sys_exit_unlinkat", "ret")?),
     ];
     offsets.extend(kernel_offsets());
     let mut loader = EbpfLoader::new();
@@ -445,7 +457,8 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
     /// (global, the members whose offsets add up to it, what is lost without it)
     const LINEAGE: &str = "forks and exits are not reported: verdicts' ancestry may be incomplete";
     const DETAILS: &str = "exec verdicts lack this detail (euid, login uid, cwd or argv)";
-    const FIELDS: [(&str, &[(&str, &str)], &str); 26] = [
+    const DELETES: &str = "deletion budget verdicts lack the directory of an unlinkat relative to a dirfd";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 30] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
@@ -472,6 +485,10 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         (globals::FS_ROOT_MNT, &[("fs_struct", "root"), ("path", "mnt")], DETAILS),
         (globals::MM_ARG_START, &[("mm_struct", "arg_start")], DETAILS),
         (globals::MM_ARG_END, &[("mm_struct", "arg_end")], DETAILS),
+        (globals::TASK_FILES, &[("task_struct", "files")], DELETES),
+        (globals::FILES_FDT, &[("files_struct", "fdt")], DELETES),
+        (globals::FDT_FD, &[("fdtable", "fd")], DELETES),
+        (globals::FDT_MAX_FDS, &[("fdtable", "max_fds")], DELETES),
     ];
     let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
         Ok(btf) => Some(btf),
@@ -528,6 +545,12 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation) -> Result<(), L
         (names::PROG_OPENAT, "syscalls", "sys_enter_openat"),
         (names::PROG_OPENAT2, "syscalls", "sys_enter_openat2"),
         (names::PROG_OPEN, "syscalls", "sys_enter_open"),
+        (names::PROG_UNLINK_ENTER, "syscalls", "sys_enter_unlink"),
+        (names::PROG_UNLINKAT_ENTER, "syscalls", "sys_enter_unlinkat"),
+        (names::PROG_RMDIR_ENTER, "syscalls", "sys_enter_rmdir"),
+        (names::PROG_UNLINK_EXIT, "syscalls", "sys_exit_unlink"),
+        (names::PROG_UNLINKAT_EXIT, "syscalls", "sys_exit_unlinkat"),
+        (names::PROG_RMDIR_EXIT, "syscalls", "sys_exit_rmdir"),
         (names::PROG_ATTACH, "cgroup", "cgroup_attach_task"),
         (names::PROG_MKDIR, "cgroup", "cgroup_mkdir"),
         (names::PROG_RMDIR, "cgroup", "cgroup_rmdir"),

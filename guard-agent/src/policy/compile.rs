@@ -54,6 +54,9 @@ pub struct AgentEntry {
     /// `network.allow: - host:` rules, with their rule ids.
     pub hosts: Vec<HostEntry>,
     pub dns_grace: std::time::Duration,
+    /// `files.delete_budget` as the kernel counts it (count 0: none), and as written.
+    pub delete_budget: guard_common::DeleteConfig,
+    pub delete_eval: Option<super::delete_budget::DeleteBudget>,
 }
 
 /// A host rule as the daemon applies it to DNS answers.
@@ -231,6 +234,11 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
                 HostEntry { rule_id, pattern: h.pattern.clone(), ports: h.ports.clone() }
             })
             .collect();
+        let delete_rule = agent.delete_budget.as_ref().map(|b| {
+            let msg = Some("deletions over the agent's deletion budget".to_owned());
+            add_rule(&mut out, agent, "files.delete_budget", b.action.name(), b.shown(), &msg, b.pos)
+        });
+        let delete_budget = super::delete_budget::kernel_config(agent.delete_budget.as_ref(), delete_rule.unwrap_or(0));
         out.agents.push(AgentEntry {
             name: agent.name.clone(),
             policy_id,
@@ -244,6 +252,8 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             exfil: exfil.eval,
             hosts,
             dns_grace: agent.network.dns_grace,
+            delete_budget,
+            delete_eval: agent.delete_budget.clone(),
         });
         compile_net(&mut out, agent, policy_id)?;
     }

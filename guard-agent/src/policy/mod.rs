@@ -1,5 +1,6 @@
 //! Policy: YAML -> validated model ([`parse`]) -> kernel map entries ([`compile`]).
 pub mod compile;
+pub mod delete_budget;
 pub mod eval;
 pub mod exfil;
 pub mod lint;
@@ -55,6 +56,8 @@ pub struct Agent {
     pub network: Network,
     /// `exfil`: byte budgets, sensitive paths, DNS tunnel limits.
     pub exfil: Option<exfil::Exfil>,
+    /// `files.delete_budget`.
+    pub delete_budget: Option<delete_budget::DeleteBudget>,
 }
 
 /// Which cgroups a `match.cgroup` glob or `match.systemd_unit` covers, relative to the cgroup

@@ -128,7 +128,7 @@ impl Parser<'_> {
     }
 
     fn agent(&self, node: &Node) -> Result<Agent, PolicyError> {
-        let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network", "exfil"])?;
+        let m = self.map(node, "an agent", &["name", "mode", "match", "exec", "network", "exfil", "files"])?;
         let name_node = m.require("name", node, self)?;
         let name = self.nonempty_str(name_node, "`name`")?.to_owned();
         if !super::valid_agent_name(&name) {
@@ -158,7 +158,9 @@ impl Parser<'_> {
             None => Network::default(),
         };
         let exfil = m.get("exfil").map(|n| self.exfil(n)).transpose()?;
-        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil })
+        let files = m.get("files").map(|n| self.map(n, "`files`", super::delete_budget::FILES_KEYS)).transpose()?;
+        let delete_budget = files.as_ref().and_then(|f| f.get("delete_budget")).map(|n| self.delete_budget(n)).transpose()?;
+        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil, delete_budget })
     }
 
     fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {
@@ -505,7 +507,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_column() {
-        assert_eq!(err("agents:\n  - name: a\n    exce: {}\n"), "p.yaml:3:5: unknown key `exce` in an agent (did you mean `exec`?); valid keys: name, mode, match, exec, network, exfil");
+        assert_eq!(err("agents:\n  - name: a\n    exce: {}\n"), "p.yaml:3:5: unknown key `exce` in an agent (did you mean `exec`?); valid keys: name, mode, match, exec, network, exfil, files");
         assert!(err("agents: [\n").starts_with("p.yaml:2:1: YAML syntax error"), "{}", err("agents: [\n"));
         assert_eq!(err("agents:\n  - name: a\n    network:\n      deny:\n        - cidr: 10.0.0.0/33\n"), "p.yaml:5:17: `10.0.0.0/33` is not a valid CIDR: bad prefix length");
         assert_eq!(err("agents:\n  - name: a\n  - name: a\n"), "p.yaml:3:5: agent `a` is defined twice");
