@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(budget("{ count: 200, per: 10s, action: drop }").unwrap_err(), "p.yaml:4:54: `action` must be `kill` or `hold`, not `drop`");
         assert_eq!(budget("{ count: 200, per: 10s, approve_timeout: 5s }").unwrap_err(), "p.yaml:4:63: `approve_timeout` only applies to `action: hold`");
         assert!(budget("{ count: 200, per: 10s, cnt: 1 }").unwrap_err().starts_with("p.yaml:4:46: unknown key `cnt` in `delete_budget`"));
-        assert_eq!(budget("200").unwrap_err(), "p.yaml:4:22: `delete_budget` must be a mapping, found a string");
+        assert_eq!(budget("200").unwrap_err(), "p.yaml:4:22: `delete_budget` must be a mapping, found a scalar");
         let e = parse("p.yaml", "agents:\n  - name: a\n    files:\n      delete_bugdet: {}\n").unwrap_err().to_string();
         assert!(e.starts_with("p.yaml:4:7: unknown key `delete_bugdet` in `files` (did you mean `delete_budget`?)"), "{e}");
     }
