@@ -30,6 +30,15 @@ fn left(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+/// The real program that deletes `dir` and everything in it.
+fn deleter(tool: &str, dir: &str) -> Vec<String> {
+    match tool {
+        "rm" => vec!["/usr/bin/rm".into(), "-rf".into(), dir.into()],
+        "python" => vec!["/usr/bin/python3".into(), "-c".into(), format!("import shutil; shutil.rmtree({dir:?})")],
+        _ => vec!["/usr/bin/find".into(), dir.into(), "-delete".into()],
+    }
+}
+
 fn budget_policy(agent: &str, mode: &str, spec: &str) -> String {
     format!("agents:\n  - name: {agent}\n    mode: {mode}\n    files:\n      delete_budget: {spec}\n")
 }
@@ -44,14 +53,9 @@ fn rm_python_and_find_are_killed_past_the_budget_and_the_verdict_counts_what_wen
     let dir = TempDir::new("delbudget");
     let agent = unique("deleter");
     let daemon = Daemon::start(&dir, &budget_policy(&agent, "enforce", "{ count: 200, per: 10s, action: kill }"));
-    let tools: [(&str, &dyn Fn(&str) -> Vec<String>); 3] = [
-        ("rm", &|d| vec!["/usr/bin/rm".into(), "-rf".into(), d.into()]),
-        ("python", &|d| vec!["/usr/bin/python3".into(), "-c".into(), format!("import shutil; shutil.rmtree({d:?})")]),
-        ("find", &|d| vec!["/usr/bin/find".into(), d.into(), "-delete".into()]),
-    ];
-    for (tool, cmd) in tools {
+    for tool in ["rm", "python", "find"] {
         let data = fill(&dir, &format!("data-{tool}"), FILES);
-        let argv = cmd(&data);
+        let argv = deleter(tool, &data);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let (_, out) = launch(&agent, &argv, &[]);
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{tool}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
@@ -155,5 +159,28 @@ fn hold_stops_the_deleter_until_a_person_decides() {
     let v = daemon.await_verdict("denied", 10, |v| deletions_of(v, &data) && field(v, "/unmapped/verdict") == "killed");
     assert_eq!(field(&v, "/unmapped/hold/decision"), "denied");
     assert_eq!(1000 - left(&data), 102);
+    daemon.stop();
+}
+
+#[test]
+fn the_rest_of_the_workload_is_killed_with_the_deleter() {
+    let dir = TempDir::new("delrest");
+    let agent = unique("delrest");
+    let daemon = Daemon::start(&dir, &budget_policy(&agent, "enforce", "{ count: 20, per: 10s, action: kill }"));
+    let data = fill(&dir, "data", 100);
+    let pidfile = dir.path("sleeper.pid");
+    // A shell that leaves a long sleep behind and waits for it after the deleter: only the
+    // daemon's kill of the whole workload ends it before the sleep would.
+    let script = format!("sleep 60 & echo $! > {}; /usr/bin/rm -rf {data}; wait", pidfile.display());
+    let start = std::time::Instant::now();
+    let (_, out) = launch(&agent, &["/bin/sh", "-c", &script], &[]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(30), "the shell lived on for {:?}", start.elapsed());
+    let sleeper: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(guard_tests::process::state(sleeper).is_none_or(|s| s == 'Z'), "the rest of the workload lives: {sleeper}");
+    assert_eq!(100 - left(&data), 21);
+    let v = daemon.await_verdict("killed", 10, |v| deletions_of(v, &data) && field(v, "/unmapped/verdict") == "killed");
+    assert_eq!(v["unmapped"]["deletions"]["count"].as_u64(), Some(21));
+    assert_eq!(field(&v, "/unmapped/error"), "", "{v:#}");
     daemon.stop();
 }

@@ -144,10 +144,10 @@ impl Engine {
     /// Approving a held deletion gives its workload a fresh window.
     pub(super) fn deletion_approved(&mut self, p: &Pending) {
         let Subject::Deletions { deletions, .. } = &p.verdict.subject else { return };
-        if let Some(id) = deletions.get("workload_cgroup_id").and_then(Value::as_u64) {
-            if let Err(e) = self.loaded.reset_deletions(id) {
-                tracing::warn!(error = %e, "cannot reset a workload's deletion window");
-            }
+        if let Some(id) = deletions.get("workload_cgroup_id").and_then(Value::as_u64)
+            && let Err(e) = self.loaded.reset_deletions(id)
+        {
+            tracing::warn!(error = %e, "cannot reset a workload's deletion window");
         }
     }
 
@@ -190,10 +190,10 @@ impl Engine {
             signalled.extend(&pids);
             for pid in pids {
                 let sent = Pidfd::open(pid).and_then(|fd| fd.signal(libc::SIGKILL));
-                if let Err(e) = sent {
-                    if e.raw_os_error() != Some(libc::ESRCH) {
-                        failed = true;
-                    }
+                if let Err(e) = sent
+                    && e.raw_os_error() != Some(libc::ESRCH)
+                {
+                    failed = true;
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
