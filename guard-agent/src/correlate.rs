@@ -223,6 +223,7 @@ impl Correlator {
             reason: (h.flags & EVENT_FLAG_MOVED_OUT != 0)
                 .then(|| "moved out of its agent's cgroups; still under its agent's policy".to_owned()),
             exfil: None,
+            sql: None,
         }
     }
 }

@@ -277,6 +277,7 @@ mod tests {
             hold: None,
             reason: None,
             exfil: None,
+            sql: None,
         }
     }
 

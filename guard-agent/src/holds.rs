@@ -28,6 +28,7 @@ pub fn read_context(pid: u32, filename: &str, identity: Option<(u32, u64)>) -> s
         argv,
         cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok().map(|p| p.to_string_lossy().into_owned()),
         euid: status.euid,
+        sql: None,
     })
 }
 

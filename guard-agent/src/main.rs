@@ -22,6 +22,7 @@ mod paths;
 mod policy;
 mod proctable;
 mod seq;
+mod sql;
 mod sessions;
 mod sinks;
 mod verdict;

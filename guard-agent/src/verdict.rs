@@ -48,6 +48,9 @@ pub struct Verdict {
     /// Exfiltration context: the sensitive read behind a refused connect, the DNS names an
     /// address was answered for, the numbers of a byte budget, a DNS tunnel shape.
     pub exfil: Option<Value>,
+    /// A database client's statements: where they came from, the destructive one (masked on
+    /// the way out, like everything), or why they could not all be seen.
+    pub sql: Option<Value>,
 }
 
 /// What an exec verdict says about the new image.
@@ -233,6 +236,7 @@ impl Verdict {
             "hold": self.hold,
             "reason": self.reason,
             "exfil": self.exfil,
+            "sql": self.sql,
         });
         let parent = json!({ "pid": self.ppid });
         let refused = matches!(self.decision, Decision::Denied | Decision::Killed);

@@ -237,6 +237,29 @@ fn all_reported(daemon: &Daemon) -> Vec<(String, u64, u64)> {
     }
 }
 
+/// Waits until `daemon`'s "events lost" verdicts, with those in `earlier`, add up to `want` per
+/// kind, and returns them. The kernel's `reported` counter is written right after the verdict,
+/// but the harness reads (and schema-checks) the daemon's output behind it, by seconds under load.
+fn await_lost(daemon: &Daemon, earlier: &[Value], want: &std::collections::BTreeMap<String, u64>) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lost = daemon.verdicts(is_lost);
+        let mut sums = Default::default();
+        add_lost(&mut sums, earlier);
+        add_lost(&mut sums, &lost);
+        if sums == *want {
+            return lost;
+        }
+        assert!(Instant::now() < deadline, "the \"events lost\" verdicts count {sums:?}, not {want:?}: {lost:#?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the kernel says was reported, per kind that dropped anything.
+fn reported_kinds(drops: &[(String, u64, u64)]) -> std::collections::BTreeMap<String, u64> {
+    drops.iter().filter(|(_, _, r)| *r > 0).map(|(k, _, r)| (k.clone(), *r)).collect()
+}
+
 #[test]
 fn a_stopped_daemon_reports_what_the_full_ring_buffer_lost_once_it_resumes() {
     let dir = TempDir::new("lost-stop");
@@ -260,6 +283,7 @@ fn a_stopped_daemon_reports_what_the_full_ring_buffer_lost_once_it_resumes() {
     let d = all_reported(&daemon);
     let kernel = dropped_kinds(&d);
     assert!(kernel.get("exec").is_some_and(|n| *n > 0), "no exec dropped while the daemon was stopped: {d:?}");
+    await_lost(&daemon, &[], &kernel);
     // Give a second report (there must be none) time to show.
     thread::sleep(Duration::from_millis(2500));
     let lost = daemon.verdicts(is_lost);
@@ -289,9 +313,9 @@ fn a_restarted_daemon_reports_the_drops_nobody_reported_and_no_others() {
     first.signal(libc::SIGSTOP);
     thread::sleep(Duration::from_secs(2));
     first.signal(libc::SIGCONT);
-    all_reported(&first);
-    let reported_by_first = first.verdicts(is_lost);
-    assert!(!reported_by_first.is_empty(), "the first daemon reported nothing after its stall");
+    let d = all_reported(&first);
+    assert!(d.iter().any(|(kind, n, _)| kind == "exec" && *n > 0), "no exec dropped while the first daemon was stopped: {d:?}");
+    let reported_by_first = await_lost(&first, &[], &reported_kinds(&d));
     let (_, before, _) = workload.counts();
     first.kill_hard();
     thread::sleep(OUTAGE);
@@ -303,6 +327,8 @@ fn a_restarted_daemon_reports_the_drops_nobody_reported_and_no_others() {
     let d = all_reported(&second);
     let kernel = dropped_kinds(&d);
     assert!(kernel.get("exec").is_some_and(|n| *n > 0), "no exec dropped while no daemon ran: {d:?}");
+    await_lost(&second, &reported_by_first, &kernel);
+    // Give a second report (there must be none) time to show.
     thread::sleep(Duration::from_millis(2500));
     let lost = second.verdicts(is_lost);
     assert_eq!(lost.len(), 1, "one \"events lost\" verdict for the outage: {lost:#?}");

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The fuzz targets (`guard-agent/src/fuzz/`), as `cargo xtask fuzz` takes them.
-pub const FUZZ_TARGETS: [&str; 6] = ["policy", "settings", "control", "records", "dns", "mask"];
+pub const FUZZ_TARGETS: [&str; 7] = ["policy", "settings", "control", "records", "dns", "mask", "sql"];
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -25,7 +25,7 @@ pub struct TestArgs {
     /// Seconds one privileged test may run (they run one at a time, so each is timed alone).
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     pub test_deadline: u64,
-    /// Seconds each fuzz target runs (about a minute for the six).
+    /// Seconds each fuzz target runs (about a minute for the seven).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub fuzz_secs: u64,
     /// Arguments after `--` go to the test binaries (e.g. a test name filter). With a filter,

@@ -89,6 +89,12 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() }
     }));
+    let mut ctx = ctx;
+    // A database client's statements, as far as its command line and files tell (its stdin
+    // is known only once it runs).
+    if let Some(client) = eval::sql_client(entry, &ctx) {
+        ctx.sql = Some(crate::sql::inspect(&client, &ctx.argv, crate::sql::Proc { pid: None, cwd: ctx.cwd.as_deref() }, true));
+    }
     let j = eval::evaluate(entry, &ctx);
     let audit = entry.mode == Mode::Audit;
     let verdict = match (j.action, audit) {
@@ -126,6 +132,7 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
                 "action": b.action.name(),
                 "location": compiled.rule(entry.delete_budget.rule_id).map(|r| r.location.clone()),
             })),
+            "sql": ctx.sql.as_ref().map(crate::sql::Report::to_json),
             "also_matched": j.matched.iter().filter(|m| m.id != j.rule_id).map(|m| compiled.rule(m.id).map(|r| r.location.clone())).collect::<Vec<_>>(),
         });
         println!("{out}");
@@ -147,6 +154,9 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
     println!("decided:  by {by}");
     if let Some(line) = delete_budget_line(&compiled, entry) {
         println!("deletes:  {line}");
+    }
+    if let Some(r) = &ctx.sql {
+        println!("sql:      {}", r.summary());
     }
     for m in j.matched.iter().filter(|m| m.id != j.rule_id) {
         if let Some(r) = compiled.rule(m.id) {
@@ -190,5 +200,5 @@ fn context(command: &[OsString], cwd: Option<String>, euid: u32) -> ExecContext 
             .unwrap_or_else(|| first.clone())
     };
     let exe = std::fs::canonicalize(&filename).ok().map(|p| p.display().to_string());
-    ExecContext { identity: compile::identity(&filename).map(|(d, i, _)| (d, i)), filename, exe, argv, cwd, euid }
+    ExecContext { identity: compile::identity(&filename).map(|(d, i, _)| (d, i)), filename, exe, argv, cwd, euid, sql: None }
 }

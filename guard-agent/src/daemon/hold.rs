@@ -15,6 +15,14 @@ use crate::{
     verdict::{Subject, Verdict},
 };
 
+/// Which held exec: its process, the policy id the kernel decided by, when it exec'd.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeldAt {
+    pub pid: u32,
+    pub policy_id: u32,
+    pub boot_ns: u64,
+}
+
 impl Engine {
     /// A process the kernel stopped at exec: judge it from procfs now, and release it, kill
     /// it, or wait for a person.
@@ -48,9 +56,35 @@ impl Engine {
             info.argv_truncated = false;
             info.cwd = ctx.cwd.clone().or(info.cwd.take());
         }
+        if let Some(client) = eval::sql_client(agent, &ctx) {
+            let report = crate::sql::inspect(&client, &ctx.argv, crate::sql::Proc { pid: Some(pid), cwd: ctx.cwd.as_deref() }, false);
+            if !report.writers.is_empty() {
+                // Its stdin is a pipe someone still writes to: it stays stopped while we wait.
+                let at = HeldAt { pid, policy_id: e.header.policy_id, boot_ns: e.header.boot_ns };
+                return self.wait_for_writers(super::sql::SqlWait::new(at, pidfd, client, ctx, v));
+            }
+            ctx.sql = Some(report);
+        }
+        self.judge_held(HeldAt { pid, policy_id: e.header.policy_id, boot_ns: e.header.boot_ns }, pidfd, ctx, v);
+    }
+
+    /// Judges a held process whose context is complete: releases it, kills it, or waits for a
+    /// person.
+    pub(super) fn judge_held(&mut self, at: HeldAt, pidfd: Pidfd, ctx: eval::ExecContext, mut v: Verdict) {
+        let HeldAt { pid, policy_id, boot_ns: exec_ns } = at;
+        let Some(compiled) = self.correlator.policies.arc(policy_id).cloned() else {
+            return self.decide_now(pid, v, Outcome::Kill, "held under a policy that is no longer known");
+        };
+        let Some(agent) = compiled.agent(policy_id) else { return };
         let j = eval::evaluate(agent, &ctx);
         v.rule = compiled.rule(j.rule_id).cloned();
-        let since_exec_us = boot_ns().saturating_sub(e.header.boot_ns) / 1000;
+        if let Some(report) = &ctx.sql {
+            v.sql = Some(report.to_json());
+            if j.rule.is_some_and(|r| !r.rule.conditions.sql.is_empty()) {
+                v.reason = Some(report.summary());
+            }
+        }
+        let since_exec_us = boot_ns().saturating_sub(exec_ns) / 1000;
         match j.action {
             Some(ExecAction::Hold) => {
                 let id = self.holds.next_id();
@@ -62,7 +96,8 @@ impl Engine {
                     "approve": format!("guard-agent approve {id}"),
                     "deny": format!("guard-agent deny {id}"),
                 }));
-                v.reason = Some(format!("held for approval: `guard-agent approve {id}` or `guard-agent deny {id}` within {}s", timeout.as_secs()));
+                let why = v.reason.take().map(|r| format!("{r}; ")).unwrap_or_default();
+                v.reason = Some(format!("{why}held for approval: `guard-agent approve {id}` or `guard-agent deny {id}` within {}s", timeout.as_secs()));
                 self.emit(&v);
                 let now = Instant::now();
                 self.holds.insert(Pending {
@@ -73,7 +108,7 @@ impl Engine {
                     since_ms: sessions::now_ms(),
                     deadline: now + timeout,
                     timeout,
-                    policy_id: e.header.policy_id,
+                    policy_id,
                     rule_id: j.rule_id,
                     agent: Some(agent.name.clone()),
                     argv: ctx.argv,
@@ -97,7 +132,7 @@ impl Engine {
     }
 
     /// Ends a hold now, without a pidfd (the process may be gone).
-    fn decide_now(&mut self, pid: u32, mut v: Verdict, outcome: Outcome, reason: &str) {
+    pub(super) fn decide_now(&mut self, pid: u32, mut v: Verdict, outcome: Outcome, reason: &str) {
         self.act(pid, None, outcome);
         v.decision = if outcome == Outcome::Kill { Decision::Killed } else { Decision::Allowed };
         v.reason = Some(reason.to_owned());
@@ -198,16 +233,25 @@ impl Engine {
     /// Audit mode: nothing was stopped; say what argv rules would have done.
     pub(super) fn evaluate_audit(&mut self, e: &ExecEvent, mut v: Verdict) {
         let Subject::Exec(info) = &v.subject else { return };
-        let ctx = eval::ExecContext {
+        let mut ctx = eval::ExecContext {
             filename: info.filename.clone(),
             exe: None,
             identity: info.identity,
             argv: info.argv.clone(),
             cwd: info.cwd.clone(),
             euid: info.euid,
+            sql: None,
         };
         if let Some(c) = self.correlator.policies.of(e.header.policy_id) {
             if let Some(agent) = c.agent(e.header.policy_id) {
+                // Nothing is stopped in audit mode: what the running client's stdin holds now
+                // is what is judged (best effort; a pipe still written is uninspectable).
+                if let Some(client) = eval::sql_client(agent, &ctx) {
+                    let proc = crate::sql::Proc { pid: Some(e.header.tgid), cwd: ctx.cwd.as_deref() };
+                    let report = crate::sql::inspect(&client, &ctx.argv, proc, true);
+                    v.sql = Some(report.to_json());
+                    ctx.sql = Some(report);
+                }
                 let j = eval::evaluate(agent, &ctx);
                 v.rule = c.rule(j.rule_id).cloned();
                 v.decision = match j.action {

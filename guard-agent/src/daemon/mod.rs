@@ -25,6 +25,7 @@ mod metrics;
 mod output;
 mod reader;
 mod requests;
+mod sql;
 mod status;
 
 use crate::{
@@ -143,6 +144,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         correlator,
         sessions: Sessions::new(cgroup_root.clone()),
         holds: Holds::default(),
+        sql_waits: Vec::new(),
         sinks,
         tail,
         notifier,
@@ -200,6 +202,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     // Nobody will decide these holds: kill them now rather than leave them stopped.
+    engine.end_sql_waits();
     let pending: Vec<u64> = engine.holds.iter().map(|p| p.id).collect();
     for id in pending {
         if let Some(p) = engine.holds.take(id) {
@@ -262,6 +265,8 @@ struct Engine {
     correlator: Correlator,
     sessions: Sessions,
     holds: Holds,
+    /// Held database clients waiting for the writers of their stdin (see sql.rs).
+    sql_waits: Vec<sql::SqlWait>,
     sinks: Sinks,
     /// The live feed `guard-agent tail` reads.
     tail: Feed,
@@ -420,6 +425,7 @@ impl Engine {
             // A failure is counted and logged by the log itself (once per run of failures).
             let _ = log.tick(Instant::now());
         }
+        self.retry_sql_waits();
         for p in self.holds.expired(Instant::now()) {
             let reason = format!("no approval within {}s", p.timeout.as_secs());
             self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));
@@ -515,6 +521,7 @@ impl Engine {
             hold: None,
             reason,
             exfil: None,
+            sql: None,
         }
     }
 

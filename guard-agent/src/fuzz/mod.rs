@@ -1,5 +1,6 @@
 //! Structure-aware fuzzing of every parser of untrusted input: policy YAML, the settings file,
-//! control-socket requests, ring-buffer records, DNS messages and the argv masker.
+//! control-socket requests, ring-buffer records, DNS messages, the argv masker and the
+//! statements of held database clients.
 //!
 //! Each target is an ordinary `#[test]` that generates inputs from a seeded RNG (mostly mutated
 //! valid inputs, so the parsers' deep paths run, not only their first length check) for a time
@@ -22,6 +23,7 @@ mod mask;
 mod policy;
 mod records;
 mod settings;
+mod sql;
 
 use std::{
     fmt::Debug,

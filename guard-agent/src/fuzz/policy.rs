@@ -28,6 +28,8 @@ agents:
       hold:
         - basename: psql
           approve_timeout: 90s
+        - basename: sqlite3
+          sql: [destructive, uninspectable]
       allow:
         - path: /usr/bin/ls
     network:

@@ -4,7 +4,7 @@
 //! a hold, a hold beats an audit, an audit beats an allow, and with `exec.allow` an exec no
 //! rule allows is killed.
 use super::{
-    ExecAction, ExecMatcher,
+    ExecAction, ExecMatcher, SqlCheck,
     compile::{AgentEntry, EvalRule},
 };
 
@@ -21,6 +21,8 @@ pub struct ExecContext {
     pub argv: Vec<String>,
     pub cwd: Option<String>,
     pub euid: u32,
+    /// What a database client will run, when a rule's `sql` condition needs it.
+    pub sql: Option<crate::sql::Report>,
 }
 
 /// The outcome for one exec.
@@ -93,7 +95,30 @@ pub fn conditions_hold(r: &EvalRule, ctx: &ExecContext) -> bool {
             return false;
         }
     }
-    c.uid.is_empty() || c.uid.contains(&ctx.euid)
+    if !c.uid.is_empty() && !c.uid.contains(&ctx.euid) {
+        return false;
+    }
+    if !c.sql.is_empty() {
+        // Not inspected (nobody gathered it): fails closed, like an unknown cwd.
+        let Some(report) = &ctx.sql else { return matches!(r.rule.action, ExecAction::Kill | ExecAction::Hold) };
+        let hit = c.sql.iter().any(|k| match k {
+            SqlCheck::Destructive => report.destructive.is_some(),
+            SqlCheck::Uninspectable => report.uninspectable.is_some(),
+        });
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a rule of `agent` with an `sql` condition names this exec's binary, and if so the
+/// client's name to read its statements as (the executed file's own name, else the one invoked).
+pub fn sql_client(agent: &AgentEntry, ctx: &ExecContext) -> Option<String> {
+    agent.exec.iter().any(|r| !r.rule.conditions.sql.is_empty() && binary_matches(r, ctx)).then(|| {
+        let exe = ctx.exe.as_deref().map(basename).filter(|b| crate::sql::dialect(b).is_some());
+        exe.unwrap_or_else(|| basename(&ctx.filename)).to_owned()
+    })
 }
 
 #[cfg(test)]
@@ -169,5 +194,34 @@ mod tests {
         assert_eq!(judge_nowhere(deny), Some(ExecAction::Kill));
         let allow = "agents:\n  - name: a\n    exec:\n      allow:\n        - basename: git\n          cwd_prefix: /srv\n";
         assert_eq!(judge_nowhere(allow), Some(ExecAction::Kill), "an allow rule needing a cwd does not allow without one");
+    }
+
+    #[test]
+    fn sql_conditions_judge_what_the_client_will_run() {
+        let p = "agents:\n  - name: a\n    exec:\n      deny:\n        - basename: sqlite3\n          sql: destructive\n      hold:\n        - basename: sqlite3\n          sql: [uninspectable]\n";
+        let c = compile(&parse("p.yaml", p).unwrap(), 0).unwrap();
+        let a = &c.agents[0];
+        let judge = |argv: &[&str], gathered: bool| {
+            let mut ctx = ExecContext { filename: "/usr/bin/sqlite3".into(), argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+            let client = sql_client(a, &ctx).expect("the rules name sqlite3");
+            if gathered {
+                ctx.sql = Some(crate::sql::inspect(&client, &ctx.argv, crate::sql::Proc::default(), true));
+            }
+            let j = evaluate(a, &ctx);
+            (j.action, j.rule_id)
+        };
+        assert_eq!(judge(&["sqlite3", "db", "DROP TABLE t"], true), (Some(ExecAction::Kill), 1));
+        assert_eq!(judge(&["sqlite3", "db", "SELECT 1"], true), (None, 0));
+        // stdin unknown (no process): the hold rule applies.
+        assert_eq!(judge(&["sqlite3", "db"], true), (Some(ExecAction::Hold), 2));
+        // Nothing gathered at all: both fail closed, the kill first.
+        assert_eq!(judge(&["sqlite3", "db", "SELECT 1"], false), (Some(ExecAction::Kill), 1));
+        let other = ExecContext { filename: "/usr/bin/psql".into(), argv: vec!["psql".into()], ..Default::default() };
+        assert_eq!(sql_client(a, &other), None, "no rule names psql: nothing to gather");
+        // Bad conditions are errors with a position.
+        let bad = |cond: &str, section: &str| parse("p.yaml", &format!("agents:\n  - name: a\n    exec:\n      {section}:\n        - basename: psql\n          sql: {cond}\n")).unwrap_err().to_string();
+        assert!(bad("[]", "deny").contains("p.yaml:6:16: `sql` is an empty list"), "{}", bad("[]", "deny"));
+        assert!(bad("drop", "deny").contains("not `drop`"));
+        assert!(bad("destructive", "allow").contains("belongs in `exec.deny` or `exec.hold`"));
     }
 }

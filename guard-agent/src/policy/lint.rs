@@ -50,6 +50,22 @@ fn exec(agent: &Agent, warnings: &mut Vec<String>) {
                 b.matcher, n.len()
             ));
         }
+        if !b.conditions.sql.is_empty() {
+            use super::ExecMatcher::{Path, PathPrefix};
+            // The statements are read as the client named by the executed file (or the name it
+            // was invoked as) takes them; another program's can never be judged.
+            let name = match &b.matcher {
+                Path(p) => Some(p.rsplit('/').next().unwrap_or(p).to_owned()),
+                Basename(n) => Some(n.clone()),
+                BasenamePrefix(_) | PathPrefix(_) => None,
+            };
+            if let Some(n) = name.filter(|n| crate::sql::dialect(n).is_none()) {
+                warn(b.pos, format!(
+                    "`sql` conditions read the statements of a database client ({}); `{n}` is none of them, so every exec of it counts as uninspectable",
+                    crate::sql::CLIENTS.join(", ")
+                ));
+            }
+        }
         if b.conditions.uid.contains(&u32::MAX) {
             warn(b.pos, "uid 4294967295 is (uid_t)-1, which no process runs as: that entry never matches".into());
         }

@@ -147,6 +147,27 @@ pub struct Conditions {
     pub cwd_prefix: Option<String>,
     /// The effective uid is one of these.
     pub uid: Vec<u32>,
+    /// What a database client is about to run (gathered while it is stopped at exec: argv,
+    /// files, stdin; see `crate::sql`) is one of these.
+    pub sql: Vec<SqlCheck>,
+}
+
+/// A condition on the statements a database client will run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlCheck {
+    /// A statement destroys data (`DROP`, `TRUNCATE`, `DELETE`/`UPDATE` without `WHERE`, ...).
+    Destructive,
+    /// Not everything it will run can be seen (a terminal, a pipe still being written, ...).
+    Uninspectable,
+}
+
+impl SqlCheck {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Destructive => "destructive",
+            Self::Uninspectable => "uninspectable",
+        }
+    }
 }
 
 impl Conditions {
@@ -172,6 +193,9 @@ impl fmt::Display for Conditions {
         }
         if !self.uid.is_empty() {
             write!(f, " uid: {:?}", self.uid)?;
+        }
+        if !self.sql.is_empty() {
+            write!(f, " sql: [{}]", self.sql.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "))?;
         }
         Ok(())
     }

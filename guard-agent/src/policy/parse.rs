@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::{
     Agent, CgroupMatch, Conditions, DEFAULT_APPROVE_TIMEOUT, ExecAction, ExecMatcher, ExecRule,
-    Mode, Network, Policy, PolicyError, Pos, hash_text,
+    Mode, Network, Policy, PolicyError, Pos, SqlCheck, hash_text,
     yaml::{self, Node, Value},
 };
 use crate::paths::AGENT_CGROUP_DIR;
@@ -259,10 +259,36 @@ impl Parser<'_> {
         Ok((rules, m.get("allow").map(|n| n.pos)))
     }
 
+    /// `sql: destructive`, `sql: [destructive, uninspectable]`.
+    fn sql_checks(&self, n: &Node, section: &str) -> Result<Vec<SqlCheck>, PolicyError> {
+        if section == "allow" {
+            return Err(self.err(n.pos, "`sql` belongs in `exec.deny` or `exec.hold`: it says when to stop a database client, not when to allow one"));
+        }
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        if items.is_empty() {
+            return Err(self.err(n.pos, "`sql` is an empty list: the rule would never match"));
+        }
+        let mut out = Vec::new();
+        for i in items {
+            let c = match self.str(i, "an `sql` condition")? {
+                "destructive" => SqlCheck::Destructive,
+                "uninspectable" => SqlCheck::Uninspectable,
+                other => return Err(self.err(i.pos, format!("`sql` takes `destructive` or `uninspectable`, not `{other}`"))),
+            };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     fn exec_rule(&self, node: &Node, section: &str, default: ExecAction) -> Result<ExecRule, PolicyError> {
-        const KEYS: [&str; 12] = [
+        const KEYS: [&str; 13] = [
             "path", "path_prefix", "basename", "basename_prefix", "argv_any", "argv_all", "argv_glob",
-            "cwd_prefix", "uid", "action", "approve_timeout", "message",
+            "cwd_prefix", "uid", "sql", "action", "approve_timeout", "message",
         ];
         let m = self.map(node, &format!("an `exec.{section}` rule"), &KEYS)?;
         let message = m.get("message").map(|n| self.str(n, "`message`").map(str::to_owned)).transpose()?;
@@ -310,6 +336,10 @@ impl Parser<'_> {
                         })
                         .collect::<Result<_, _>>()?
                 }
+                None => Vec::new(),
+            },
+            sql: match m.get("sql") {
+                Some(n) => self.sql_checks(n, section)?,
                 None => Vec::new(),
             },
         };

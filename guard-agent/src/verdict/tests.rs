@@ -22,6 +22,7 @@ fn verdict(decision: Decision, subject: Subject) -> Verdict {
         hold: None,
         reason: None,
         exfil: None,
+        sql: None,
     }
 }
 

@@ -147,3 +147,11 @@ fn impossible_conditions_and_paths() {
     let long = format!("/{}", "d".repeat(251));
     assert_eq!(error(&agent(&format!("    exec:\n      deny:\n        - path_prefix: {long}\n"))), "p.yaml:5:24: `path_prefix` is longer than 251 bytes");
 }
+
+#[test]
+fn sql_conditions_on_a_program_that_is_no_database_client() {
+    let w = warnings(&agent("    exec:\n      deny:\n        - basename: sqlite3\n          sql: destructive\n        - path: /usr/bin/psql\n          sql: destructive\n        - basename: bash\n          sql: destructive\n"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("p.yaml:9:11: warning: `sql` conditions read the statements of a database client (psql,"), "{w:?}");
+    assert!(w[0].ends_with("`bash` is none of them, so every exec of it counts as uninspectable"), "{w:?}");
+}
