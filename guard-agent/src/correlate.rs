@@ -162,7 +162,7 @@ impl Correlator {
                 (Subject::Socket { family: s.family, sock_type: s.sock_type, protocol: s.protocol, exe }, ppid)
             }
             // The daemon's event loop handles these itself.
-            Event::Move(_) | Event::Cgroup(_) | Event::Gate(_) | Event::Open(_) | Event::Budget(_) | Event::Dns(_) | Event::File(_) => return None,
+            Event::Move(_) | Event::Cgroup(_) | Event::Gate(_) | Event::Open(_) | Event::Budget(_) | Event::Dns(_) | Event::File(_) | Event::Deletions(_) => return None,
         };
         Some(self.verdict(h, subject, ppid))
     }

@@ -35,6 +35,7 @@ pub fn project(ocsf: &Value) -> Value {
     let (category, kind_type, action) = match (activity_class, operation) {
         (1001, _) => ("file", match str_at(&unmapped, "/file_op/op") { Some("delete") => "deletion", Some("create") => "creation", _ => "change" }, "file_operation_denied"),
         (1007, Some("moved_out")) => ("process", "change", "moved_out"),
+        (1007, Some("delete_budget")) => ("file", "deletion", "bulk_delete"),
         (1007, _) => ("process", "start", "exec"),
         (4001, Some("sendmsg")) => ("network", "connection", "datagram_attempted"),
         (4001, Some("socket")) => ("network", "creation", "socket_attempted"),

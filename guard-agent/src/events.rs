@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DeletionsEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
     FileEvent, MoveEvent, OpenEvent, ProcEvent, SocketEvent,
 };
 
@@ -26,6 +26,8 @@ pub enum Event {
     Dns(Box<DnsEvent>),
     /// A watched file call that failed with EACCES or EPERM (protected paths).
     File(Box<FileEvent>),
+    /// A workload went past its deletion budget.
+    Deletions(Box<DeletionsEvent>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Budget) => read::<BudgetEvent>(buf, "budget event").map(Event::Budget),
         Some(EventKind::Dns) => read::<DnsEvent>(buf, "dns event").map(|e| Event::Dns(Box::new(e))),
         Some(EventKind::FileDenied) => read::<FileEvent>(buf, "file event").map(|e| Event::File(Box::new(e))),
+        Some(EventKind::Deletions) => read::<DeletionsEvent>(buf, "deletions event").map(|e| Event::Deletions(Box::new(e))),
         None => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -72,6 +75,7 @@ impl Event {
             Event::Budget(_) => "budget",
             Event::Dns(_) => "dns",
             Event::File(_) => "file",
+            Event::Deletions(_) => "deletions",
         }
     }
 
@@ -85,6 +89,7 @@ impl Event {
             Event::Move(e) => Some(&e.header),
             Event::Open(e) => Some(&e.header),
             Event::File(e) => Some(&e.header),
+            Event::Deletions(e) => Some(&e.header),
             Event::Cgroup(_) | Event::Budget(_) | Event::Dns(_) => None,
         }
     }

@@ -84,6 +84,10 @@ pub enum Subject {
     /// A tagged process moved out of its agent's cgroups (by `pid`'s writer, the verdict's
     /// process): it stays under its policy.
     Moved { pid: u32, to: String, exe: Option<String> },
+    /// A workload went past its deletion budget (`files.delete_budget`): the verdict's process
+    /// made the deletion that went over. `deletions` is `unmapped.deletions` (count, budget,
+    /// window, where).
+    Deletions { exe: Option<String>, deletions: Value },
     /// The policy was (re)loaded, or a reload failed and the previous policy stays.
     Policy { source: String, error: Option<String>, previous_hash: Option<String>, warnings: Vec<String> },
     /// Events the kernel could not queue (the ring buffer was full) since the last such
@@ -330,6 +334,13 @@ impl Verdict {
                     "process": { "pid": pid, "file": exe.as_deref().map(file) },
                 }))
             }
+            Subject::Deletions { exe, deletions } => {
+                let unmapped = merge(unmapped, json!({ "operation": "delete_budget", "deletions": deletions }));
+                merge(common(PROCESS_ACTIVITY, (99, "Bulk Delete"), unmapped), json!({
+                    "actor": { "process": { "pid": self.pid }, "user": user },
+                    "process": { "pid": self.pid, "file": exe.as_deref().map(file) },
+                }))
+            }
             Subject::Policy { source, error, previous_hash, warnings } => {
                 let unmapped = merge(unmapped, json!({
                     "operation": "policy_load",
@@ -521,6 +532,10 @@ impl Verdict {
                 (format!("{done}: {what} {at}{suffix}"), "exfil")
             }
             Subject::Moved { pid, to, .. } => (format!("{done}: process {pid} moved out to {to}{suffix}"), "process"),
+            Subject::Deletions { deletions, .. } => {
+                let n = |k: &str| deletions.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                (format!("{done}: process {} deleted {} entries within {}s, over its budget of {}{suffix}", self.pid, n("count"), n("per_s"), n("budget")), "files")
+            }
             Subject::Policy { source, .. } => (format!("{done}: policy {source}{suffix}"), "policy"),
             Subject::Lost { .. } => (format!("{done}: events lost{suffix}"), "events"),
             Subject::File { op, path, .. } => (format!("{done}: {op} of {path}{suffix}"), "file"),

@@ -64,3 +64,12 @@ pub const TASK_FILES: &str = "TASK_FILES";
 pub const FILES_FDT: &str = "FILES_FDT";
 pub const FDT_FD: &str = "FDT_FD";
 pub const FILE_MNT: &str = "FILE_MNT";
+/// Offsets of `pathname` in `sys_enter_unlink` and `sys_enter_rmdir`, of `dfd` and `pathname`
+/// in `sys_enter_unlinkat`, and of `ret` in their `sys_exit_*` records (one format).
+pub const UNLINK_PATHNAME: &str = "UNLINK_PATHNAME";
+pub const UNLINKAT_DFD: &str = "UNLINKAT_DFD";
+pub const UNLINKAT_PATHNAME: &str = "UNLINKAT_PATHNAME";
+pub const RMDIR_PATHNAME: &str = "RMDIR_PATHNAME";
+pub const SYS_EXIT_RET: &str = "SYS_EXIT_RET";
+/// `fdtable.max_fds`: bounds an `unlinkat` dirfd (with `TASK_FILES`, `FILES_FDT`, `FDT_FD`).
+pub const FDT_MAX_FDS: &str = "FDT_MAX_FDS";

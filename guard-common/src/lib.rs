@@ -7,7 +7,9 @@
 
 use core::mem::size_of;
 
+mod deletes;
 mod exfil;
+pub use deletes::*;
 pub use exfil::*;
 mod files;
 pub use files::*;
@@ -54,6 +56,8 @@ pub enum EventKind {
     /// A watched file call (unlink, rename, truncate, a write open, ...) of an agent workload
     /// with `files.protect` rules failed with EACCES or EPERM (`FileEvent`).
     FileDenied = 12,
+    /// A workload went past its deletion budget (`DeletionsEvent`).
+    Deletions = 13,
 }
 
 impl EventKind {
@@ -74,6 +78,7 @@ impl EventKind {
             10 => Some(Self::Budget),
             11 => Some(Self::Dns),
             12 => Some(Self::FileDenied),
+            13 => Some(Self::Deletions),
             _ => None,
         }
     }

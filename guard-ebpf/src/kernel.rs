@@ -71,14 +71,16 @@ static INODE_INO: u32 = 0;
 static INODE_SB: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV: u32 = 0;
-
-/// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_path.mnt`.
+/// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `fdtable.max_fds`, `file.f_path.mnt`
+/// (the deletion budget and protected paths read a dirfd's directory through them).
 #[unsafe(no_mangle)]
 static TASK_FILES: u32 = 0;
 #[unsafe(no_mangle)]
 static FILES_FDT: u32 = 0;
 #[unsafe(no_mangle)]
 static FDT_FD: u32 = 0;
+#[unsafe(no_mangle)]
+static FDT_MAX_FDS: u32 = 0;
 #[unsafe(no_mangle)]
 static FILE_MNT: u32 = 0;
 
@@ -367,3 +369,64 @@ fn fd_entry(arr: u64, fd: u32) -> u64 {
     // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
     unsafe { bpf_probe_read_kernel(at as *const u64) }.unwrap_or(0)
 }
+
+/// The directory a `*at` system call's `dfd` refers to (`AT_FDCWD`: the cwd), as up to
+/// `CWD_PARTS` components innermost first. Returns how many were filled, or
+/// `DELETE_DIR_UNKNOWN` if the directory cannot be read; `truncated` is set when the path is
+/// deeper (or a component longer) than what fits.
+#[inline(always)]
+pub fn dir_components(dfd: i32, parts: &mut [[u8; CWD_PART_LEN]; CWD_PARTS], truncated: &mut bool) -> u32 {
+    // SAFETY: returns a pointer to the current task, only ever passed to read_field.
+    let task = unsafe { bpf_get_current_task() };
+    let d = if dfd == AT_FDCWD {
+        let fs = read_field::<u64>(task, global(&TASK_FS)).unwrap_or(0);
+        read_field::<u64>(fs, global(&FS_PWD_DENTRY)).unwrap_or(0)
+    } else {
+        let fdt = read_field::<u64>(task, global(&TASK_FILES)).and_then(|f| read_field::<u64>(f, global(&FILES_FDT))).unwrap_or(0);
+        // `max_fds` is the first member of `struct fdtable`: its offset is 0 in practice, so
+        // it is read without read_field's "0 is unresolved" rule.
+        let max = if fdt == 0 {
+            0
+        } else {
+            // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
+            unsafe { bpf_probe_read_kernel((fdt + global(&FDT_MAX_FDS) as u64) as *const u32) }.unwrap_or(0)
+        };
+        let fds = read_field::<u64>(fdt, global(&FDT_FD)).unwrap_or(0);
+        if dfd < 0 || dfd as u32 >= max || fds == 0 {
+            0
+        } else {
+            // SAFETY: bpf_probe_read_kernel checks the address; `dfd` is below the table's size.
+            let file = unsafe { bpf_probe_read_kernel((fds + 8 * dfd as u64) as *const u64) }.unwrap_or(0);
+            read_field::<u64>(file, global(&FILE_DENTRY)).unwrap_or(0)
+        }
+    };
+    *parts = [[0; CWD_PART_LEN]; CWD_PARTS];
+    if d == 0 {
+        return guard_common::DELETE_DIR_UNKNOWN;
+    }
+    let mut d = d;
+    let mut depth = 0;
+    for i in 0..CWD_PARTS {
+        let parent = dentry_parent(d);
+        if parent == 0 {
+            break;
+        }
+        if let Some(name) = read_field::<u64>(d, global(&DENTRY_NAME)) {
+            // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
+            if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut parts[i]) } {
+                if s.len() >= CWD_PART_LEN - 1 {
+                    *truncated = true;
+                }
+            }
+        }
+        depth = i as u32 + 1;
+        d = parent;
+    }
+    if dentry_parent(d) != 0 {
+        *truncated = true;
+    }
+    depth
+}
+
+/// `AT_FDCWD`: a `*at` system call's dirfd meaning the working directory.
+pub const AT_FDCWD: i32 = -100;

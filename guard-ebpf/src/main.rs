@@ -6,6 +6,7 @@
 #![feature(asm_experimental_arch)]
 
 mod cgroups;
+mod deletes;
 mod exec;
 mod files;
 mod gate;
@@ -186,6 +187,54 @@ pub fn guard_files_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn guard_files_exit(ctx: TracePointContext) -> u32 {
     match files::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_enter_unlink`, `sys_enter_unlinkat`, `sys_enter_rmdir`: remember a deletion
+/// of a workload with a deletion budget for its exit (see `deletes`). Fail open: nothing
+/// counted.
+#[tracepoint]
+pub fn guard_unlink_enter(ctx: TracePointContext) -> u32 {
+    match deletes::try_enter(&ctx, guard_common::DELETE_SYS_UNLINK) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn guard_unlinkat_enter(ctx: TracePointContext) -> u32 {
+    match deletes::try_enter(&ctx, guard_common::DELETE_SYS_UNLINKAT) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn guard_rmdir_enter(ctx: TracePointContext) -> u32 {
+    match deletes::try_enter(&ctx, guard_common::DELETE_SYS_RMDIR) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// `syscalls/sys_exit_unlink`, `sys_exit_unlinkat`, `sys_exit_rmdir`: count a successful
+/// deletion; past the budget kill or stop the deleter (see `deletes`). Fails open: a deletion
+/// whose entry was not recorded (map full) is not counted.
+#[tracepoint]
+pub fn guard_unlink_exit(ctx: TracePointContext) -> u32 {
+    match deletes::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn guard_unlinkat_exit(ctx: TracePointContext) -> u32 {
+    match deletes::try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn guard_rmdir_exit(ctx: TracePointContext) -> u32 {
+    match deletes::try_exit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }

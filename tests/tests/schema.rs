@@ -26,6 +26,16 @@ fn install_marker(dir: &TempDir, name: &str) -> String {
     dst.to_str().unwrap().to_owned()
 }
 
+/// `dir/name` holding `n` empty files.
+fn files(dir: &TempDir, name: &str, n: usize) -> String {
+    let d = dir.path(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..n {
+        std::fs::write(d.join(i.to_string()), b"").unwrap();
+    }
+    d.to_str().unwrap().to_owned()
+}
+
 fn exec_of(v: &Value, path: &str) -> bool {
     v["class_uid"] == 1007 && field(v, "/process/file/path") == path
 }
@@ -178,7 +188,7 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
     std::fs::create_dir_all(&protected).unwrap();
     std::fs::write(protected.join("keep"), "kept\n").unwrap();
     let policy = format!(
-        "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-denied\n          message: test binary\n        - basename: guard-audited\n          action: audit\n      hold:\n        - basename: guard-held\n          approve_timeout: 60s\n          message: needs a person\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}, {up}]\n    files:\n      protect:\n        - path: {}/**\n          deny: [delete, rename]\n",
+        "agents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-denied\n          message: test binary\n        - basename: guard-audited\n          action: audit\n      hold:\n        - basename: guard-held\n          approve_timeout: 60s\n          message: needs a person\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}, {up}]\n    files:\n      delete_budget: {{ count: 5, per: 60s, action: kill }}\n      protect:\n        - path: {}/**\n          deny: [delete, rename]\n",
         protected.display()
     );
     let daemon = Daemon::start(&dir, &policy);
@@ -223,6 +233,12 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
     let pid = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("pid ")).unwrap_or_default().to_owned();
     daemon.await_verdict("packet socket killed", 10, by_pid(&pid));
 
+    // A workload past its deletion budget: killed.
+    let doomed = files(&dir, "doomed", 20);
+    let (_, out) = launch(&agent, &["/usr/bin/rm", "-rf", &doomed], &[]);
+    assert!(!out.status.success());
+    let deletions = daemon.await_verdict("deletions killed", 10, |v| field(v, "/unmapped/operation") == "delete_budget");
+
     // A workload moved out of its cgroups (reported), then killed there.
     let root = guard_tests::cgroup2_root();
     let script = format!("echo $$ > {}/cgroup.procs && exec {denied}", root.display());
@@ -259,8 +275,8 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
         &[
             "exec/allowed", "exec/killed", "exec/audited", "exec/held",
             "connect/allowed", "connect/denied", "sendmsg/denied", "socket/denied", "socket/killed",
-            "moved_out/audited", "policy_load/allowed", "policy_load/denied",
-            "finding/exec/killed", "finding/exec/held", "finding/connect/denied", "finding/sendmsg/denied",
+            "moved_out/audited", "policy_load/allowed", "policy_load/denied", "delete_budget/killed",
+            "finding/delete_budget/killed", "finding/exec/killed", "finding/exec/held", "finding/connect/denied", "finding/sendmsg/denied",
             "finding/socket/denied", "finding/socket/killed", "file/denied", "finding/file/denied",
         ],
     );
@@ -269,6 +285,11 @@ fn every_enforce_mode_verdict_kind_validates_and_what_was_stopped_has_one_linked
 
     // The schemas are not a formality: damaged copies of real objects fail them.
     assert_schemas_reject_damage(&exec_killed, &connect_denied, &daemon.findings(|_| true)[0]);
+    for (what, pointer) in [("deletions without a count", "/unmapped/deletions/count"), ("delete_budget without deletions", "/unmapped/deletions")] {
+        let mut d = deletions.clone();
+        d.pointer_mut(pointer.rsplit_once('/').unwrap().0).and_then(Value::as_object_mut).unwrap().remove(pointer.rsplit_once('/').unwrap().1);
+        assert!(!ocsf_errors(&d).is_empty(), "the schema accepted {what}: {d:#}");
+    }
 
     // ECS, field by field, from real verdicts: exec allowed, exec killed (and its finding),
     // connect denied.
@@ -402,9 +423,13 @@ fn every_audit_mode_verdict_kind_validates_and_has_an_informational_finding() {
     let denied_tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let dp = denied_tcp.local_addr().unwrap().port();
     let policy = format!(
-        "mode: audit\nagents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-would-kill\n        - basename: guard-argv\n          argv_any: [--evil]\n      hold:\n        - basename: guard-would-hold\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}]\n"
+        "mode: audit\nagents:\n  - name: {agent}\n    exec:\n      deny:\n        - basename: guard-would-kill\n        - basename: guard-argv\n          argv_any: [--evil]\n      hold:\n        - basename: guard-would-hold\n    network:\n      deny:\n        - cidr: 127.0.0.1\n          ports: [{dp}]\n    files:\n      delete_budget: {{ count: 5, per: 60s, action: kill }}\n"
     );
     let daemon = Daemon::start(&dir, &policy);
+    let doomed = files(&dir, "doomed", 20);
+    let (_, out) = launch(&agent, &["/usr/bin/rm", "-rf", &doomed], &[]);
+    assert!(out.status.success(), "audit mode stops no deletion: {:?}", out.status);
+    daemon.await_verdict("deletions would-kill", 10, |v| field(v, "/unmapped/operation") == "delete_budget");
     for cmd in [vec![killed.as_str()], vec![held.as_str()], vec![argv.as_str(), "--evil"], vec![argv.as_str(), "--good"]] {
         let (_, out) = launch(&agent, &cmd, &[]);
         assert!(out.status.success(), "audit mode stops nothing: {cmd:?} {:?}", out.status);
@@ -429,6 +454,7 @@ fn every_audit_mode_verdict_kind_validates_and_has_an_informational_finding() {
         &daemon,
         &[
             "exec/would-kill", "exec/would-hold", "exec/allowed", "connect/would-deny", "socket/would-deny", "socket/would-kill",
+            "delete_budget/would-kill", "finding/delete_budget/would-kill",
             "finding/exec/would-kill", "finding/exec/would-hold", "finding/connect/would-deny", "finding/socket/would-deny", "finding/socket/would-kill",
         ],
     );

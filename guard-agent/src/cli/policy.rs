@@ -61,6 +61,11 @@ pub fn run(cmd: PolicyCommand) -> Result<(), PolicyError> {
                 compiled.rules.len(),
                 compiled.hash
             );
+            for a in &compiled.agents {
+                if let Some(line) = delete_budget_line(&compiled, a) {
+                    println!("{}: {line}", a.name);
+                }
+            }
             Ok(())
         }
         PolicyCommand::Explain { file, agent, cwd, uid, json, path, command } => {
@@ -124,6 +129,12 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
             "verdict": verdict,
             "decided_by": by,
             "rule": rule.map(|r| json!({ "id": r.id, "section": r.section, "matcher": r.matcher, "message": r.message, "location": r.location })),
+            "delete_budget": entry.delete_eval.as_ref().map(|b| json!({
+                "count": b.count,
+                "per_s": b.per.as_secs_f64(),
+                "action": b.action.name(),
+                "location": compiled.rule(entry.delete_budget.rule_id).map(|r| r.location.clone()),
+            })),
             "sql": ctx.sql.as_ref().map(crate::sql::Report::to_json),
             "also_matched": j.matched.iter().filter(|m| m.id != j.rule_id).map(|m| compiled.rule(m.id).map(|r| r.location.clone())).collect::<Vec<_>>(),
         });
@@ -144,6 +155,9 @@ fn explain(model: &Policy, agent: Option<&str>, cwd: Option<PathBuf>, uid: Optio
         None => println!("rule:     none matches{}", if entry.allowlist_rule.is_some() { "" } else { " (the agent has no allow list: allowed)" }),
     }
     println!("decided:  by {by}");
+    if let Some(line) = delete_budget_line(&compiled, entry) {
+        println!("deletes:  {line}");
+    }
     if let Some(r) = &ctx.sql {
         println!("sql:      {}", r.summary());
     }
@@ -215,6 +229,22 @@ fn explain_path(entry: &compile::AgentEntry, path: &std::path::Path, as_json: bo
     }
     println!("how:      {mechanism}");
     Ok(())
+}
+
+/// What an agent's deletion budget does to any of its commands, or `None` without one.
+fn delete_budget_line(c: &Compiled, a: &compile::AgentEntry) -> Option<String> {
+    let b = a.delete_eval.as_ref()?;
+    let then = match (b.action, a.mode) {
+        (_, Mode::Audit) => "reported (audit mode: nothing is stopped)",
+        (policy::delete_budget::DeleteAction::Kill, _) => "the deleting process is killed by the kernel, the rest of the workload by the daemon",
+        (policy::delete_budget::DeleteAction::Hold, _) => "the deleting process is stopped by the kernel until a person approves",
+    };
+    let at = c.rule(a.delete_budget.rule_id).map(|r| format!(" ({})", r.location)).unwrap_or_default();
+    Some(format!(
+        "at most {} unlink/unlinkat/rmdir per {}s per workload, files.delete_budget{at}; past it {then}",
+        b.count,
+        b.per.as_secs_f64()
+    ))
 }
 
 fn names(c: &Compiled) -> String {

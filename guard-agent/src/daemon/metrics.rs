@@ -19,6 +19,10 @@ impl Engine {
         }
         t.single("guard_sensitive_reads_total", "counter", "Opens of sensitive paths confirmed against the policy's globs.", x.sensitive_reads);
         t.single("guard_egress_budget_exceeded_total", "counter", "Times a workload went over its byte budget to a destination.", x.budget_exceeded);
+        let d = self.delete_counters;
+        t.single("guard_delete_budget_kills_total", "counter", "Workloads killed for going past their deletion budget.", d.kills);
+        t.single("guard_delete_budget_holds_total", "counter", "Processes stopped for approval past their deletion budget.", d.holds);
+        t.single("guard_delete_budget_audits_total", "counter", "Deletion budgets exceeded in audit mode (nothing stopped).", d.audits);
         t.single("guard_dns_tunnels_total", "counter", "Workloads whose DNS was cut off for tunnel-shaped queries.", x.tunnels);
         t.single("guard_tainted_processes", "gauge", "Processes tainted by a sensitive read.", self.exfil.tainted() as u64);
         t.single("guard_learned_addresses", "gauge", "Addresses allowed from DNS answers for host rules.", self.exfil.learned() as u64);

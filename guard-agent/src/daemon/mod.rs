@@ -17,6 +17,7 @@ use guard_common::{CGROUP_OP_MKDIR, Decision};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+mod deletions;
 mod exfil;
 mod files;
 #[cfg(test)]
@@ -157,6 +158,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         counters: Counters { undecodable, ..Counters::default() },
         exfil: exfil::ExfilState::default(),
         lost,
+        delete_counters: deletions::DeleteCounters::default(),
     };
     engine.killed_leftovers(leftovers);
     // Drops made while no daemon was reading.
@@ -284,6 +286,8 @@ struct Engine {
     exfil: exfil::ExfilState,
     /// Ring-buffer drops reported as "events lost" verdicts.
     lost: lost::LostEvents,
+    /// Deletion budgets exceeded.
+    delete_counters: deletions::DeleteCounters,
 }
 
 /// What `status` and `/metrics` count.
@@ -335,6 +339,7 @@ impl Engine {
             Event::Budget(b) => return self.budget(b),
             Event::Dns(d) => return self.dns(d),
             Event::File(f) => return self.file_denied(f),
+            Event::Deletions(d) => return self.deletions(d),
             Event::Exit(e) => {
                 // A held process that ended (killed by someone): its hold is moot.
                 self.holds.take_pid(e.header.tgid);

@@ -57,6 +57,9 @@ impl Engine {
                 let by = json!({ "uid": peer.uid, "name": sessions::user_name(peer.uid), "pid": peer.pid });
                 let (outcome, word) = if approve { (Outcome::Release, "approved") } else { (Outcome::Kill, "denied") };
                 let reason = format!("{word} by uid {}", peer.uid);
+                if approve {
+                    self.deletion_approved(&p);
+                }
                 self.finish_hold(p, outcome, json!({ "decision": word, "by": by }), Some(reason));
                 json!({ "ok": true, "id": id, "pid": pid, "argv": self.masked_argv(&argv), "decision": word })
             }

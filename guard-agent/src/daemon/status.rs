@@ -92,6 +92,12 @@ impl Engine {
                 })
             }),
             "exfil": self.exfil.status(),
+            "deletions": {
+                "budget_kills": self.delete_counters.kills,
+                "budget_holds": self.delete_counters.holds,
+                "budget_audits": self.delete_counters.audits,
+                "kill_failures": self.delete_counters.kill_failures,
+            },
             "sinks": self.sinks.list.iter().map(|s| json!({
                 "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": s.backlog, "dropped": s.dropped,
                 "write_errors": s.write_errors, "error": s.error, "healthy": s.healthy,

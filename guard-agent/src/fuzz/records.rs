@@ -5,8 +5,8 @@
 use std::mem::size_of;
 
 use guard_common::{
-    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DnsEvent, EventKind, ExecEvent, FileEvent, MoveEvent, OpenEvent, ProcEvent,
-    SocketEvent,
+    ARGV_LEN, BudgetEvent, CgroupEvent, ConnectEvent, DeletionsEvent, DnsEvent, EventKind, ExecEvent, FileEvent, MoveEvent, OpenEvent,
+    ProcEvent, SocketEvent,
 };
 
 use super::{Rng, Target, mutate};
@@ -25,6 +25,7 @@ fn size_of_kind(kind: u32) -> Option<usize> {
         EventKind::Budget => size_of::<BudgetEvent>(),
         EventKind::Dns => size_of::<DnsEvent>(),
         EventKind::FileDenied => size_of::<FileEvent>(),
+        EventKind::Deletions => size_of::<DeletionsEvent>(),
     })
 }
 
@@ -39,7 +40,7 @@ fn put_u32(buf: &mut [u8], at: usize, v: u32) {
 fn generate(rng: &mut Rng) -> Vec<u8> {
     let kind = match rng.below(20) {
         0 => rng.edge_u64() as u32,
-        _ => 1 + rng.below(12) as u32,
+        _ => 1 + rng.below(13) as u32,
     };
     let full = size_of_kind(kind).unwrap_or(64);
     let mut buf = rng.bytes(full);
@@ -133,6 +134,11 @@ fn check(buf: &Vec<u8>) {
         Event::File(e) => {
             // As the daemon reads the path and the directory chain.
             let _ = crate::daemon::files_path_text(e);
+            bytes_of(e.as_ref())
+        }
+        Event::Deletions(e) => {
+            // As the daemon reads the name.
+            let _ = crate::correlate::nul_terminated(&e.name[..(e.name_len as usize).min(e.name.len())]);
             bytes_of(e.as_ref())
         }
         Event::Dns(d) => {

@@ -145,6 +145,7 @@ impl Loaded {
         for a in &c.agents {
             exfil.set(policy_slot(a.policy_id), a.exfil_config, 0).map_err(insert_err(names::EXFIL))?;
         }
+        super::deletes::write_budgets(g, c)?;
         let mut configs = policies(g)?;
         for a in &c.agents {
             configs.set(policy_slot(a.policy_id), a.config, 0).map_err(insert_err(names::POLICIES))?;
@@ -230,6 +231,7 @@ impl Loaded {
             configs.set(slot, empty, 0).map_err(insert_err(names::POLICIES))?;
             exfil.set(slot, ExfilConfig::default(), 0).map_err(insert_err(names::EXFIL))?;
         }
+        super::deletes::clear_budgets(g, ids_of(slot_base))?;
         Ok(())
     }
 

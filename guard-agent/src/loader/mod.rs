@@ -3,6 +3,7 @@
 //! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
 //! `guard-agent detach` removes it.
 mod apply;
+mod deletes;
 mod exfil;
 mod files;
 mod btf;
@@ -43,7 +44,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const TIER: &str = "tracepoint";
 
 /// Every program, in attach order. A generation is complete when each has a pinned link.
-pub const PROGRAMS: [&str; 20] = [
+pub const PROGRAMS: [&str; 26] = [
     names::PROG_GATE,
     names::PROG_EXEC,
     names::PROG_EXIT,
@@ -61,6 +62,12 @@ pub const PROGRAMS: [&str; 20] = [
     names::PROG_OPEN,
     names::PROG_FILES_ENTER,
     names::PROG_FILES_EXIT,
+    names::PROG_UNLINK_ENTER,
+    names::PROG_UNLINKAT_ENTER,
+    names::PROG_RMDIR_ENTER,
+    names::PROG_UNLINK_EXIT,
+    names::PROG_UNLINKAT_EXIT,
+    names::PROG_RMDIR_EXIT,
     names::PROG_ATTACH,
     names::PROG_MKDIR,
     names::PROG_RMDIR,
@@ -400,6 +407,11 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::OPENAT2_FILENAME, record("syscalls/sys_enter_openat2", "filename")?),
         (globals::OPEN_FILENAME, record("syscalls/sys_enter_open", "filename")?),
         (globals::OPEN_FLAGS, record("syscalls/sys_enter_open", "flags")?),
+        (globals::UNLINK_PATHNAME, record("syscalls/sys_enter_unlink", "pathname")?),
+        (globals::UNLINKAT_DFD, record("syscalls/sys_enter_unlinkat", "dfd")?),
+        (globals::UNLINKAT_PATHNAME, record("syscalls/sys_enter_unlinkat", "pathname")?),
+        (globals::RMDIR_PATHNAME, record("syscalls/sys_enter_rmdir", "pathname")?),
+        (globals::SYS_EXIT_RET, record("syscalls/sys_exit_unlinkat", "ret")?),
     ];
     offsets.extend(files::offsets(&tracefs)?);
     offsets.extend(kernel_offsets());
@@ -450,7 +462,8 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
     const LINEAGE: &str = "forks and exits are not reported: verdicts' ancestry may be incomplete";
     const DETAILS: &str = "exec verdicts lack this detail (euid, login uid, cwd or argv)";
     const FILES: &str = "denied file calls relative to a directory descriptor may be reported without their full path";
-    const FIELDS: [(&str, &[(&str, &str)], &str); 30] = [
+    const DELETES: &str = "deletion budget verdicts lack the directory of an unlinkat relative to a dirfd";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 31] = [
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
@@ -481,6 +494,7 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
         (globals::FILES_FDT, &[("files_struct", "fdt")], FILES),
         (globals::FDT_FD, &[("fdtable", "fd")], FILES),
         (globals::FILE_MNT, &[("file", "f_path"), ("path", "mnt")], FILES),
+        (globals::FDT_MAX_FDS, &[("fdtable", "max_fds")], DELETES),
     ];
     let btf = match btf::Btf::from_file(paths::VMLINUX_BTF) {
         Ok(btf) => Some(btf),
@@ -537,6 +551,12 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation, tracefs: &Path)
         (names::PROG_OPENAT, "syscalls", "sys_enter_openat"),
         (names::PROG_OPENAT2, "syscalls", "sys_enter_openat2"),
         (names::PROG_OPEN, "syscalls", "sys_enter_open"),
+        (names::PROG_UNLINK_ENTER, "syscalls", "sys_enter_unlink"),
+        (names::PROG_UNLINKAT_ENTER, "syscalls", "sys_enter_unlinkat"),
+        (names::PROG_RMDIR_ENTER, "syscalls", "sys_enter_rmdir"),
+        (names::PROG_UNLINK_EXIT, "syscalls", "sys_exit_unlink"),
+        (names::PROG_UNLINKAT_EXIT, "syscalls", "sys_exit_unlinkat"),
+        (names::PROG_RMDIR_EXIT, "syscalls", "sys_exit_rmdir"),
         (names::PROG_ATTACH, "cgroup", "cgroup_attach_task"),
         (names::PROG_MKDIR, "cgroup", "cgroup_mkdir"),
         (names::PROG_RMDIR, "cgroup", "cgroup_rmdir"),

@@ -56,6 +56,9 @@ pub struct AgentEntry {
     pub dns_grace: std::time::Duration,
     /// `files.protect` rules, with their rule ids and matchers.
     pub files: Vec<super::files::ProtectEntry>,
+    /// `files.delete_budget` as the kernel counts it (count 0: none), and as written.
+    pub delete_budget: guard_common::DeleteConfig,
+    pub delete_eval: Option<super::delete_budget::DeleteBudget>,
 }
 
 /// A host rule as the daemon applies it to DNS answers.
@@ -236,6 +239,11 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             .collect();
         let files = super::files::compile(agent, |matcher, message, pos| add_rule(&mut out, agent, "files.protect", "deny", matcher, message, pos))?;
         super::files::lint(agent, mode, &mut out.warnings);
+        let delete_rule = agent.delete_budget.as_ref().map(|b| {
+            let msg = Some("deletions over the agent's deletion budget".to_owned());
+            add_rule(&mut out, agent, "files.delete_budget", b.action.name(), b.shown(), &msg, b.pos)
+        });
+        let delete_budget = super::delete_budget::kernel_config(agent.delete_budget.as_ref(), delete_rule.unwrap_or(0));
         out.agents.push(AgentEntry {
             files,
             name: agent.name.clone(),
@@ -250,6 +258,8 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             exfil: exfil.eval,
             hosts,
             dns_grace: agent.network.dns_grace,
+            delete_budget,
+            delete_eval: agent.delete_budget.clone(),
         });
         compile_net(&mut out, agent, policy_id)?;
     }

@@ -133,21 +133,25 @@ fn root_of(path: &str) -> &str {
 }
 
 const WILDCARDS: [char; 4] = ['*', '?', '[', '{'];
-/// Keys of the `files` mapping.
-const FILES_KEYS: [&str; 1] = ["protect"];
+/// Keys of the `files` mapping (`delete_budget` is parsed in delete_budget.rs).
+pub const FILES_KEYS: &[&str] = &["protect", "delete_budget"];
 
 impl Parser<'_> {
-    pub(crate) fn files(&self, node: &Node) -> Result<Files, PolicyError> {
-        let m = self.map(node, "`files`", &FILES_KEYS)?;
+    /// `files.protect`; `None` when the mapping has only a `delete_budget`.
+    pub(crate) fn files(&self, node: &Node) -> Result<Option<Files>, PolicyError> {
+        let m = self.map(node, "`files`", FILES_KEYS)?;
         let Some(list) = m.get("protect") else {
-            return Err(self.err(node.pos, "`files` is empty: give `protect`"));
+            if m.get("delete_budget").is_some() {
+                return Ok(None);
+            }
+            return Err(self.err(node.pos, "`files` is empty: give `protect` or `delete_budget`"));
         };
         let items = self.seq(list, "`files.protect`")?;
         if items.is_empty() {
             return Err(self.err(list.pos, "`files.protect` is an empty list: give at least one `path` and `deny`"));
         }
         let protect = items.iter().map(|n| self.protect_rule(n)).collect::<Result<_, _>>()?;
-        Ok(Files { protect, pos: node.pos })
+        Ok(Some(Files { protect, pos: node.pos }))
     }
 
     fn protect_rule(&self, node: &Node) -> Result<ProtectRule, PolicyError> {
@@ -299,7 +303,7 @@ mod tests {
         assert_eq!(err("      protect:\n        - path: /srv/../etc\n          deny: write\n"), "p.yaml:5:17: protected path `/srv/../etc` has an empty, `.` or `..` component: resolved paths never do");
         assert_eq!(err("      protect:\n        - path: /srv\n          deny: [write, write]\n"), "p.yaml:6:25: `write` appears twice in `deny`");
         assert_eq!(err("      protect:\n        - path: /srv\n          deny: [write]\n          delete: yes\n"), "p.yaml:7:11: unknown key `delete` in a `files.protect` rule; valid keys: path, deny, message");
-        assert_eq!(err("      {}\n"), "p.yaml:4:7: `files` is empty: give `protect`");
+        assert_eq!(err("      {}\n"), "p.yaml:4:7: `files` is empty: give `protect` or `delete_budget`");
     }
 
     #[test]

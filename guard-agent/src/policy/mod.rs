@@ -1,5 +1,6 @@
 //! Policy: YAML -> validated model ([`parse`]) -> kernel map entries ([`compile`]).
 pub mod compile;
+pub mod delete_budget;
 pub mod eval;
 pub mod exfil;
 pub mod files;
@@ -58,6 +59,8 @@ pub struct Agent {
     pub exfil: Option<exfil::Exfil>,
     /// `files`: protected paths.
     pub files: Option<files::Files>,
+    /// `files.delete_budget`.
+    pub delete_budget: Option<delete_budget::DeleteBudget>,
 }
 
 /// Which cgroups a `match.cgroup` glob or `match.systemd_unit` covers, relative to the cgroup

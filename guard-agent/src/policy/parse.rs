@@ -158,8 +158,10 @@ impl Parser<'_> {
             None => Network::default(),
         };
         let exfil = m.get("exfil").map(|n| self.exfil(n)).transpose()?;
-        let files = m.get("files").map(|n| self.files(n)).transpose()?;
-        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil, files })
+        let files = m.get("files").map(|n| self.files(n)).transpose()?.flatten();
+        let files_map = m.get("files").map(|n| self.map(n, "`files`", super::files::FILES_KEYS)).transpose()?;
+        let delete_budget = files_map.as_ref().and_then(|f| f.get("delete_budget")).map(|n| self.delete_budget(n)).transpose()?;
+        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil, files, delete_budget })
     }
 
     fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {

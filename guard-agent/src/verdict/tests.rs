@@ -187,3 +187,19 @@ fn what_was_stopped_or_held_has_a_finding_linked_to_its_activity() {
     let f = v.finding(&json!({ "metadata": { "sequence": "x" }, "unmapped": 3, "process": null })).unwrap();
     assert!(f["finding_info"].get("related_events").is_none(), "{f:#}");
 }
+
+#[test]
+fn a_deletion_budget_verdict_is_process_activity_with_its_numbers_and_a_finding() {
+    let deletions = json!({ "count": 201, "budget": 200, "per_s": 10.0, "action": "kill", "where": ["/srv/data"], "last": { "syscall": "unlinkat", "name": "f1", "path": "/srv/data/f1" } });
+    let v = verdict(Decision::Killed, Subject::Deletions { exe: Some("/usr/bin/rm".into()), deletions });
+    let o = v.to_ocsf();
+    assert_eq!((o["class_uid"].as_u64(), o["type_uid"].as_u64(), o["activity_name"].as_str()), (Some(1007), Some(100799), Some("Bulk Delete")), "{o:#}");
+    assert_eq!(o["unmapped"]["operation"], "delete_budget");
+    assert_eq!(o["unmapped"]["deletions"]["count"], 201);
+    assert_eq!(o["process"]["file"]["path"], "/usr/bin/rm");
+    assert_no_nulls_outside_unmapped(&o);
+    let f = v.finding(&o).expect("a kill has a finding");
+    assert_eq!(f["finding_info"]["title"], "Killed: process 10 deleted 201 entries within 10s, over its budget of 200");
+    let e = crate::ecs::project(&o);
+    assert_eq!((e["event"]["action"].as_str(), e["event"]["category"][0].as_str()), (Some("bulk_delete"), Some("file")), "{e:#}");
+}
