@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Read when the script runs, not baked in when it is compiled: a build directory copied
+    // from another checkout (a CI cache) must not go on building, and watching, that one.
+    let root = format!("{}/..", std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR is not set")?);
     // The eBPF crate is not a dependency of this one, so cargo would not rebuild on its (or its
     // ABI crate's) changes without these.
     println!("cargo:rerun-if-changed={root}/guard-common/src");
