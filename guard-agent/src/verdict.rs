@@ -132,16 +132,6 @@ pub fn decision_name(d: Decision) -> &'static str {
     }
 }
 
-fn protocol_name(p: u32) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        1 => "icmp",
-        58 => "ipv6-icmp",
-        _ => "other",
-    }
-}
-
 /// What an OCSF object's `action_id`, `disposition_id`, `severity_id` and `status_id` say
 /// (with their captions), decided from the verdict.
 struct Outcome {
@@ -156,20 +146,6 @@ const NETWORK_ACTIVITY: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "
 const APPLICATION_LIFECYCLE: (u32, &str, u32, &str) = (6002, "Application Lifecycle", 6, "Application Activity");
 const DETECTION_FINDING: (u32, &str, u32, &str) = (2004, "Detection Finding", 2, "Findings");
 const FILE_SYSTEM_ACTIVITY: (u32, &str, u32, &str) = (1001, "File System Activity", 1, "System Activity");
-
-/// The caption of an OCSF `severity_id`.
-fn severity_name(id: u32) -> &'static str {
-    match id {
-        1 => "Informational",
-        2 => "Low",
-        3 => "Medium",
-        4 => "High",
-        5 => "Critical",
-        6 => "Fatal",
-        99 => "Other",
-        _ => "Unknown",
-    }
-}
 
 impl Verdict {
     /// Whether a verdict of this decision comes with a Detection Finding: everything the policy
@@ -588,30 +564,15 @@ fn without_nulls_outside_unmapped(mut v: Value) -> Value {
     v
 }
 
-fn family_name(f: u32) -> &'static str {
-    match f {
-        2 => "inet",
-        10 => "inet6",
-        17 => "packet",
-        _ => "other",
-    }
-}
-
-fn sock_type_name(t: u32) -> &'static str {
-    match t {
-        1 => "stream",
-        2 => "dgram",
-        3 => "raw",
-        _ => "other",
-    }
-}
-
 fn merge(mut a: Value, b: Value) -> Value {
     if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
     }
     a
 }
+
+mod names;
+use names::{family_name, protocol_name, severity_name, sock_type_name};
 
 #[cfg(test)]
 mod tests;
