@@ -148,7 +148,11 @@ impl Correlator {
             }
             Event::Exec(e) => {
                 let subject = exec_subject(e);
-                if let Subject::Exec(info) = &subject {
+                // An exec refused by lsm/bprm_check_security never happened: the process still
+                // runs the image it had.
+                if let Subject::Exec(info) = &subject
+                    && e.header.flags & guard_common::EVENT_FLAG_LSM == 0
+                {
                     self.procs.insert(h.tgid, ProcInfo { ppid: h.ppid, exe: info.filename.clone(), tagged: true });
                 }
                 (subject, h.ppid)

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Status(args) => done(cli::admin::status(&args)),
+        Command::Probe(args) => done(cli::admin::probe(&args)),
         Command::Tail(args) => done(cli::tail::run(&args)),
         Command::Verdicts(cmd) => done(cli::verdicts::run(&cmd)),
         Command::Approve(args) => done(cli::admin::decide(&args, true)),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use guard_common::Decision;
 use serde_json::{Value, json};
 
-use crate::{loader::TIER, policy::compile::RuleInfo, proctable::Ancestor};
+use crate::{loader::tier, policy::compile::RuleInfo, proctable::Ancestor};
 
 /// The OCSF version the objects follow. 1.4.0 rather than 1.3.0: audit mode reports what it
 /// would have done as `action_id` 3 (Observed), `process.working_directory` is used, and a
@@ -207,7 +207,7 @@ impl Verdict {
             "verdict": decision_name(self.decision),
             "agent": self.agent,
             "rule": rule,
-            "tier": TIER,
+            "tier": tier::current().name(),
             "policy_hash": self.policy_hash,
             "policy_generation": self.policy_generation,
             "cgroup": { "id": self.cgroup_id, "path": self.cgroup_path },

@@ -39,6 +39,11 @@ pub const TASK_MM: &str = "TASK_MM";
 pub const MM_EXE_FILE: &str = "MM_EXE_FILE";
 /// `file.f_path` + `path.dentry`.
 pub const FILE_DENTRY: &str = "FILE_DENTRY";
+pub const BPRM_FILENAME: &str = "BPRM_FILENAME";
+pub const BPRM_FILE: &str = "BPRM_FILE";
+/// Non-zero when the BPF LSM programs are attached (the `lsm` tier): packet sockets are then
+/// refused by `lsm/socket_create`, not killed at `sys_enter_socket`.
+pub const LSM_TIER: &str = "LSM_TIER";
 /// `dentry.d_name` + `qstr.name`.
 pub const DENTRY_NAME: &str = "DENTRY_NAME";
 pub const DENTRY_PARENT: &str = "DENTRY_PARENT";

@@ -151,6 +151,10 @@ pub const EVENT_FLAG_DNS_BLOCKED: u32 = 1 << 8;
 /// `EventHeader::flags` of a connect: the process is tainted and the connect was allowed
 /// by an explicit allow rule.
 pub const EVENT_FLAG_TAINT_ALLOWED: u32 = 1 << 9;
+/// Decided by a BPF LSM hook (`bprm_check_security`, `socket_create`, `file_open`): the call
+/// failed with an error and the caller lives. An exec denied there never ran: the event's
+/// comm, cwd and credentials are the caller's, and its argv was not read.
+pub const EVENT_FLAG_LSM: u32 = 1 << 10;
 
 /// argv bytes carried in an exec event (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_LEN: usize = 4096;

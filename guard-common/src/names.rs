@@ -16,6 +16,10 @@ pub const HELD_COUNT: &str = "HELD_COUNT";
 pub const TAGGED: &str = "TAGGED";
 
 pub const PROG_EXEC: &str = "guard_exec";
+/// The `lsm` tier's programs (BPF LSM hooks), attached only where BPF LSM is active.
+pub const PROG_LSM_EXEC: &str = "guard_lsm_exec";
+pub const PROG_LSM_SOCKET: &str = "guard_lsm_socket";
+pub const PROG_LSM_OPEN: &str = "guard_lsm_open";
 pub const PROG_CONNECT4: &str = "guard_connect4";
 pub const PROG_CONNECT6: &str = "guard_connect6";
 pub const PROG_SENDMSG4: &str = "guard_sendmsg4";

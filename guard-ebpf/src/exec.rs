@@ -6,18 +6,18 @@ use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_probe_read_kernel_str_bytes, generated::{bpf_ktime_get_boot_ns, bpf_send_signal}},
     maps::lpm_trie::Key,
-    programs::TracePointContext,
+    programs::{LsmContext, TracePointContext},
 };
 use guard_common::{
     ARGV_LEN, BASENAME_LEN, Decision, EVENT_FLAG_FILENAME_TRUNCATED, EVENT_FLAG_HOLD_FULL,
-    EVENT_FLAG_SIGNAL_FAILED, EXEC_ACTION_ALLOW, EXEC_ACTION_AUDIT, EXEC_ACTION_HOLD, EventKind,
+    EVENT_FLAG_LSM, EVENT_FLAG_SIGNAL_FAILED, EXEC_ACTION_ALLOW, EXEC_ACTION_AUDIT, EXEC_ACTION_HOLD, EventKind,
     ExecEvent, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecRule, FILENAME_LEN, Held,
     MAX_DIR_DEPTH, POLICY_FLAG_AUDIT, POLICY_FLAG_EXEC_ALLOWLIST, PREFIX_PATH_LEN,
 };
 
 use crate::{
     kernel::{
-        comm_name, dentry_identity, dentry_name, dentry_parent, exe_dentry, fill_exec_details,
+        self, comm_name, dentry_identity, dentry_name, dentry_parent, exe_dentry, fill_exec_details,
         fill_task_header, global,
     },
     maps::{
@@ -54,22 +54,17 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the offset comes from this tracepoint's format; the read is bounds-checked.
     let loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_LOC) as usize) }?;
     let (off, stored_len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
-    ev.key.policy_id = w.policy_id;
-    // The key must be NUL-padded: map lookups compare all FILENAME_LEN bytes.
-    ev.key.path = [0; FILENAME_LEN];
-    // SAFETY: reads a NUL-terminated string of the tracepoint record into a bounded buffer.
-    let len = unsafe {
-        bpf_probe_read_kernel_str_bytes(ctx.as_ptr().cast::<u8>().add(off), &mut ev.key.path)
-    }
-    .map(|s| s.len())
-    .unwrap_or(0);
-    ev.filename_len = len as u32;
+    // SAFETY: as above: within the record, read with a bounded helper.
+    fill_filename(ev, w.policy_id, unsafe { ctx.as_ptr().cast::<u8>().add(off) });
     if stored_len > FILENAME_LEN {
         ev.header.flags |= EVENT_FLAG_FILENAME_TRUNCATED;
     }
 
-    fill_exec_details(&mut scratch.event);
-    let rule = decide(ctx, off, &w, scratch);
+    fill_exec_details(&mut scratch.event, true);
+    // SAFETY: the offset is within the record (from its format); only read with bounded helpers.
+    let filename = unsafe { ctx.as_ptr().cast::<u8>().add(off) };
+    let rule = decide(filename, exe_dentry(), true, &w, scratch);
+    let rule = if rule.rule_id != 0 { Some(rule) } else { None };
     let ev = &mut scratch.event;
     let config = policy_config(w.policy_id);
     let audit = config.flags & POLICY_FLAG_AUDIT != 0;
@@ -99,6 +94,75 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
     Ok(())
 }
+
+/// The exact-path key (policy id, NUL-padded filename) and its length, from kernel memory.
+#[inline(always)]
+fn fill_filename(ev: &mut ExecEvent, policy_id: u32, filename: *const u8) {
+    ev.key.policy_id = policy_id;
+    // The key must be NUL-padded: map lookups compare all FILENAME_LEN bytes.
+    ev.key.path = [0; FILENAME_LEN];
+    // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
+    let len = unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut ev.key.path) }.map(|s| s.len()).unwrap_or(0);
+    ev.filename_len = len as u32;
+}
+
+/// `lsm/bprm_check_security(bprm, ret)`: the `lsm` tier's exec decision, before the point of
+/// no return. A deny (or an allowlist miss) fails the caller's execve with `EPERM`: the caller
+/// lives and nothing of the new image ever runs. Allow, audit and hold decisions are left to
+/// `sched_process_exec`, which reports every exec and stops held ones, and which also catches
+/// a denied name only `comm` shows (a symlink's own name): defence in depth, not a duplicate.
+pub fn try_lsm_exec(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(w) = workload::current() else {
+        return 0;
+    };
+    let Some(scratch) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU slot is ours for the duration of this program run.
+    let scratch = unsafe { &mut *scratch };
+    let (filename, dentry) = kernel::bprm_target(ctx.arg::<u64>(0));
+    if filename == 0 {
+        return 0;
+    }
+    let rule = {
+        let ev = &mut scratch.event;
+        fill_task_header(&mut ev.header, EventKind::Exec, &w);
+        fill_filename(ev, w.policy_id, filename as *const u8);
+        decide(filename as *const u8, dentry, false, &w, scratch)
+    };
+    let config = policy_config(w.policy_id);
+    let r = rule;
+    let deny = r.action != EXEC_ACTION_ALLOW && r.action != EXEC_ACTION_AUDIT && r.action != EXEC_ACTION_HOLD;
+    let rule_id = if r.rule_id != 0 && deny {
+        r.rule_id
+    } else if r.rule_id == 0 && w.policy_id != 0 && config.flags & POLICY_FLAG_EXEC_ALLOWLIST != 0 {
+        config.exec_default_rule
+    } else {
+        return 0;
+    };
+    let audit = config.flags & POLICY_FLAG_AUDIT != 0;
+    let ev = &mut scratch.event;
+    // Only for a denial: an allowed exec is reported by sched_process_exec.
+    let (dev, ino) = (ev.exe_dev, ev.exe_ino);
+    fill_exec_details(ev, false);
+    (ev.exe_dev, ev.exe_ino) = (dev, ino);
+    ev.header.flags |= EVENT_FLAG_LSM;
+    ev.header.decision = if audit { Decision::WouldDeny } else { Decision::Denied } as u32;
+    ev.header.rule_id = rule_id;
+    let size = size_of::<ExecEvent>() - ARGV_LEN;
+    // SAFETY: `size` is less than the size of the event, which lives in a map value.
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, wake(true)).is_err() {
+        count_drop(EventKind::Exec);
+    }
+    if audit { 0 } else { -EPERM }
+}
+
+const EPERM: i32 = 1;
 
 /// SIGKILL from sched_process_exec is delivered on the return to user mode, so the new image
 /// never runs an instruction.
@@ -137,10 +201,13 @@ fn hold(ev: &mut ExecEvent, policy_id: u32, rule_id: u32) -> Decision {
 /// Keeps looking after an allow entry: only a deny, hold or audit entry decides at once.
 macro_rules! consider {
     ($found:expr, $allow:ident) => {
+        consider!($found, $allow, Some)
+    };
+    ($found:expr, $allow:ident, $wrap:expr) => {
         if let Some(r) = $found {
             let r: ExecRule = r;
             if r.action != EXEC_ACTION_ALLOW {
-                return Some(r);
+                return $wrap(r);
             }
             if $allow.rule_id == 0 {
                 $allow = r;
@@ -151,24 +218,28 @@ macro_rules! consider {
 
 /// The rule that decides this exec, trying the cheapest and most specific first.
 #[inline(always)]
-fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &mut ExecScratch) -> Option<ExecRule> {
+/// `filename` is the name execve was given (kernel memory), `dentry` the executed file's, and
+/// `comm` says whether the task's comm already is the new image's basename.
+/// A rule id of 0 means no rule: a plain struct, every field defined on every path (LLVM leaves
+/// a `None`'s payload undefined, and the verifier refuses a program that moves an undefined
+/// register).
+fn decide(filename: *const u8, dentry: u64, comm: bool, w: &Workload, scratch: &mut ExecScratch) -> ExecRule {
     let mut allow = ExecRule { rule_id: 0, action: 0 };
     // 1. The filename as passed to execve, exactly.
     // SAFETY: map values are copied out at once (here and below).
-    consider!(unsafe { EXEC_PATHS.get(&scratch.event.key) }.copied(), allow);
+    consider!(unsafe { EXEC_PATHS.get(&scratch.event.key) }.copied(), allow, core::convert::identity);
     // 2. A path prefix of that filename. The key is filled from the record again rather than
     // copied from the event: a second bounded string read is cheaper than a 252-byte copy.
     let pk = &mut scratch.prefix_key;
     pk.prefix_len = 32 + 8 * PREFIX_PATH_LEN as u32;
     pk.data.policy_id_be = w.policy_id.to_be_bytes();
     pk.data.path = [0; PREFIX_PATH_LEN];
-    // SAFETY: reads a NUL-terminated string of the tracepoint record into a bounded buffer.
-    if unsafe { bpf_probe_read_kernel_str_bytes(ctx.as_ptr().cast::<u8>().add(filename_off), &mut pk.data.path) }.is_ok() {
-        consider!(EXEC_PREFIXES.get(&*pk).copied(), allow);
+    // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
+    if unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut pk.data.path) }.is_ok() {
+        consider!(EXEC_PREFIXES.get(&*pk).copied(), allow, core::convert::identity);
     }
     // 3. The executed file's identity, then that of each directory above it: a symlink or a
     // hard link to a denied binary, or a binary under a denied directory reached by any path.
-    let dentry = exe_dentry();
     let mut d = dentry;
     let mut key = ExecInodeKey { policy_id: w.policy_id, dev: 0, ino: 0 };
     for level in 0..MAX_DIR_DEPTH {
@@ -181,7 +252,7 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
                 scratch.event.exe_ino = key.ino;
             }
             // SAFETY: as above.
-            consider!(unsafe { EXEC_INODES.get(&key) }.copied(), allow);
+            consider!(unsafe { EXEC_INODES.get(&key) }.copied(), allow, core::convert::identity);
         }
         d = dentry_parent(d);
     }
@@ -193,13 +264,13 @@ fn decide(ctx: &TracePointContext, filename_off: usize, w: &Workload, scratch: &
     //    denied binary invoked under another name.
     let nk = &mut scratch.name_key;
     nk.policy_id = w.policy_id;
-    if comm_name(&mut nk.name) {
-        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow);
+    if comm && comm_name(&mut nk.name) {
+        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow, core::convert::identity);
     }
     if dentry != 0 && dentry_name(dentry, &mut nk.name) {
-        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow);
+        consider!(name_rule(nk, &mut scratch.name_prefix_key), allow, core::convert::identity);
     }
-    if allow.rule_id != 0 { Some(allow) } else { None }
+    allow
 }
 
 /// A `basename` rule for `nk.name` exactly, and a `basename_prefix` rule; as in `decide`, an

@@ -57,6 +57,11 @@ static MM_EXE_FILE: u32 = 0;
 /// `file.f_path.dentry`, one offset.
 #[unsafe(no_mangle)]
 static FILE_DENTRY: u32 = 0;
+/// `linux_binprm.filename` and `linux_binprm.file`: the exec `lsm/bprm_check_security` judges.
+#[unsafe(no_mangle)]
+static BPRM_FILENAME: u32 = 0;
+#[unsafe(no_mangle)]
+static BPRM_FILE: u32 = 0;
 /// `dentry.d_name.name`, one offset.
 #[unsafe(no_mangle)]
 static DENTRY_NAME: u32 = 0;
@@ -231,7 +236,7 @@ pub fn current_exit_code() -> u32 {
 /// Fills what an exec event says about the new image beyond its filename: effective and login
 /// uids, comm, cwd (innermost component first) and argv (its first `ARGV_LEN` bytes).
 #[inline(always)]
-pub fn fill_exec_details(ev: &mut ExecEvent) {
+pub fn fill_exec_details(ev: &mut ExecEvent, argv: bool) {
     // SAFETY: returns a pointer to the current task, only ever passed to read_field.
     let task = unsafe { bpf_get_current_task() };
     ev.euid = read_field::<u64>(task, global(&TASK_CRED)).and_then(|c| read_field::<u32>(c, global(&CRED_EUID))).unwrap_or(0);
@@ -241,7 +246,20 @@ pub fn fill_exec_details(ev: &mut ExecEvent) {
     ev.exe_dev = 0;
     ev.exe_ino = 0;
     fill_cwd(task, ev);
-    fill_argv(task, ev);
+    if argv {
+        fill_argv(task, ev);
+    } else {
+        ev.argv_len = 0;
+    }
+}
+
+/// `bprm->filename` (the name passed to execve) and `bprm->file`'s dentry, for
+/// `lsm/bprm_check_security`. (0, 0) when the offsets are unresolved.
+#[inline(always)]
+pub fn bprm_target(bprm: u64) -> (u64, u64) {
+    let filename = read_field::<u64>(bprm, global(&BPRM_FILENAME)).unwrap_or(0);
+    let dentry = read_field::<u64>(bprm, global(&BPRM_FILE)).and_then(|f| read_field::<u64>(f, global(&FILE_DENTRY))).unwrap_or(0);
+    (filename, dentry)
 }
 
 #[inline(always)]

@@ -20,8 +20,8 @@ mod sock;
 mod workload;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, TracePointContext},
+    macros::{btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, LsmContext, RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, TracePointContext},
 };
 use guard_common::{NET_OP_CONNECT, NET_OP_SENDMSG};
 
@@ -35,6 +35,21 @@ pub fn guard_exec(ctx: TracePointContext) -> u32 {
     match exec::try_exec(&ctx) {
         Ok(()) | Err(_) => 0,
     }
+}
+
+/// `lsm/bprm_check_security` (the `lsm` tier only): fails a denied exec with `EPERM`, the caller
+/// living. Fails open (0) only where the binprm cannot be read; `sched_process_exec` still
+/// judges every exec after it.
+#[lsm(hook = "bprm_check_security")]
+pub fn guard_lsm_exec(ctx: LsmContext) -> i32 {
+    exec::try_lsm_exec(&ctx)
+}
+
+/// `lsm/socket_create` (the `lsm` tier only): refuses raw and packet sockets to agent workloads
+/// with `EPERM`. Nothing in it can fail.
+#[lsm(hook = "socket_create")]
+pub fn guard_lsm_socket(ctx: LsmContext) -> i32 {
+    sock::try_lsm_socket(&ctx)
 }
 
 /// `tp_btf/sched_process_fork`: lineage only, decides nothing. Fails open.

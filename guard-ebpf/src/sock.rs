@@ -6,10 +6,10 @@
 //! `syscalls/sys_enter_socket` instead: the caller is killed before the socket exists.
 use aya_ebpf::{
     helpers::generated::bpf_send_signal,
-    programs::{SockContext, TracePointContext},
+    programs::{LsmContext, SockContext, TracePointContext},
 };
 use guard_common::{
-    Decision, EVENT_FLAG_SIGNAL_FAILED, EventKind, POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT,
+    Decision, EVENT_FLAG_LSM, EVENT_FLAG_SIGNAL_FAILED, EventKind, POLICY_FLAG_ALLOW_RAW_SOCKETS, POLICY_FLAG_AUDIT,
     SocketEvent,
 };
 
@@ -28,7 +28,13 @@ static SOCKET_TYPE: u32 = 24;
 #[unsafe(no_mangle)]
 static SOCKET_PROTOCOL: u32 = 32;
 
+/// Non-zero on the `lsm` tier: `lsm/socket_create` refuses packet sockets, so the
+/// `sys_enter_socket` kill stands down (a load-time constant: the verifier drops the branch).
+#[unsafe(no_mangle)]
+static LSM_TIER: u32 = 0;
+
 const SIGKILL: u32 = 9;
+const EPERM: i32 = 1;
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -59,10 +65,43 @@ pub fn try_sock_create(ctx: &SockContext) -> i32 {
     if ret == REFUSE { REFUSE } else { ALLOW }
 }
 
+/// `lsm/socket_create(family, type, protocol, kern, ret)`: the `lsm` tier refuses raw and packet
+/// sockets to agent workloads with `EPERM` before they exist, the caller living on. Sockets the
+/// kernel makes for itself (`kern`) are not the workload's.
+pub fn try_lsm_socket(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let (family, sock_type, protocol, kern): (i32, i32, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    let (family, sock_type, protocol) = (family as u32, sock_type as u32 & SOCK_TYPE_MASK, protocol as u32);
+    let raw = family == AF_PACKET || (sock_type == SOCK_RAW && (family == AF_INET || family == AF_INET6));
+    if kern != 0 || !raw {
+        return 0;
+    }
+    let Some(w) = workload::current() else {
+        return 0;
+    };
+    let config = policy_config(w.policy_id);
+    if config.flags & POLICY_FLAG_ALLOW_RAW_SOCKETS != 0 {
+        return 0;
+    }
+    let audit = config.flags & POLICY_FLAG_AUDIT != 0;
+    // SAFETY: an all-zero SocketEvent is a valid value (integers and arrays only).
+    let mut ev: SocketEvent = unsafe { core::mem::zeroed() };
+    fill_task_header(&mut ev.header, EventKind::Socket, &w);
+    ev.header.flags |= EVENT_FLAG_LSM;
+    report(&mut ev, if audit { Decision::WouldDeny } else { Decision::Denied }, family, sock_type, protocol);
+    if audit { 0 } else { -EPERM }
+}
+
+/// `type` of socket(2) also carries SOCK_NONBLOCK and SOCK_CLOEXEC.
+const SOCK_TYPE_MASK: u32 = 0xf;
+
 pub fn try_socket_enter(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets come from this tracepoint's format; reads are bounds-checked.
     let family: u64 = unsafe { ctx.read_at(global(&SOCKET_FAMILY) as usize) }?;
-    if family != u64::from(AF_PACKET) {
+    if family != u64::from(AF_PACKET) || global(&LSM_TIER) != 0 {
         return Ok(());
     }
     let Some(w) = workload::current() else {

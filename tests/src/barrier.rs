@@ -26,13 +26,13 @@ impl Daemon {
     /// did not happen, or happened exactly once, instead of a settle sleep. A barrier exec the
     /// kernel dropped (ring buffer full) is tried again; returns how many execs it took.
     pub fn barrier(&self, agent: &str) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::secs(30);
         for attempt in 1.. {
             let tag = unique("barrier");
             // Its exit does not matter (an allow list may kill it): its verdict does.
             launch_with(&["--label", &format!("{BARRIER_LABEL}={tag}")], agent, &["/bin/true"], &[]);
             let mine = |v: &Value| field(v, &format!("/unmapped/session/labels/{BARRIER_LABEL}")) == tag;
-            let retry_at = Instant::now() + Duration::from_secs(3);
+            let retry_at = Instant::now() + crate::secs(3);
             while Instant::now() < retry_at {
                 if !self.verdicts(mine).is_empty() {
                     return attempt;

@@ -60,6 +60,13 @@ pub fn cgroup2_root() -> PathBuf {
 }
 
 /// A name no other test (or test run) uses: agents, cgroups and files are named from it.
+/// `n` seconds, times `GUARD_TEST_TIME_SCALE` (default 1): `cargo xtask vmtest` runs these
+/// tests in an emulated VM, where every deadline needs to be longer by the same factor.
+pub fn secs(n: u64) -> Duration {
+    let scale = std::env::var("GUARD_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1).max(1);
+    Duration::from_secs(n * scale)
+}
+
 pub fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -192,7 +199,7 @@ impl Daemon {
     /// Waits (up to 5 s) until the stdout reader has read everything the stopped daemon wrote.
     fn drain_stdout(&mut self) {
         let Some(reader) = self.stdout_reader.take() else { return };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + secs(5);
         while !reader.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
@@ -204,7 +211,7 @@ impl Daemon {
     /// Waits for verdicts matching `pred`, then a little longer so a duplicate would show, and
     /// returns all of them.
     pub fn wait_verdicts(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + secs(10);
         while self.verdicts(&pred).is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
@@ -234,7 +241,7 @@ impl Daemon {
         self.stop();
         // The reader thread has stored the daemon's last line once it ends (its pipe closed).
         if let Some(reader) = reader {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + secs(5);
             while !reader.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(5));
             }
@@ -263,7 +270,7 @@ impl Daemon {
 fn interrupt_and_wait(mut child: Child) -> Option<std::process::ExitStatus> {
     // SAFETY: signals the daemon process this harness started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + secs(15);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
@@ -322,7 +329,7 @@ impl Drop for Daemon {
 /// programs after an RCU grace period (tracing programs a little later still), so this polls
 /// for a few seconds before it fails.
 pub fn assert_nothing_left() {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + secs(5);
     loop {
         match leftovers() {
             None => return,
@@ -411,7 +418,7 @@ pub fn spawn_launch(flags: &[&str], agent: &str, cmd: &[&str], env: &[(&str, &st
 /// Waits for a verdict matching `pred` (up to `secs`), returning the first.
 impl Daemon {
     pub fn await_verdict(&self, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        let deadline = Instant::now() + crate::secs(secs);
         loop {
             if let Some(v) = self.verdicts(&pred).into_iter().next() {
                 return v;
@@ -427,7 +434,7 @@ impl Daemon {
 pub fn metric(port: u16, series: &str) -> f64 {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics address");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(secs(10))).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
@@ -532,7 +539,7 @@ impl Daemon {
             }
         });
         let mut daemon = Self { child: Some(child), lines, schema_errors, validated, stdout_reader: Some(stdout_reader), stderr, stderr_reader: Some(stderr_reader), stdout_gate };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if ready_rx.recv_timeout(secs(30)).is_err() {
             let status = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             panic!("daemon not ready within 30 s (exit: {status:?}); stderr:\n{}", daemon.stderr_text());
         }

@@ -9,7 +9,7 @@ pub fn state(pid: u32) -> Option<char> {
 
 /// Waits (up to 5 s) until process `pid` is stopped.
 pub fn await_stopped(pid: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + crate::secs(5);
     while state(pid) != Some('T') {
         assert!(std::time::Instant::now() < deadline, "process {pid} is not stopped: {:?}", state(pid));
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -17,6 +17,13 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// Print the probe as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct HoldArgs {
     /// The hold's id (from the `held` verdict or `guard-agent status`).
     pub id: u64,
@@ -38,6 +45,35 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     }
     print!("{}", render_status(&v));
     Ok(())
+}
+
+/// `guard-agent probe`: what the loader would choose here, from the same probe it runs at start.
+/// Each BPF LSM hook is loaded and attached even if securityfs does not list `bpf`, to show the
+/// kernel's answer. Needs root (CAP_BPF, CAP_SYS_ADMIN for BPF LSM).
+pub fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
+    let p = crate::loader::probe()?;
+    let mut v = crate::loader::tier::to_json(&p);
+    v["kernel"] = Value::from(std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    v["btf"] = Value::from(std::path::Path::new(crate::paths::VMLINUX_BTF).exists());
+    let text = if args.json { format!("{v}\n") } else { render_probe(&v) };
+    // Written at once; a closed pipe (`| head`) ends it quietly.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(())
+}
+
+fn render_probe(v: &Value) -> String {
+    let mut out = vec![format!("kernel:      {} (BTF {})", s(&v["kernel"]), if v["btf"] == true { "present" } else { "missing" })];
+    let lsms: Vec<String> = v["lsms"].as_array().into_iter().flatten().map(s).collect();
+    out.push(format!("active LSMs: {}", if lsms.is_empty() { "unknown".to_owned() } else { lsms.join(",") }));
+    for h in v["hooks"].as_array().into_iter().flatten() {
+        let result = if h["ok"] == true { "loads and attaches".to_owned() } else { format!("fails: {}", s(&h["error"])) };
+        out.push(format!("  {:<26} {result}", s(&h["hook"])));
+    }
+    out.push(format!("tier:        {} ({})", s(&v["tier"]), s(&v["reason"])));
+    for c in v["capabilities"].as_array().into_iter().flatten() {
+        out.push(format!("  {:<36} {}", s(&c["capability"]), s(&c["mechanism"])));
+    }
+    out.join("\n") + "\n"
 }
 
 pub fn decide(args: &HoldArgs, approve: bool) -> anyhow::Result<()> {
@@ -70,6 +106,9 @@ pub fn render_status(v: &Value) -> String {
         out.push('\n');
     };
     line(format!("enforcement: {} tier ({})", s(&v["tier"]), s(&v["tier_reason"])));
+    for c in v["capabilities"].as_array().into_iter().flatten() {
+        line(format!("  {:<36} {}", s(&c["capability"]), s(&c["mechanism"])));
+    }
     let programs: Vec<String> = v["programs"].as_array().into_iter().flatten().map(s).collect();
     line(format!("programs:    {} attached, pinned at {}", programs.len(), s(&v["pinned"])));
     line(format!("             {}", programs.join(" ")));

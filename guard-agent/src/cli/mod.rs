@@ -35,6 +35,9 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// What the running daemon enforces: tier, programs, policy, sessions, pending holds.
     Status(admin::StatusArgs),
+    /// Probe this host's kernel without a daemon: which enforcement tier guard would choose, why,
+    /// and which mechanism enforces each capability (loads and attaches each BPF LSM hook once).
+    Probe(admin::ProbeArgs),
     /// Live verdicts from the running daemon, one readable line each (`--json` for raw).
     Tail(tail::TailArgs),
     /// Work with verdict lines: `verdicts ecs` turns OCSF lines on stdin into ECS lines (Elastic).

@@ -87,7 +87,7 @@ impl Engine {
         if !enabled {
             return;
         }
-        let stats: Vec<_> = loader::PROGRAMS
+        let stats: Vec<_> = loader::programs(self.loaded.tier)
             .iter()
             .filter_map(|name| {
                 let info = aya::programs::ProgramInfo::from_pin(self.loaded.generation.prog(name)).ok()?;

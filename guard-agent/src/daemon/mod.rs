@@ -114,11 +114,12 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     let compiled = Arc::new(compiled);
     let correlator = Correlator::new(Arc::clone(&compiled), cgroup_root.clone(), &loaded.registrations);
     tracing::info!(
-        tier = loader::TIER,
+        tier = loaded.tier.name(),
+        tier_reason = %loaded.probe.reason,
         pinned = %loaded.generation.dir.display(),
         adopted = loaded.adopted,
         replaced_generations = loaded.replaced,
-        programs = ?loader::PROGRAMS,
+        programs = ?loader::programs(loaded.tier),
         cgroups = ?loaded.registrations.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
         policy = %compiled.source,
         policy_hash = %compiled.hash,

@@ -31,9 +31,11 @@ impl Engine {
             .collect();
         json!({
             "ok": true,
-            "tier": loader::TIER,
-            "tier_reason": "BPF LSM is not used: exec denials kill the new image from sched_process_exec before its first instruction; connects are refused by cgroup sock_addr hooks",
-            "programs": loader::PROGRAMS,
+            "tier": self.loaded.tier.name(),
+            "tier_reason": self.loaded.probe.reason,
+            "capabilities": loader::tier::capabilities(self.loaded.tier),
+            "lsm_hooks": loader::tier::to_json(&self.loaded.probe)["hooks"],
+            "programs": loader::programs(self.loaded.tier),
             "pinned": self.loaded.generation.dir.display().to_string(),
             "policy": {
                 "source": c.source,

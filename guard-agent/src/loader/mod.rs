@@ -9,6 +9,7 @@ mod files;
 mod btf;
 mod leftover;
 pub mod pins;
+pub mod tier;
 mod tracefs;
 
 use std::{
@@ -21,7 +22,7 @@ use aya::{
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
-        RawTracePoint, TracePoint,
+        Lsm, RawTracePoint, TracePoint,
         links::{FdLink, LinkError},
     },
 };
@@ -39,11 +40,10 @@ use crate::{
 /// The object built from `guard-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard"));
 
-/// The enforcement tier this loader provides (see the design brief): exec kills from the
-/// `sched_process_exec` tracepoint, connect refusals from cgroup sock_addr hooks.
-pub const TIER: &str = "tracepoint";
+pub use tier::Tier;
 
-/// Every program, in attach order. A generation is complete when each has a pinned link.
+/// Every program of the `tracepoint` tier, in attach order (the `lsm` tier adds
+/// [`tier::LSM_PROGRAMS`]). A generation is complete when each has a pinned link.
 pub const PROGRAMS: [&str; 26] = [
     names::PROG_GATE,
     names::PROG_EXEC,
@@ -116,8 +116,20 @@ pub struct Registration {
     pub policy_id: u32,
 }
 
+/// The programs a generation of `tier` attaches.
+pub fn programs(tier: Tier) -> Vec<&'static str> {
+    let mut all = PROGRAMS.to_vec();
+    if tier == Tier::Lsm {
+        all.extend(tier::LSM_PROGRAMS.iter().map(|(p, _)| *p));
+    }
+    all
+}
+
 pub struct Loaded {
     pub generation: Generation,
+    /// The tier chosen by probing at start-up, and what the probe found.
+    pub tier: Tier,
+    pub probe: tier::Probe,
     /// The generation was already pinned (by an earlier daemon) and was adopted as it was.
     pub adopted: bool,
     /// Older generations detached after this one was attached.
@@ -305,9 +317,10 @@ pub fn check_capacity(policy: &Compiled, map_entries: u32) -> Result<(), LoadErr
 
 /// Names the eBPF object and the options: a daemon finding this generation pinned can adopt it
 /// (the policy is swapped in place, see `apply`).
-fn generation_id(opts: &Options) -> String {
+fn generation_id(opts: &Options, tier: Tier) -> String {
     let mut h = Sha256::new();
     h.update(OBJECT);
+    h.update(tier.name());
     h.update(opts.ring_buffer_bytes.to_le_bytes());
     h.update(opts.map_entries.to_le_bytes());
     h.update([u8::from(opts.observe_all_execs)]);
@@ -320,26 +333,31 @@ pub fn load(cgroup_root: &Path, opts: &Options, model: &Policy) -> Result<(Loade
     // Everything that can be checked without the kernel is checked before touching it.
     check_capacity(&crate::policy::compile::compile(model, 0).map_err(LoadError::Policy)?, opts.map_entries)?;
     let pin_dir = opts.pin_dir.as_path();
-    let generation = Generation::new(pin_dir, &generation_id(opts));
+    let probe = probe_tier(opts, false)?;
+    let tier = probe.tier;
+    let generation = Generation::new(pin_dir, &generation_id(opts, tier));
     let pin_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoadError::Pin { path, source }
     };
-    let adopted = generation.is_complete(&PROGRAMS);
+    let adopted = generation.is_complete(&programs(tier));
     if !adopted {
         if generation.dir.exists() {
             // An incomplete generation (a daemon died while attaching): start it over.
             generation.remove().map_err(pin_err(&generation.dir))?;
         }
         generation.create_dirs().map_err(pin_err(&generation.dir))?;
-        if let Err(e) = load_fresh(cgroup_root, &generation, opts) {
+        if let Err(e) = load_fresh(cgroup_root, &generation, opts, tier) {
             let _ = generation.remove();
             let _ = std::fs::remove_dir(pin_dir);
             return Err(e);
         }
     }
+    tier::set_current(tier);
     let mut loaded = Loaded {
         generation,
+        tier,
+        probe,
         adopted,
         replaced: 0,
         registrations: Vec::new(),
@@ -381,11 +399,26 @@ pub fn load(cgroup_root: &Path, opts: &Options, model: &Policy) -> Result<(Loade
     Ok((loaded, compiled))
 }
 
-fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Result<(), LoadError> {
-    let tracefs = paths::tracefs()?;
+/// The probe `load` runs, with the globals the real load will use (so the probe verifies the
+/// very programs that will run).
+fn probe_tier(opts: &Options, force: bool) -> Result<tier::Probe, LoadError> {
+    let mut globals = program_globals(&paths::tracefs()?, opts, Tier::Lsm)?;
+    globals.retain(|(name, _)| *name != globals::LSM_TIER);
+    Ok(tier::probe(force, &globals))
+}
+
+/// `guard-agent probe`: the probe, with default options, tried even where securityfs does not
+/// list `bpf`.
+pub fn probe() -> Result<tier::Probe, LoadError> {
+    let opts = Options { pin_dir: PathBuf::from(paths::PIN_DIR), ring_buffer_bytes: 1 << 16, map_entries: 16, observe_all_execs: false };
+    probe_tier(&opts, true)
+}
+
+/// The load-time constants: record offsets from tracefs, struct offsets from BTF, options.
+fn program_globals(tracefs: &Path, opts: &Options, tier: Tier) -> Result<Vec<(&'static str, u32)>, LoadError> {
     let record = |tracepoint: &'static str, field: &str| {
         let (category, name) = tracepoint.split_once('/').unwrap_or(("", tracepoint));
-        tracefs::field_offset(&tracefs, category, name, field).map_err(|source| LoadError::Tracefs { tracepoint, source })
+        tracefs::field_offset(tracefs, category, name, field).map_err(|source| LoadError::Tracefs { tracepoint, source })
     };
     let mut offsets = vec![
         (globals::EXEC_FILENAME_LOC, record("sched/sched_process_exec", "filename")?),
@@ -393,6 +426,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::SOCKET_TYPE, record("syscalls/sys_enter_socket", "type")?),
         (globals::SOCKET_PROTOCOL, record("syscalls/sys_enter_socket", "protocol")?),
         (globals::OBSERVE_ALL_EXECS, u32::from(opts.observe_all_execs)),
+        (globals::LSM_TIER, u32::from(tier == Tier::Lsm)),
         (globals::ATTACH_ROOT, record("cgroup/cgroup_attach_task", "dst_root")?),
         (globals::ATTACH_ID, record("cgroup/cgroup_attach_task", "dst_id")?),
         (globals::ATTACH_PID, record("cgroup/cgroup_attach_task", "pid")?),
@@ -413,8 +447,14 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         (globals::RMDIR_PATHNAME, record("syscalls/sys_enter_rmdir", "pathname")?),
         (globals::SYS_EXIT_RET, record("syscalls/sys_exit_unlinkat", "ret")?),
     ];
-    offsets.extend(files::offsets(&tracefs)?);
+    offsets.extend(files::offsets(tracefs)?);
     offsets.extend(kernel_offsets());
+    Ok(offsets)
+}
+
+fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options, tier: Tier) -> Result<(), LoadError> {
+    let tracefs = paths::tracefs()?;
+    let offsets = program_globals(&tracefs, opts, tier)?;
     let mut loader = EbpfLoader::new();
     for (name, value) in &offsets {
         loader.override_global(name, value, true);
@@ -439,8 +479,12 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options) -> Re
         let path = generation.map(name);
         map.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
     }
-    attach(&mut ebpf, cgroup_root, generation, &tracefs)?;
+    attach(&mut ebpf, cgroup_root, generation, &tracefs, tier)?;
     for (name, prog) in ebpf.programs_mut() {
+        if !prog.fd().is_ok() {
+            // Not loaded: the other tier's.
+            continue;
+        }
         let path = generation.prog(name);
         prog.pin(&path).map_err(|e| LoadError::Pin { path, source: std::io::Error::other(e) })?;
     }
@@ -463,7 +507,10 @@ fn kernel_offsets() -> Vec<(&'static str, u32)> {
     const DETAILS: &str = "exec verdicts lack this detail (euid, login uid, cwd or argv)";
     const FILES: &str = "denied file calls relative to a directory descriptor may be reported without their full path";
     const DELETES: &str = "deletion budget verdicts lack the directory of an unlinkat relative to a dirfd";
-    const FIELDS: [(&str, &[(&str, &str)], &str); 31] = [
+    const BPRM: &str = "the lsm tier cannot read the exec it judges: it denies nothing (sched_process_exec still kills)";
+    const FIELDS: [(&str, &[(&str, &str)], &str); 33] = [
+        (globals::BPRM_FILENAME, &[("linux_binprm", "filename")], BPRM),
+        (globals::BPRM_FILE, &[("linux_binprm", "file")], BPRM),
         (globals::TASK_REAL_PARENT, &[("task_struct", "real_parent")], PARENT),
         (globals::TASK_TGID, &[("task_struct", "tgid")], PARENT),
         (globals::TASK_PID, &[("task_struct", "pid")], LINEAGE),
@@ -529,7 +576,7 @@ where
         .map_err(|source| LoadError::Program { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation, tracefs: &Path) -> Result<(), LoadError> {
+fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation, tracefs: &Path, tier: Tier) -> Result<(), LoadError> {
     let prog_err = |name| move |source| LoadError::Program { name, source };
     // The link leaves our hands for bpffs: the program stays attached while the pin exists.
     let pin = |name: &'static str, link: Result<FdLink, LinkError>| -> Result<(), LoadError> {
@@ -574,6 +621,15 @@ fn attach(ebpf: &mut Ebpf, root: &Path, generation: &Generation, tracefs: &Path)
     fork.load("sched_process_fork", &btf).map_err(prog_err(name))?;
     let id = fork.attach().map_err(prog_err(name))?;
     pin(name, Ok(fork.take_link(id).map_err(prog_err(name))?.into()))?;
+
+    if tier == Tier::Lsm {
+        for (name, hook) in tier::LSM_PROGRAMS {
+            let prog: &mut Lsm = program(ebpf, name)?;
+            prog.load(hook, &btf).map_err(prog_err(name))?;
+            let id = prog.attach().map_err(prog_err(name))?;
+            pin(name, Ok(prog.take_link(id).map_err(prog_err(name))?.into()))?;
+        }
+    }
 
     // aya attaches cgroup programs with a bpf_link, which the kernel always runs beside other
     // programs at the same cgroup (multi-attach) and which takes no attach flags: `Single`
