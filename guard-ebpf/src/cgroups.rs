@@ -70,7 +70,7 @@ pub fn try_attach(ctx: &TracePointContext) -> Result<(), i64> {
     ev.pid = pid;
     ev.policy_id = tag.policy_id;
     ev.dst_cgroup_id = dst;
-    ev.dst_path = [0; FILENAME_LEN];
+    crate::kernel::zero(&mut ev.dst_path);
     let _ = read_loc(ctx, global(&ATTACH_PATH_LOC), &mut ev.dst_path);
     entry.submit(URGENT);
     Ok(())
@@ -97,7 +97,7 @@ pub fn try_cgroup(ctx: &TracePointContext, op: u32) -> Result<(), i64> {
     ev.kind = EventKind::Cgroup as u32;
     ev.op = op;
     ev.id = id;
-    ev.path = [0; FILENAME_LEN];
+    crate::kernel::zero(&mut ev.path);
     let _ = read_loc(ctx, global(&CGROUP_EV_PATH_LOC), &mut ev.path);
     entry.submit(URGENT);
     Ok(())

@@ -236,7 +236,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     ev.workload_cgroup_id = key;
     ev.syscall = call.syscall;
     ev.dirfd = call.dirfd;
-    ev.name = [0; guard_common::FILENAME_LEN];
+    crate::kernel::zero(&mut ev.name);
     // SAFETY: reads a NUL-terminated user string into a bounded buffer; faults are errors.
     ev.name_len = unsafe { bpf_probe_read_user_str_bytes(call.name as *const u8, &mut ev.name) }.map(|s| s.len() as u32).unwrap_or(0);
     let mut truncated = false;

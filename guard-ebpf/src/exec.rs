@@ -100,7 +100,7 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 fn fill_filename(ev: &mut ExecEvent, policy_id: u32, filename: *const u8) {
     ev.key.policy_id = policy_id;
     // The key must be NUL-padded: map lookups compare all FILENAME_LEN bytes.
-    ev.key.path = [0; FILENAME_LEN];
+    crate::kernel::zero(&mut ev.key.path);
     // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
     let len = unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut ev.key.path) }.map(|s| s.len()).unwrap_or(0);
     ev.filename_len = len as u32;
@@ -233,7 +233,7 @@ fn decide(filename: *const u8, dentry: u64, comm: bool, w: &Workload, scratch: &
     let pk = &mut scratch.prefix_key;
     pk.prefix_len = 32 + 8 * PREFIX_PATH_LEN as u32;
     pk.data.policy_id_be = w.policy_id.to_be_bytes();
-    pk.data.path = [0; PREFIX_PATH_LEN];
+    crate::kernel::zero(&mut pk.data.path);
     // SAFETY: reads a NUL-terminated kernel string into a bounded buffer.
     if unsafe { bpf_probe_read_kernel_str_bytes(filename, &mut pk.data.path) }.is_ok() {
         consider!(EXEC_PREFIXES.get(&*pk).copied(), allow, core::convert::identity);

@@ -72,8 +72,8 @@ pub fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     ev.dirfd = if sc.dirfd == 0 { AT_FDCWD } else { arg(sc.dirfd) as i32 };
     ev.dirfd2 = if sc.dirfd2 == 0 { AT_FDCWD } else { arg(sc.dirfd2) as i32 };
     ev._pad = 0;
-    ev.path = [0; guard_common::FILENAME_LEN];
-    ev.path2 = [0; guard_common::FILENAME_LEN];
+    crate::kernel::zero(&mut ev.path);
+    crate::kernel::zero(&mut ev.path2);
     // SAFETY: reads NUL-terminated user strings into bounded buffers; faults are errors.
     ev.path_len = match sc.path {
         0 => 0,

@@ -100,6 +100,42 @@ pub fn global(g: &'static u32) -> u32 {
     unsafe { core::ptr::read_volatile(g) }
 }
 
+/// All zeroes, the source of [`zero`] and [`zeroed`]. Nothing writes it.
+static ZEROES: [u8; 512] = [0; 512];
+
+/// Zeroes `*x` (an integer array or an event: valid all zero) with one helper call. `x = [0; N]`
+/// or `mem::zeroed()` of more than a few words compiles to a memset loop, which the 6.1 verifier
+/// walks once per state of the code before it (the cgroup ancestry walk, a path scan): past its
+/// limit of a million instructions.
+#[inline(always)]
+pub fn zero<T>(x: &mut T) {
+    const { assert!(size_of::<T>() <= 512) };
+    // SAFETY: copies size_of::<T>() bytes of ZEROES (at least that long) over `*x`, whose types
+    // here are all valid all zero.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (x as *mut T).cast(),
+            size_of::<T>() as u32,
+            core::ptr::addr_of!(ZEROES).cast(),
+        );
+    }
+}
+
+/// A zeroed `T` on the stack (see [`zero`]).
+#[inline(always)]
+pub fn zeroed<T>(slot: &mut core::mem::MaybeUninit<T>) -> &mut T {
+    const { assert!(size_of::<T>() <= 512) };
+    // SAFETY: as in `zero`: the slot is all zero after the copy, a valid T.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            slot.as_mut_ptr().cast(),
+            size_of::<T>() as u32,
+            core::ptr::addr_of!(ZEROES).cast(),
+        );
+        slot.assume_init_mut()
+    }
+}
+
 /// Reads a `T` at `base + off` of kernel memory, or `None` if the offset is unresolved or the
 /// read faults.
 #[inline(always)]
@@ -264,7 +300,7 @@ pub fn bprm_target(bprm: u64) -> (u64, u64) {
 
 #[inline(always)]
 fn fill_cwd(task: u64, ev: &mut ExecEvent) {
-    ev.cwd = [[0; CWD_PART_LEN]; CWD_PARTS];
+    zero(&mut ev.cwd);
     ev.cwd_depth = 0;
     let fs = read_field::<u64>(task, global(&TASK_FS)).unwrap_or(0);
     let mut d = read_field::<u64>(fs, global(&FS_PWD_DENTRY)).unwrap_or(0);
@@ -324,7 +360,7 @@ fn fill_argv(task: u64, ev: &mut ExecEvent) {
 /// components, innermost first, into `ev.dir`. Sets `FILE_DIR_*` in `ev.dir_flags`.
 #[inline(always)]
 pub fn fill_file_dir(ev: &mut FileEvent, dirfd: i32, file_itself: bool) {
-    ev.dir = [[0; CWD_PART_LEN]; CWD_PARTS];
+    zero(&mut ev.dir);
     ev.dir_depth = 0;
     ev.dir_dev = 0;
     ev.dir_ino = 0;
@@ -418,7 +454,7 @@ pub fn dir_components(dfd: i32, parts: &mut [[u8; CWD_PART_LEN]; CWD_PARTS], tru
             read_field::<u64>(file, global(&FILE_DENTRY)).unwrap_or(0)
         }
     };
-    *parts = [[0; CWD_PART_LEN]; CWD_PARTS];
+    zero(parts);
     if d == 0 {
         return guard_common::DELETE_DIR_UNKNOWN;
     }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use guard_common::{EventKind, ProcEvent, TAINT_INHERITED};
 
 use crate::{
-    kernel::{current_exit_code, fill_task_header, task_ids},
+    kernel::{current_exit_code, fill_task_header, task_ids, zeroed},
     maps::{EVENTS, TAGGED, TAINT, count_drop, held_remove, wake},
     workload,
 };
@@ -55,13 +55,13 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 pub fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32) {
-    // SAFETY: an all-zero ProcEvent is a valid value (integers and arrays only).
-    let mut ev: ProcEvent = unsafe { core::mem::zeroed() };
+    let mut slot = core::mem::MaybeUninit::<ProcEvent>::uninit();
+    let ev = zeroed(&mut slot);
     fill_task_header(&mut ev.header, kind, w);
     ev.child = child;
     ev.exit_code = exit_code;
     // A gate kill is news; forks and exits are routine.
-    if EVENTS.output::<ProcEvent>(&ev, wake(kind as u32 == EventKind::Gate as u32)).is_err() {
+    if EVENTS.output::<ProcEvent>(ev, wake(kind as u32 == EventKind::Gate as u32)).is_err() {
         count_drop(kind);
     }
 }

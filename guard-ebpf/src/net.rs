@@ -7,7 +7,7 @@ use guard_common::{
 };
 
 use crate::{
-    kernel::fill_header,
+    kernel::{fill_header, zeroed},
     maps::{DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config, wake},
     workload::{self, Workload},
 };
@@ -166,8 +166,8 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     if op == NET_OP_SENDMSG && decision == Decision::Allowed {
         return ret;
     }
-    // SAFETY: an all-zero ConnectEvent is a valid value (integers and arrays only).
-    let mut ev: ConnectEvent = unsafe { core::mem::zeroed() };
+    let mut slot = core::mem::MaybeUninit::<ConnectEvent>::uninit();
+    let ev = zeroed(&mut slot);
     fill_header(&mut ev.header, EventKind::Connect, w);
     ev.header.decision = decision as u32;
     ev.header.rule_id = rule_id;
@@ -177,7 +177,7 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     ev.port = port;
     ev.op = op;
     ev.addr = addr;
-    if EVENTS.output::<ConnectEvent>(&ev, wake(decision != Decision::Allowed)).is_err() {
+    if EVENTS.output::<ConnectEvent>(ev, wake(decision != Decision::Allowed)).is_err() {
         count_drop(EventKind::Connect);
     }
     ret

@@ -61,7 +61,7 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     let scratch = unsafe { &mut *scratch };
     // SAFETY: the offset comes from this tracepoint's format; the read is bounds-checked.
     let ptr: u64 = unsafe { ctx.read_at(name_off as usize) }?;
-    scratch.name = [0; 2 * FILENAME_LEN];
+    crate::kernel::zero(&mut scratch.name);
     // SAFETY: reads a NUL-terminated user string into a bounded buffer; faults are errors.
     let n = unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut scratch.name[..FILENAME_LEN]) }.map(|s| s.len()).unwrap_or(0);
     if n == 0 {

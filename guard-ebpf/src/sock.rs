@@ -14,7 +14,7 @@ use guard_common::{
 };
 
 use crate::{
-    kernel::{fill_header, fill_task_header, global},
+    kernel::{fill_header, fill_task_header, global, zeroed},
     maps::{EVENTS, count_drop, policy_config, wake},
     net::{ALLOW, REFUSE},
     workload::{self, Workload},
@@ -58,10 +58,10 @@ pub fn try_sock_create(ctx: &SockContext) -> i32 {
     }
     let audit = config.flags & POLICY_FLAG_AUDIT != 0;
     let (decision, ret) = if audit { (Decision::WouldDeny, ALLOW) } else { (Decision::Denied, REFUSE) };
-    // SAFETY: an all-zero SocketEvent is a valid value (integers and arrays only).
-    let mut ev: SocketEvent = unsafe { core::mem::zeroed() };
+    let mut slot = core::mem::MaybeUninit::<SocketEvent>::uninit();
+    let ev = zeroed(&mut slot);
     fill_header(&mut ev.header, EventKind::Socket, &w);
-    report(&mut ev, decision, family, sock_type, protocol);
+    report(ev, decision, family, sock_type, protocol);
     if ret == REFUSE { REFUSE } else { ALLOW }
 }
 
@@ -87,11 +87,11 @@ pub fn try_lsm_socket(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let audit = config.flags & POLICY_FLAG_AUDIT != 0;
-    // SAFETY: an all-zero SocketEvent is a valid value (integers and arrays only).
-    let mut ev: SocketEvent = unsafe { core::mem::zeroed() };
+    let mut slot = core::mem::MaybeUninit::<SocketEvent>::uninit();
+    let ev = zeroed(&mut slot);
     fill_task_header(&mut ev.header, EventKind::Socket, &w);
     ev.header.flags |= EVENT_FLAG_LSM;
-    report(&mut ev, if audit { Decision::WouldDeny } else { Decision::Denied }, family, sock_type, protocol);
+    report(ev, if audit { Decision::WouldDeny } else { Decision::Denied }, family, sock_type, protocol);
     if audit { 0 } else { -EPERM }
 }
 
@@ -121,8 +121,8 @@ pub fn try_socket_enter(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 fn kill_for_socket(w: &Workload, audit: bool, sock_type: u32, protocol: u32) {
-    // SAFETY: an all-zero SocketEvent is a valid value (integers and arrays only).
-    let mut ev: SocketEvent = unsafe { core::mem::zeroed() };
+    let mut slot = core::mem::MaybeUninit::<SocketEvent>::uninit();
+    let ev = zeroed(&mut slot);
     fill_task_header(&mut ev.header, EventKind::Socket, w);
     let decision = if audit {
         Decision::WouldKill
@@ -134,7 +134,7 @@ fn kill_for_socket(w: &Workload, audit: bool, sock_type: u32, protocol: u32) {
         }
         Decision::Killed
     };
-    report(&mut ev, decision, AF_PACKET, sock_type, protocol);
+    report(ev, decision, AF_PACKET, sock_type, protocol);
 }
 
 #[inline(always)]

@@ -4,6 +4,7 @@ mod deb;
 mod setup;
 mod suite;
 mod testrun;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +37,10 @@ enum Cmd {
     /// is killed with its process group, named with the test it was in, counted as failed,
     /// and the suite goes on.
     Test(suite::TestArgs),
+    /// Boot Debian's stock kernels (bookworm 6.1, trixie 6.12) in QEMU with and without BPF LSM
+    /// and run the tier tests inside (`cargo xtask test` runs this after the host suite). Kernels
+    /// are fetched once into /var/cache/guard-vmtest.
+    Vmtest(vm::VmArgs),
     /// Run the fuzz targets of guard-agent's parsers (policy, settings, control, records, dns,
     /// mask) for longer: `cargo xtask fuzz --secs 600 policy`. A failure prints its seed;
     /// `--seed SEED TARGET` replays it.
@@ -89,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(status))
         }
         Cmd::Test(args) => suite::test(&root, args),
+        Cmd::Vmtest(args) => suite::vmtest(&root, args),
         Cmd::Fuzz(args) => suite::fuzz(&root, args),
         Cmd::Deb { binary, out, maintainer } => {
             let out = out.unwrap_or_else(|| root.join("target/debian"));

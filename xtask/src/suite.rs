@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    deb, setup,
+    deb, setup, vm,
     testrun::{self, Binary, Deadlines, Report},
 };
 
@@ -28,6 +28,11 @@ pub struct TestArgs {
     /// Seconds each fuzz target runs (about a minute for the seven).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub fuzz_secs: u64,
+    /// Skip the VM matrix (`cargo xtask vmtest`) that follows the host suite.
+    #[arg(long)]
+    pub skip_vm: bool,
+    #[command(flatten)]
+    pub vm: vm::VmArgs,
     /// Arguments after `--` go to the test binaries (e.g. a test name filter). With a filter,
     /// the fuzz targets run only if it names them, for their short default time.
     #[arg(last = true)]
@@ -156,6 +161,23 @@ pub fn test(root: &Path, a: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(n) => println!("deb check: ok ({n} checks)"),
         Err(e) => println!("deb check: FAILED: {e:#}"),
     }
+    // The tiers on stock distribution kernels, in VMs (a name filter runs the host only).
+    let vm_lines = if a.skip_vm || !a.args.is_empty() {
+        println!("[xtask] vmtest: skipped ({})", if a.skip_vm { "--skip-vm" } else { "a test filter was given" });
+        Vec::new()
+    } else {
+        match timed("vmtest", || vm::matrix(root, &a.vm, &agent, &e2e, &mut report)) {
+            Ok(lines) => lines,
+            Err(e) => {
+                println!("vmtest: FAILED: {e:#}");
+                report.add("vmtest", testrun::Outcome { passed: 0, failed: 0, ignored: 0, elapsed: Duration::ZERO, killed: None, bad_exit: Some(format!("{e:#}")) });
+                Vec::new()
+            }
+        }
+    };
+    for l in &vm_lines {
+        println!("{l}");
+    }
     summary(&report);
     if !report.ok() {
         bail!("tests failed");
@@ -175,6 +197,25 @@ fn detach_after_kill(agent: &Path) {
         }
         Err(e) => println!("[xtask] could not run {}: {e}", agent.display()),
     }
+}
+
+/// `cargo xtask vmtest`: the VM matrix alone.
+pub fn vmtest(root: &Path, a: vm::VmArgs) -> anyhow::Result<ExitCode> {
+    setup::ensure(&["vmtest"])?;
+    testrun::catch_interrupts();
+    timed("build of guard-agent", || crate::cargo(root, &["build", "--package", "guard-agent"]))?;
+    let agent = root.join("target/debug/guard-agent");
+    let e2e = timed("build of the end-to-end tests", || testrun::build(root, &["--package", "guard-tests"]))?;
+    let mut report = Report::default();
+    let lines = vm::matrix(root, &a, &agent, &e2e, &mut report)?;
+    for l in &lines {
+        println!("{l}");
+    }
+    summary(&report);
+    if !report.ok() {
+        bail!("vmtest failed");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn fuzz(root: &Path, a: FuzzArgs) -> anyhow::Result<ExitCode> {

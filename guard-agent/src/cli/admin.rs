@@ -21,6 +21,9 @@ pub struct ProbeArgs {
     /// Print the probe as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also load (verify, not attach) every other program, to see which this kernel accepts.
+    #[arg(long)]
+    pub programs: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +58,10 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
     let mut v = crate::loader::tier::to_json(&p);
     v["kernel"] = Value::from(std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
     v["btf"] = Value::from(std::path::Path::new(crate::paths::VMLINUX_BTF).exists());
+    if args.programs {
+        let all = crate::loader::verify_programs(p.tier)?;
+        v["programs"] = all.iter().map(|(name, r)| serde_json::json!({ "program": name, "ok": r.is_ok(), "error": r.as_ref().err() })).collect();
+    }
     let text = if args.json { format!("{v}\n") } else { render_probe(&v) };
     // Written at once; a closed pipe (`| head`) ends it quietly.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
@@ -70,6 +77,9 @@ fn render_probe(v: &Value) -> String {
         out.push(format!("  {:<26} {result}", s(&h["hook"])));
     }
     out.push(format!("tier:        {} ({})", s(&v["tier"]), s(&v["reason"])));
+    for p in v["programs"].as_array().into_iter().flatten() {
+        out.push(format!("  program {:<24} {}", s(&p["program"]), if p["ok"] == true { "verified".to_owned() } else { format!("REFUSED: {}", s(&p["error"])) }));
+    }
     for c in v["capabilities"].as_array().into_iter().flatten() {
         out.push(format!("  {:<36} {}", s(&c["capability"]), s(&c["mechanism"])));
     }

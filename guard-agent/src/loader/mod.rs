@@ -410,8 +410,16 @@ fn probe_tier(opts: &Options, force: bool) -> Result<tier::Probe, LoadError> {
 /// `guard-agent probe`: the probe, with default options, tried even where securityfs does not
 /// list `bpf`.
 pub fn probe() -> Result<tier::Probe, LoadError> {
-    let opts = Options { pin_dir: PathBuf::from(paths::PIN_DIR), ring_buffer_bytes: 1 << 16, map_entries: 16, observe_all_execs: false };
-    probe_tier(&opts, true)
+    probe_tier(&probe_options(), true)
+}
+
+fn probe_options() -> Options {
+    Options { pin_dir: PathBuf::from(paths::PIN_DIR), ring_buffer_bytes: 1 << 16, map_entries: 16, observe_all_execs: false }
+}
+
+/// `guard-agent probe --programs`: every other program verified on this kernel.
+pub fn verify_programs(tier: Tier) -> Result<Vec<(String, Result<(), String>)>, LoadError> {
+    Ok(tier::verify_all(&program_globals(&paths::tracefs()?, &probe_options(), tier)?))
 }
 
 /// The load-time constants: record offsets from tracefs, struct offsets from BTF, options.

@@ -152,6 +152,42 @@ fn probe_hooks(globals: &[(&str, u32)]) -> Vec<HookProbe> {
     out
 }
 
+/// Loads (verifies) every program of the other kinds once, with `globals`, attaching none: which
+/// of them this kernel's verifier accepts (`guard-agent probe --programs`).
+pub fn verify_all(globals: &[(&str, u32)]) -> Vec<(String, Result<(), String>)> {
+    use aya::programs::Program;
+    let mut loader = EbpfLoader::new();
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    loader.map_max_entries(names::EVENTS, 4096 * 16);
+    let mut ebpf = match loader.load(OBJECT) {
+        Ok(e) => e,
+        Err(e) => return vec![("object".to_owned(), Err(format!("cannot load the eBPF object: {e}")))],
+    };
+    let btf = aya::Btf::from_sys_fs().ok();
+    let mut out = Vec::new();
+    for (name, prog) in ebpf.programs_mut() {
+        let result = match prog {
+            Program::TracePoint(p) => p.load().map_err(|e| error_text(&e)),
+            Program::RawTracePoint(p) => p.load().map_err(|e| error_text(&e)),
+            Program::CgroupSockAddr(p) => p.load().map_err(|e| error_text(&e)),
+            Program::CgroupSock(p) => p.load().map_err(|e| error_text(&e)),
+            Program::CgroupSkb(p) => p.load().map_err(|e| error_text(&e)),
+            Program::BtfTracePoint(p) => match &btf {
+                Some(btf) => p.load("sched_process_fork", btf).map_err(|e| error_text(&e)),
+                None => Err("no kernel BTF".to_owned()),
+            },
+            // The lsm tier's, probed (and attached) by `probe`.
+            Program::Lsm(_) => continue,
+            _ => Err("a program type guard does not load".to_owned()),
+        };
+        out.push((name.to_owned(), result));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// The error and its causes, on one line; a verifier log is cut to its last line (the reason).
 fn error_text(e: &dyn std::error::Error) -> String {
     let text = e.to_string();
