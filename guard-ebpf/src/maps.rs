@@ -215,6 +215,9 @@ pub struct ExecScratch {
 }
 
 #[map]
+pub static CONNECT_SCRATCH: PerCpuArray<guard_common::ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counts an event lost because the ring buffer was full.

@@ -7,8 +7,8 @@ use guard_common::{
 };
 
 use crate::{
-    kernel::{fill_header, zeroed},
-    maps::{DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config, wake},
+    kernel::{fill_header, zero},
+    maps::{CONNECT_SCRATCH, DNS_BLOCKED, EVENTS, NET_V4, NET_V6, SOCK_OWNER, TAINT, count_drop, exfil_config, policy_config, wake},
     workload::{self, Workload},
 };
 
@@ -166,8 +166,12 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     if op == NET_OP_SENDMSG && decision == Decision::Allowed {
         return ret;
     }
-    let mut slot = core::mem::MaybeUninit::<ConnectEvent>::uninit();
-    let ev = zeroed(&mut slot);
+    // In a per-CPU slot, not on the stack: with the v6 path's frames it would pass the 512-byte
+    // stack limit on 6.1 ("combined stack size of 3 calls is 544").
+    let Some(ev) = CONNECT_SCRATCH.get_ptr_mut(0) else { return ret };
+    // SAFETY: the per-CPU slot is ours for the duration of this program run.
+    let ev: &mut ConnectEvent = unsafe { &mut *ev };
+    zero(ev);
     fill_header(&mut ev.header, EventKind::Connect, w);
     ev.header.decision = decision as u32;
     ev.header.rule_id = rule_id;

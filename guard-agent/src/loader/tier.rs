@@ -194,7 +194,11 @@ fn error_text(e: &dyn std::error::Error) -> String {
     if let Some(i) = text.find("Verifier output:") {
         let head = text[..i].trim_end().to_owned();
         let log = &text[i + "Verifier output:".len()..];
-        return match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+        // The last line that says why (the verifier ends with its statistics).
+        let stats = ["processed ", "verification time", "stack depth", "BPF program is too large"];
+        let why = log.lines().rev().map(str::trim).find(|l| !l.is_empty() && !stats.iter().any(|s| l.starts_with(s)));
+        let why = if log.contains("BPF program is too large") { Some("too many instructions to verify (over 1,000,000)") } else { why };
+        return match why {
             Some(last) => format!("{head} (verifier: {last})"),
             None => head,
         };
