@@ -327,6 +327,8 @@ fn check_control(c: &mut Checks, deb: &Path) -> anyhow::Result<()> {
     }
     let depends = field("Depends").unwrap_or_default();
     c.check(depends.split(", ").any(|d| d.starts_with("libc6")), format_args!("dpkg-deb -I: Depends on libc6, got `{depends}`"));
+    // The Kafka sink links the system's librdkafka (rdkafka's `dynamic-linking`).
+    c.check(depends.split(", ").any(|d| d.starts_with("librdkafka1")), format_args!("dpkg-deb -I: Depends on librdkafka1, got `{depends}`"));
     for script in ["postinst", "prerm", "postrm"] {
         // `  1234 bytes,    40 lines   *  postinst             #!/bin/sh` (`*`: executable)
         let executable = info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["*", script]));
