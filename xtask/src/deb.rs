@@ -428,7 +428,8 @@ mod tests {
     }
 
     /// The checks are worth something only if a bad package fails them: one that enables the
-    /// service, has a config with the wrong mode and a unit that ignores the installed config.
+    /// service, has a config with the wrong mode, a unit that ignores the installed config, and
+    /// does not depend on librdkafka1.
     #[test]
     fn check_reports_everything_wrong_with_a_bad_package() {
         let stage = Scratch::new("bad-stage").unwrap();
@@ -462,10 +463,11 @@ mod tests {
             "Architecture: ",
             "the unit runs /usr/bin/guard-agent with /etc/guard/guard.yaml",
             "postinst runs systemctl only for",
+            "Depends on librdkafka1, got `libc6`",
         ] {
             assert!(err.contains(wanted), "no `{wanted}` in:\n{err}");
         }
-        assert!(err.starts_with("5 of "), "{err}");
+        assert!(err.starts_with("6 of "), "{err}");
     }
 
     #[test]
