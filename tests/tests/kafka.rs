@@ -199,3 +199,27 @@ fn an_outage_and_a_restart_lose_and_repeat_nothing_of_30000_verdicts_on_kafka() 
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Kafka settings that cannot work stop the start with exit 2 before anything loads: a bad
+/// value with its `file:line:col`, and a SASL password file that cannot be read.
+#[test]
+fn bad_kafka_settings_stop_the_start_with_their_position() {
+    let dir = TempDir::new("kafka-bad");
+    let policy = dir.path("policy.yaml");
+    std::fs::write(&policy, format!("agents:\n  - name: {}\n", unique("kafka-bad"))).unwrap();
+    let config = dir.path("guard.yaml");
+    let daemon = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(guard_tests::agent_bin()).arg("daemon").arg("--policy").arg(&policy).arg("--config").arg(&config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let sink = format!("state_dir: {}\nsinks:\n  - type: kafka\n    brokers: [127.0.0.1:9]\n    topic: {TOPIC}\n", dir.path("state").display());
+    let (code, stderr) = daemon(&format!("{sink}    security_protocol: plaintext\n    tls_ca: /etc/ssl/certs/ca-certificates.crt\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:7:13: `tls_ca` needs `security_protocol: ssl` or `sasl_ssl`, not `plaintext`", config.display())), "{stderr}");
+    let missing = dir.path("no-such-password");
+    let (code, stderr) = daemon(&format!("{sink}    sasl_mechanism: SCRAM-SHA-256\n    sasl_username: guard\n    sasl_password_file: {}\n", missing.display()));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("reading the Kafka SASL password") && stderr.contains("No such file"), "{stderr}");
+    guard_tests::assert_nothing_left();
+}
