@@ -100,3 +100,39 @@ fn spooled_verdicts_reach_the_mock_cluster_once_in_order_across_an_outage() {
     sinks.shutdown(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// TLS and SASL settings reach librdkafka, which checks them when the producer is made: a CA
+/// file that holds no certificate, or a client key that does not match, fails the start.
+#[test]
+fn tls_settings_are_checked_when_the_producer_is_made() {
+    let dir = std::env::temp_dir().join(format!("guard-kafka-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let sink = |extra: &str| {
+        let text = format!("sinks:\n  - type: kafka\n    brokers: [127.0.0.1:9]\n    topic: t\n    spool_dir: {}\n{extra}", dir.join("spool").display());
+        let c = crate::config::parse("g.yaml", &text).unwrap();
+        let crate::config::SinkConfig::Network(n) = c.sinks.unwrap().remove(0) else { panic!() };
+        n
+    };
+    // SASL over TLS with the system's CAs: librdkafka takes it.
+    let ok = sink(&format!("    sasl_mechanism: SCRAM-SHA-512\n    sasl_username: guard\n    sasl_password_file: {}\n", pw.display()));
+    let Vendor::Kafka(k) = &ok.vendor else { panic!() };
+    let config = client_config(&ok, k).unwrap();
+    assert_eq!((config.get("security.protocol"), config.get("sasl.mechanisms"), config.get("sasl.password")), (Some("sasl_ssl"), Some("SCRAM-SHA-512"), Some("s3cret")));
+    assert_eq!((config.get("enable.idempotence"), config.get("acks"), config.get("message.timeout.ms")), (Some("true"), Some("all"), Some("0")));
+    create(&config).unwrap();
+    // A CA file without a certificate.
+    let bad = sink(&format!("    tls_ca: {}\n", junk.display()));
+    let Vendor::Kafka(k) = &bad.vendor else { panic!() };
+    let e = create(&client_config(&bad, k).unwrap()).err().expect("a CA file without a certificate is refused").to_string();
+    assert!(e.contains("ssl.ca.location"), "{e}");
+    // A client certificate file that cannot be read.
+    let gone = sink(&format!("    tls_cert: {}\n    tls_key: {}\n", dir.join("nope.pem").display(), junk.display()));
+    let Vendor::Kafka(k) = &gone.vendor else { panic!() };
+    let e = client_config(&gone, k).err().expect("an unreadable tls_cert is refused");
+    assert!(format!("{e:#}").contains("reading tls_cert"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
