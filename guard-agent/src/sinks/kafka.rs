@@ -222,6 +222,11 @@ impl Sender {
         let prefix = |done: &[bool]| done.iter().take_while(|d| **d).count();
         let (mut outstanding, mut backoff, mut retry_at) = (0usize, BACKOFF_START, None::<Instant>);
         let mut progress = Instant::now();
+        // What the client said while idle (a broker closing an idle connection) is not about
+        // this batch.
+        if self.failing_since.is_none() {
+            *self.ctx().last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
         loop {
             // The full spool dropped this batch's segment: these are the oldest verdicts,
             // already counted as dropped. What has not left yet is not sent.
