@@ -132,7 +132,7 @@ fn tls_settings_are_checked_when_the_producer_is_made() {
     // A client certificate file that cannot be read.
     let gone = sink(&format!("    tls_cert: {}\n    tls_key: {}\n", dir.join("nope.pem").display(), junk.display()));
     let Vendor::Kafka(k) = &gone.vendor else { panic!() };
-    let e = client_config(&gone, k).err().expect("an unreadable tls_cert is refused");
+    let e = client_config(&gone, k).expect_err("an unreadable tls_cert is refused");
     assert!(format!("{e:#}").contains("reading tls_cert"), "{e:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
