@@ -97,6 +97,8 @@ pub enum Vendor {
     Elasticsearch { index: String, auth: Option<EsAuth> },
     /// RFC 5424 over TCP (`tcp://HOST:PORT`) or TLS (`tls://HOST:PORT`), octet-counted.
     Syslog { facility: u8, tls: bool, host: String, port: u16 },
+    /// A Kafka topic (see `kafka`); `url` is `kafka://BROKERS/TOPIC`, for show.
+    Kafka(Box<Kafka>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +140,9 @@ impl Secret {
         }
     }
 }
+
+mod kafka;
+pub use kafka::Kafka;
 
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
@@ -208,7 +213,7 @@ pub const HEC_PATH: &str = "/services/collector/event";
 
 fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
     let mut out: Vec<SinkConfig> = Vec::new();
-    let all: Vec<&str> = ["path", "rotate_bytes", "rotate_age", "keep"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).copied().collect();
+    let all: Vec<&str> = ["path", "rotate_bytes", "rotate_age", "keep"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).chain(kafka::KEYS).copied().collect();
     for item in p.seq(node, "`sinks`")? {
         // Every key any sink takes first (so a typo gets a `did you mean`), then the type's own.
         let m = p.map(item, "a sink", &all)?;
@@ -286,7 +291,14 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
                 };
                 network(p, item, &m, ty, Vendor::Syslog { facility, tls, host, port })?
             }
-            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file, splunk_hec, elasticsearch, syslog"))),
+            "kafka" => {
+                // No `url` (brokers and a topic instead) and no `gzip` (`compression`).
+                let own: Vec<&str> = NETWORK_KEYS.iter().filter(|k| !matches!(**k, "url" | "gzip")).chain(kafka::KEYS).copied().collect();
+                let m = p.map(item, "a `kafka` sink", &own)?;
+                let k = kafka::parse(p, item, &m)?;
+                network(p, item, &m, ty, Vendor::Kafka(Box::new(k)))?
+            }
+            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file, splunk_hec, elasticsearch, syslog, kafka"))),
         };
         if out.iter().any(|s| *s == sink || s.name() == sink.name()) {
             return Err(p.err(item.pos, format!("sink `{}` is listed twice (give each network sink its own `name`)", sink.name())));
@@ -304,11 +316,15 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
 
 /// The keys every network sink shares.
 fn network(p: &Parser<'_>, item: &Node, m: &crate::policy::parse::Map<'_>, ty: &str, vendor: Vendor) -> Result<SinkConfig, PolicyError> {
-    let url_node = m.require("url", item, p)?;
-    let raw = p.nonempty_str(url_node, "`url`")?;
     let (endpoint, host, port) = match &vendor {
-        Vendor::Syslog { host, port, .. } => (raw.to_owned(), host.clone(), *port),
+        Vendor::Kafka(k) => {
+            let (host, port) = k.brokers[0].rsplit_once(':').map_or((k.brokers[0].as_str(), 9092), |(h, p)| (h, p.parse().unwrap_or(9092)));
+            (k.endpoint(), host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+        }
+        Vendor::Syslog { host, port, .. } => (p.nonempty_str(m.require("url", item, p)?, "`url`")?.to_owned(), host.clone(), *port),
         _ => {
+            let url_node = m.require("url", item, p)?;
+            let raw = p.nonempty_str(url_node, "`url`")?;
             let url = Url::parse(raw).map_err(|e| p.err(url_node.pos, format!("`url`: {e}")))?;
             let endpoint = match &vendor {
                 Vendor::SplunkHec { .. } if url.path.is_empty() => format!("{}{HEC_PATH}", url.base()),
