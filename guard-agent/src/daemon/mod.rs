@@ -56,6 +56,8 @@ use crate::{
 const CHANNEL_DEPTH: usize = 16;
 /// How often hold deadlines and ended sessions are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a new container cgroup is looked at again while its runtime data is missing.
+const PENDING_CONTAINER: Duration = Duration::from_secs(10);
 /// How often the policy file is checked for changes (in ticks).
 const POLICY_POLL_TICKS: u32 = 10;
 
@@ -79,6 +81,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         Some(addr) => Some(crate::metrics::bind(addr).await.with_context(|| format!("binding the metrics address {addr}")).map_err(BadSettings)?),
         None => None,
     };
+    crate::container::set_roots(args.containers.clone());
     let cgroup_root = paths::cgroup2_root()?;
     let (mut loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
     for w in &compiled.warnings {
@@ -159,6 +162,8 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         exfil: exfil::ExfilState::default(),
         lost,
         delete_counters: deletions::DeleteCounters::default(),
+        containers: crate::container::Cache::default(),
+        pending_containers: Vec::new(),
     };
     engine.killed_leftovers(leftovers);
     // Drops made while no daemon was reading.
@@ -288,6 +293,11 @@ struct Engine {
     lost: lost::LostEvents,
     /// Deletion budgets exceeded.
     delete_counters: deletions::DeleteCounters,
+    /// The container identities verdicts carry.
+    containers: crate::container::Cache,
+    /// New container cgroups whose runtime data was not on disk yet: tried again each tick
+    /// until a deadline (cgroup id, path).
+    pending_containers: Vec<(u64, String, Instant)>,
 }
 
 /// What `status` and `/metrics` count.
@@ -375,8 +385,33 @@ impl Engine {
                 let agent = current.agent(policy_id).map(|a| a.name.as_str()).unwrap_or("?");
                 tracing::info!(cgroup = %path, agent, "new cgroup matches an agent: registered");
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // A container whose runtime has not written its data yet: look again.
+                if crate::loader::awaits_container_data(&current, &path) {
+                    self.pending_containers.push((id, path, Instant::now() + PENDING_CONTAINER));
+                }
+            }
             Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
+        }
+    }
+
+    /// Tries again to register the new container cgroups whose runtime data was missing.
+    fn retry_containers(&mut self) {
+        if self.pending_containers.is_empty() {
+            return;
+        }
+        let current = Arc::clone(&self.correlator.policies.current);
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.pending_containers);
+        for (id, path, deadline) in pending {
+            match self.loaded.register_new(&current, id, &path) {
+                Ok(Some(_)) => tracing::info!(cgroup = %path, "container matches an agent (its runtime data appeared): registered"),
+                Ok(None) if now < deadline && crate::loader::awaits_container_data(&current, &path) => {
+                    self.pending_containers.push((id, path, deadline));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
+            }
         }
     }
 
@@ -439,6 +474,7 @@ impl Engine {
             self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));
         }
         self.sessions.reap();
+        self.retry_containers();
         self.expire_learned();
         self.check_lost(false);
         if poll_policy {

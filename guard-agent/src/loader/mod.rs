@@ -27,6 +27,7 @@ use aya::{
 };
 use sha2::{Digest as _, Sha256};
 
+pub use apply::awaits_container_data;
 pub use leftover::Leftover;
 use pins::Generation;
 use guard_common::{EventKind, globals, names};

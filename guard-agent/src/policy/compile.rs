@@ -45,6 +45,8 @@ pub struct AgentEntry {
     pub cgroups: Vec<CgroupMatch>,
     /// Globs of `cgroups` that the daemon matches (index into `cgroups`, matcher).
     pub cgroup_globs: Vec<(usize, GlobMatcher)>,
+    /// `match.container` / `match.pod`: container cgroups the daemon registers.
+    pub containers: Vec<crate::container::matcher::ContainerMatch>,
     /// Exec rules as the daemon evaluates them (holds, argv conditions, `policy explain`).
     pub exec: Vec<EvalRule>,
     /// With `exec.allow`: the rule id an exec off the allow list is killed by.
@@ -113,6 +115,23 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// The policy id of the first agent (in policy order) whose glob matches cgroup `rel`
+    /// (relative, no leading `/`), or whose container match matches the container it is.
+    pub fn agent_for_cgroup(&self, rel: &str, container: Option<(&crate::container::CgroupIds, &crate::container::Info)>) -> Option<u32> {
+        self.agents
+            .iter()
+            .find(|a| {
+                a.cgroup_globs.iter().any(|(_, g)| g.is_match(rel))
+                    || container.is_some_and(|(ids, info)| a.containers.iter().any(|m| m.matches(ids, info)))
+            })
+            .map(|a| a.policy_id)
+    }
+
+    /// Does some agent match containers?
+    pub fn matches_containers(&self) -> bool {
+        self.agents.iter().any(|a| !a.containers.is_empty())
+    }
+
     pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
         self.rules.get((id as usize).checked_sub(1)?)
     }
@@ -192,6 +211,9 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
                 cgroup_globs.push((i, matcher));
             }
         }
+        for m in &agent.containers {
+            crate::container::matcher::lint(m, &agent.file, &mut out.warnings)?;
+        }
         let exec = compile_exec(&mut out, agent, policy_id)?;
         let mut exfil = super::exfil::compile(agent.exfil.as_ref(), !agent.network.hosts.is_empty(), policy_id, &agent.file)?;
         if let Some(x) = &agent.exfil {
@@ -252,6 +274,7 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             config,
             cgroups: agent.cgroups.clone(),
             cgroup_globs,
+            containers: agent.containers.clone(),
             exec,
             allowlist_rule,
             exfil_config: exfil.config,
