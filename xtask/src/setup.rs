@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 /// Debian packages: what bpf-linker is built against (its `llvm-22` feature links libLLVM 22),
 /// rsyslog with its TLS driver, which the syslog sink tests send to, and sqlite3, the real
 /// database client the SQL tests hold and judge.
-const APT_PACKAGES: [&str; 7] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "rsyslog", "rsyslog-openssl", "sqlite3"];
+const APT_PACKAGES: [&str; 8] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "rsyslog", "rsyslog-openssl", "sqlite3", "python3-venv"];
 /// Debian's hook that tells maintainer scripts not to start services (exit 101).
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// The eBPF programs are built with the installed `nightly`; its LLVM must match bpf-linker's.

@@ -156,11 +156,18 @@ pub fn test(root: &Path, a: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(n) => println!("deb check: ok ({n} checks)"),
         Err(e) => println!("deb check: FAILED: {e:#}"),
     }
+    // The Kubernetes manifest and Helm chart (deploy/), validated and compared.
+    let k8s = crate::k8s::check(root, &agent);
+    match &k8s {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("k8s check: FAILED: {e:#}"),
+    }
     summary(&report);
     if !report.ok() {
         bail!("tests failed");
     }
     deb.context("the .deb check failed")?;
+    k8s.context("the Kubernetes packaging check failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -186,3 +186,17 @@ fn verdicts_carry_the_container_in_ocsf_and_ecs() {
     assert_eq!(e["container"]["runtime"], "containerd");
     assert_eq!(e["orchestrator"], json!({ "type": "kubernetes", "namespace": "agents", "resource": { "type": "pod", "name": "coder-1", "id": UID, "label": ["app:coder"] } }));
 }
+
+#[test]
+fn the_deployed_settings_parse_and_containers_settings_are_checked() {
+    // deploy/kubernetes and the Helm chart ship this settings file (their equality is checked
+    // by `cargo xtask test`).
+    let c = crate::config::parse("guard.yaml", include_str!("../../../deploy/helm/guard/files/guard.yaml")).unwrap();
+    assert_eq!(c.containers, Some(Roots::default()));
+    let c = crate::config::parse("g.yaml", "containers:\n  docker_root: /srv/docker\n").unwrap();
+    assert_eq!(c.containers.unwrap().docker, Path::new("/srv/docker"));
+    let e = crate::config::parse("g.yaml", "containers:\n  docker_root: srv\n").unwrap_err().to_string();
+    assert_eq!(e, "g.yaml:2:16: `docker_root` must be an absolute path, not `srv`");
+    let e = crate::config::parse("g.yaml", "containers:\n  cri_root: /x\n").unwrap_err().to_string();
+    assert!(e.starts_with("g.yaml:2:3: unknown key `cri_root` in `containers` (did you mean `crio_root`?)"), "{e}");
+}
