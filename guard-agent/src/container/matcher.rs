@@ -79,10 +79,10 @@ impl ContainerMatch {
         if self.runtime.is_some_and(|r| runtime != Some(r)) {
             return false;
         }
-        if let Some(p) = &self.id {
-            if !p.is_match(ids.id.as_deref()) {
-                return false;
-            }
+        if let Some(p) = &self.id
+            && !p.is_match(ids.id.as_deref())
+        {
+            return false;
         }
         if !(self.name.as_ref().is_none_or(|p| p.is_match(info.name.as_deref()))
             && self.image.as_ref().is_none_or(|p| p.is_match(info.image.as_deref()))

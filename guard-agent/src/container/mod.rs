@@ -91,10 +91,10 @@ pub fn from_cgroup(path: &str) -> Option<CgroupIds> {
             out.leaf_is_container = last;
         } else if c.starts_with("kubepods") {
             in_kubepods = true;
-            if let Some(uid) = c.strip_suffix(".slice").and_then(|s| s.rsplit_once("-pod")).map(|(_, u)| u.replace('_', "-")) {
-                if is_uid(&uid) {
-                    out.pod_uid = Some(uid);
-                }
+            if let Some(uid) = c.strip_suffix(".slice").and_then(|s| s.rsplit_once("-pod")).map(|(_, u)| u.replace('_', "-"))
+                && is_uid(&uid)
+            {
+                out.pod_uid = Some(uid);
             }
         } else if let Some(uid) = c.strip_prefix("pod").filter(|u| in_kubepods && is_uid(u)) {
             out.pod_uid = Some(uid.to_owned());
@@ -177,11 +177,11 @@ pub fn lookup(roots: &Roots, ids: &CgroupIds) -> Info {
     let uid = info.pod.as_ref().map(|p| p.uid.clone()).or_else(|| ids.pod_uid.clone());
     if let Some(uid) = uid {
         let pod = info.pod.get_or_insert_with(|| Pod { uid: uid.clone(), ..Default::default() });
-        if pod.name.is_none() || pod.namespace.is_none() {
-            if let Some((ns, name)) = runtimes::pod_log_dir(&roots.pod_logs, &uid) {
-                pod.namespace.get_or_insert(ns);
-                pod.name.get_or_insert(name);
-            }
+        if (pod.name.is_none() || pod.namespace.is_none())
+            && let Some((ns, name)) = runtimes::pod_log_dir(&roots.pod_logs, &uid)
+        {
+            pod.namespace.get_or_insert(ns);
+            pod.name.get_or_insert(name);
         }
     }
     info
@@ -260,10 +260,10 @@ pub fn annotate(value: &mut Value, info: &Info) {
     if let Some(u) = obj.get_mut("unmapped").and_then(Value::as_object_mut) {
         u.insert("container".into(), info.unmapped());
     }
-    if let Some(p) = obj.get_mut("metadata").and_then(|m| m.get_mut("profiles")).and_then(Value::as_array_mut) {
-        if !p.iter().any(|x| x == "container") {
-            p.push(json!("container"));
-        }
+    if let Some(p) = obj.get_mut("metadata").and_then(|m| m.get_mut("profiles")).and_then(Value::as_array_mut)
+        && !p.iter().any(|x| x == "container")
+    {
+        p.push(json!("container"));
     }
     if let Some(e) = obj.get_mut("evidences").and_then(Value::as_array_mut).and_then(|e| e.first_mut()).and_then(Value::as_object_mut) {
         e.insert("container".into(), info.ocsf());

@@ -400,10 +400,10 @@ fn container_matches(root: &Path, c: &Compiled, out: &mut Vec<(u64, String, u32)
                 continue;
             };
             let policy_id = c.agents.iter().find(|a| a.containers.iter().any(|m| m.matches(&ids, &info))).map(|a| a.policy_id);
-            if let (Some(policy_id), Ok(id)) = (policy_id, cgroup::id_of(&path)) {
-                if !out.iter().any(|(seen, ..)| *seen == id) {
-                    out.push((id, format!("/{rel}"), policy_id));
-                }
+            if let (Some(policy_id), Ok(id)) = (policy_id, cgroup::id_of(&path))
+                && !out.iter().any(|(seen, ..)| *seen == id)
+            {
+                out.push((id, format!("/{rel}"), policy_id));
             }
         }
     }
