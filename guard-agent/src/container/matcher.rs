@@ -103,6 +103,25 @@ impl ContainerMatch {
     }
 }
 
+impl crate::policy::compile::Compiled {
+    /// The policy id of the first agent (in policy order) whose glob matches cgroup `rel`
+    /// (relative, no leading `/`), or whose container match matches the container it is.
+    pub fn agent_for_cgroup(&self, rel: &str, container: Option<(&CgroupIds, &Info)>) -> Option<u32> {
+        self.agents
+            .iter()
+            .find(|a| {
+                a.cgroup_globs.iter().any(|(_, g)| g.is_match(rel))
+                    || container.is_some_and(|(ids, info)| a.containers.iter().any(|m| m.matches(ids, info)))
+            })
+            .map(|a| a.policy_id)
+    }
+
+    /// Does some agent match containers?
+    pub fn matches_containers(&self) -> bool {
+        self.agents.iter().any(|a| !a.containers.is_empty())
+    }
+}
+
 /// What `policy check` says about a match that can match less than it seems to: an error for
 /// one that can never match, warnings otherwise.
 pub(crate) fn lint(m: &ContainerMatch, file: &str, warnings: &mut Vec<String>) -> Result<(), PolicyError> {

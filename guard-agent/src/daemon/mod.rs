@@ -17,6 +17,7 @@ use guard_common::{CGROUP_OP_MKDIR, Decision};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+mod containers;
 mod deletions;
 mod exfil;
 mod files;
@@ -56,8 +57,6 @@ use crate::{
 const CHANNEL_DEPTH: usize = 16;
 /// How often hold deadlines and ended sessions are checked.
 const TICK: Duration = Duration::from_millis(100);
-/// How long a new container cgroup is looked at again while its runtime data is missing.
-const PENDING_CONTAINER: Duration = Duration::from_secs(10);
 /// How often the policy file is checked for changes (in ticks).
 const POLICY_POLL_TICKS: u32 = 10;
 
@@ -385,33 +384,8 @@ impl Engine {
                 let agent = current.agent(policy_id).map(|a| a.name.as_str()).unwrap_or("?");
                 tracing::info!(cgroup = %path, agent, "new cgroup matches an agent: registered");
             }
-            Ok(None) => {
-                // A container whose runtime has not written its data yet: look again.
-                if crate::loader::awaits_container_data(&current, &path) {
-                    self.pending_containers.push((id, path, Instant::now() + PENDING_CONTAINER));
-                }
-            }
+            Ok(None) => self.container_data_pending(&current, id, path),
             Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
-        }
-    }
-
-    /// Tries again to register the new container cgroups whose runtime data was missing.
-    fn retry_containers(&mut self) {
-        if self.pending_containers.is_empty() {
-            return;
-        }
-        let current = Arc::clone(&self.correlator.policies.current);
-        let now = Instant::now();
-        let pending = std::mem::take(&mut self.pending_containers);
-        for (id, path, deadline) in pending {
-            match self.loaded.register_new(&current, id, &path) {
-                Ok(Some(_)) => tracing::info!(cgroup = %path, "container matches an agent (its runtime data appeared): registered"),
-                Ok(None) if now < deadline && crate::loader::awaits_container_data(&current, &path) => {
-                    self.pending_containers.push((id, path, deadline));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
-            }
         }
     }
 

@@ -115,23 +115,6 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// The policy id of the first agent (in policy order) whose glob matches cgroup `rel`
-    /// (relative, no leading `/`), or whose container match matches the container it is.
-    pub fn agent_for_cgroup(&self, rel: &str, container: Option<(&crate::container::CgroupIds, &crate::container::Info)>) -> Option<u32> {
-        self.agents
-            .iter()
-            .find(|a| {
-                a.cgroup_globs.iter().any(|(_, g)| g.is_match(rel))
-                    || container.is_some_and(|(ids, info)| a.containers.iter().any(|m| m.matches(ids, info)))
-            })
-            .map(|a| a.policy_id)
-    }
-
-    /// Does some agent match containers?
-    pub fn matches_containers(&self) -> bool {
-        self.agents.iter().any(|a| !a.containers.is_empty())
-    }
-
     pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
         self.rules.get((id as usize).checked_sub(1)?)
     }
