@@ -33,6 +33,8 @@ pub struct Config {
     /// Extra masking regexes (a group named `secret` marks what to mask).
     pub mask_patterns: Option<Vec<String>>,
     pub audit_log: Option<AuditLogConfig>,
+    /// Where container runtimes keep their data (`containers:`), for container identity.
+    pub containers: Option<crate::container::Roots>,
 }
 
 /// The tamper-evident verdict log (`audit_log:`).
@@ -146,7 +148,7 @@ pub use kafka::Kafka;
 
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
-    "observe_all_execs", "sinks", "metrics", "state_dir", "mask", "audit_log",
+    "observe_all_execs", "sinks", "metrics", "state_dir", "mask", "audit_log", "containers",
 ];
 
 pub fn load(path: &Path) -> Result<Config, PolicyError> {
@@ -176,7 +178,20 @@ pub fn parse(file: &str, text: &str) -> Result<Config, PolicyError> {
         state_dir: path("state_dir")?,
         mask_patterns: m.get("mask").map(|n| mask(&p, n)).transpose()?,
         audit_log: m.get("audit_log").map(|n| audit_log(&p, n)).transpose()?,
+        containers: m.get("containers").map(|n| containers(&p, n)).transpose()?,
     })
+}
+
+/// `containers:` the runtimes' data directories (each optional; the defaults are the runtimes').
+fn containers(p: &Parser<'_>, node: &Node) -> Result<crate::container::Roots, PolicyError> {
+    let m = p.map(node, "`containers`", &["docker_root", "containerd_state", "crio_root", "pod_logs"])?;
+    let mut roots = crate::container::Roots::default();
+    for (key, slot) in [("docker_root", &mut roots.docker), ("containerd_state", &mut roots.containerd), ("crio_root", &mut roots.crio), ("pod_logs", &mut roots.pod_logs)] {
+        if let Some(n) = m.get(key) {
+            *slot = absolute(p, n, key)?;
+        }
+    }
+    Ok(roots)
 }
 
 fn absolute(p: &Parser<'_>, node: &Node, key: &str) -> Result<PathBuf, PolicyError> {
