@@ -147,6 +147,7 @@ pub fn project(ocsf: &Value) -> Value {
     put(&mut host, "name", ocsf.pointer("/device/hostname").filter(|v| v.is_string()).cloned());
     host.insert("os".into(), json!({ "type": "linux" }));
     doc.insert("host".into(), Value::Object(host));
+    container(ocsf, &unmapped, &mut doc);
     if let Some(r) = unmapped.get("rule").filter(|r| r.is_object()) {
         let mut rule = Map::new();
         put(&mut rule, "id", r.get("id").and_then(Value::as_u64).map(|id| json!(id.to_string())));
@@ -189,6 +190,47 @@ pub fn project(ocsf: &Value) -> Value {
     guard.insert("ocsf".into(), Value::Object(ocsf_ids));
     doc.insert("guard".into(), Value::Object(guard));
     Value::Object(doc)
+}
+
+/// ECS `container.*` (id, name, runtime, image name and tag, labels) and, for a Kubernetes
+/// pod, `orchestrator.*` (type, namespace, the pod as the resource: type, name, id, labels as
+/// `key:value`), from OCSF `container` and `unmapped.container`.
+fn container(ocsf: &Value, unmapped: &Value, doc: &mut Map<String, Value>) {
+    let Some(c) = ocsf.get("container").filter(|c| c.is_object()) else { return };
+    let text = |v: &Value, p: &str| v.pointer(p).filter(|v| v.is_string()).cloned();
+    let mut out = Map::new();
+    put(&mut out, "id", text(c, "/uid"));
+    put(&mut out, "name", text(c, "/name"));
+    put(&mut out, "runtime", text(c, "/runtime"));
+    let mut image = Map::new();
+    put(&mut image, "name", text(c, "/image/name"));
+    put(&mut image, "tag", text(c, "/image/tag").map(|t| json!([t])));
+    if let Some(id) = text(c, "/image/uid") {
+        image.insert("hash".into(), json!({ "all": [id] }));
+    }
+    if !image.is_empty() {
+        out.insert("image".into(), Value::Object(image));
+    }
+    if let Some(labels) = unmapped.pointer("/container/labels").and_then(Value::as_object).filter(|l| !l.is_empty()) {
+        out.insert("labels".into(), Value::Object(labels.clone()));
+    }
+    if !out.is_empty() {
+        doc.insert("container".into(), Value::Object(out));
+    }
+    let Some(pod) = unmapped.pointer("/container/pod").filter(|p| p.is_object()) else { return };
+    let mut resource = Map::new();
+    resource.insert("type".into(), json!("pod"));
+    put(&mut resource, "name", text(pod, "/name"));
+    put(&mut resource, "id", text(pod, "/uid"));
+    if let Some(labels) = pod.get("labels").and_then(Value::as_object).filter(|l| !l.is_empty()) {
+        let labels: Vec<Value> = labels.iter().filter_map(|(k, v)| v.as_str().map(|v| json!(format!("{k}:{v}")))).collect();
+        resource.insert("label".into(), Value::Array(labels));
+    }
+    let mut orchestrator = Map::new();
+    orchestrator.insert("type".into(), json!("kubernetes"));
+    put(&mut orchestrator, "namespace", text(pod, "/namespace"));
+    orchestrator.insert("resource".into(), Value::Object(resource));
+    doc.insert("orchestrator".into(), Value::Object(orchestrator));
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {

@@ -3,6 +3,7 @@ mod audit;
 mod cgroup;
 mod cli;
 mod config;
+mod container;
 mod control;
 mod correlate;
 mod dns;

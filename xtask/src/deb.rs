@@ -327,6 +327,8 @@ fn check_control(c: &mut Checks, deb: &Path) -> anyhow::Result<()> {
     }
     let depends = field("Depends").unwrap_or_default();
     c.check(depends.split(", ").any(|d| d.starts_with("libc6")), format_args!("dpkg-deb -I: Depends on libc6, got `{depends}`"));
+    // The Kafka sink links the system's librdkafka (rdkafka's `dynamic-linking`).
+    c.check(depends.split(", ").any(|d| d.starts_with("librdkafka1")), format_args!("dpkg-deb -I: Depends on librdkafka1, got `{depends}`"));
     for script in ["postinst", "prerm", "postrm"] {
         // `  1234 bytes,    40 lines   *  postinst             #!/bin/sh` (`*`: executable)
         let executable = info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["*", script]));
@@ -426,7 +428,8 @@ mod tests {
     }
 
     /// The checks are worth something only if a bad package fails them: one that enables the
-    /// service, has a config with the wrong mode and a unit that ignores the installed config.
+    /// service, has a config with the wrong mode, a unit that ignores the installed config, and
+    /// does not depend on librdkafka1.
     #[test]
     fn check_reports_everything_wrong_with_a_bad_package() {
         let stage = Scratch::new("bad-stage").unwrap();
@@ -460,10 +463,11 @@ mod tests {
             "Architecture: ",
             "the unit runs /usr/bin/guard-agent with /etc/guard/guard.yaml",
             "postinst runs systemctl only for",
+            "Depends on librdkafka1, got `libc6`",
         ] {
             assert!(err.contains(wanted), "no `{wanted}` in:\n{err}");
         }
-        assert!(err.starts_with("5 of "), "{err}");
+        assert!(err.starts_with("6 of "), "{err}");
     }
 
     #[test]

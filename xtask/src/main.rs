@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: everything a fresh machine needs to build, run and test guard.
 mod bench;
 mod deb;
+mod k8s;
 mod setup;
 mod suite;
 mod testrun;
@@ -58,6 +59,9 @@ enum Cmd {
         #[arg(long, value_name = "NAME <EMAIL>", default_value = deb::DEFAULT_MAINTAINER)]
         maintainer: String,
     },
+    /// Check deploy/: the Kubernetes manifest and the Helm chart (rendered by Helm's SDK) against
+    /// the Kubernetes OpenAPI schemas, and the chart's default render against the manifest.
+    K8s,
     /// Benchmarks: guard's overhead against no agent, auditd and bpftrace, configurations
     /// interleaved; prints the table and writes it to BENCHMARKS.md (see BENCHMARKS.md).
     Bench(bench::Args),
@@ -78,6 +82,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Setup => {
             setup::ensure(&["setup"])?;
+            k8s::ensure_venv()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::K8s => {
+            cargo(&root, &["build", "--package", "guard-agent"])?;
+            println!("{}", k8s::check(&root, &root.join("target/debug/guard-agent"))?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { args } => {

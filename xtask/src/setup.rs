@@ -5,12 +5,14 @@ use std::{fs, path::Path, process::Command};
 use anyhow::{Context as _, bail};
 
 /// Debian packages: what bpf-linker is built against (its `llvm-22` feature links libLLVM 22),
-/// rsyslog with its TLS driver, which the syslog sink tests send to, and sqlite3, the real
-/// database client the SQL tests hold and judge; QEMU, a static busybox and cpio for
+/// rsyslog with its TLS driver, which the syslog sink tests send to, sqlite3, the real
+/// database client the SQL tests hold and judge, librdkafka (with pkg-config, which finds it),
+/// which the Kafka sink links and whose mock cluster its tests run against, python3-venv for the
+/// Kubernetes validators (`deploy/check.py`), and QEMU, a static busybox and cpio for
 /// `cargo xtask vmtest`'s guests.
-const APT_PACKAGES: [&str; 11] = [
+const APT_PACKAGES: [&str; 14] = [
     "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "rsyslog", "rsyslog-openssl", "sqlite3",
-    "qemu-system-x86", "busybox-static", "cpio", "xz-utils",
+    "librdkafka-dev", "pkg-config", "python3-venv", "qemu-system-x86", "busybox-static", "cpio", "xz-utils",
 ];
 /// Debian's hook that tells maintainer scripts not to start services (exit 101).
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -161,6 +161,12 @@ pub fn test(root: &Path, a: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(n) => println!("deb check: ok ({n} checks)"),
         Err(e) => println!("deb check: FAILED: {e:#}"),
     }
+    // The Kubernetes manifest and Helm chart (deploy/), validated and compared.
+    let k8s = crate::k8s::check(root, &agent);
+    match &k8s {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("k8s check: FAILED: {e:#}"),
+    }
     // The tiers on stock distribution kernels, in VMs (a name filter runs the host only).
     let vm_lines = if a.skip_vm || !a.args.is_empty() {
         println!("[xtask] vmtest: skipped ({})", if a.skip_vm { "--skip-vm" } else { "a test filter was given" });
@@ -183,6 +189,7 @@ pub fn test(root: &Path, a: TestArgs) -> anyhow::Result<ExitCode> {
         bail!("tests failed");
     }
     deb.context("the .deb check failed")?;
+    k8s.context("the Kubernetes packaging check failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

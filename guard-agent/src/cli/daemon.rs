@@ -92,6 +92,8 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     pub mask_patterns: Vec<String>,
     pub audit_log: Option<crate::config::AuditLogConfig>,
+    /// Where container runtimes keep their data (container identity).
+    pub containers: crate::container::Roots,
 }
 
 pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
@@ -115,6 +117,7 @@ pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
         state_dir: args.state_dir.clone().or(file.state_dir),
         mask_patterns: file.mask_patterns.unwrap_or_default(),
         audit_log: file.audit_log,
+        containers: file.containers.unwrap_or_default(),
     })
 }
 

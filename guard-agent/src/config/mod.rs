@@ -33,6 +33,8 @@ pub struct Config {
     /// Extra masking regexes (a group named `secret` marks what to mask).
     pub mask_patterns: Option<Vec<String>>,
     pub audit_log: Option<AuditLogConfig>,
+    /// Where container runtimes keep their data (`containers:`), for container identity.
+    pub containers: Option<crate::container::Roots>,
 }
 
 /// The tamper-evident verdict log (`audit_log:`).
@@ -97,6 +99,8 @@ pub enum Vendor {
     Elasticsearch { index: String, auth: Option<EsAuth> },
     /// RFC 5424 over TCP (`tcp://HOST:PORT`) or TLS (`tls://HOST:PORT`), octet-counted.
     Syslog { facility: u8, tls: bool, host: String, port: u16 },
+    /// A Kafka topic (see `kafka`); `url` is `kafka://BROKERS/TOPIC`, for show.
+    Kafka(Box<Kafka>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,9 +143,12 @@ impl Secret {
     }
 }
 
+mod kafka;
+pub use kafka::Kafka;
+
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
-    "observe_all_execs", "sinks", "metrics", "state_dir", "mask", "audit_log",
+    "observe_all_execs", "sinks", "metrics", "state_dir", "mask", "audit_log", "containers",
 ];
 
 pub fn load(path: &Path) -> Result<Config, PolicyError> {
@@ -171,7 +178,20 @@ pub fn parse(file: &str, text: &str) -> Result<Config, PolicyError> {
         state_dir: path("state_dir")?,
         mask_patterns: m.get("mask").map(|n| mask(&p, n)).transpose()?,
         audit_log: m.get("audit_log").map(|n| audit_log(&p, n)).transpose()?,
+        containers: m.get("containers").map(|n| containers(&p, n)).transpose()?,
     })
+}
+
+/// `containers:` the runtimes' data directories (each optional; the defaults are the runtimes').
+fn containers(p: &Parser<'_>, node: &Node) -> Result<crate::container::Roots, PolicyError> {
+    let m = p.map(node, "`containers`", &["docker_root", "containerd_state", "crio_root", "pod_logs"])?;
+    let mut roots = crate::container::Roots::default();
+    for (key, slot) in [("docker_root", &mut roots.docker), ("containerd_state", &mut roots.containerd), ("crio_root", &mut roots.crio), ("pod_logs", &mut roots.pod_logs)] {
+        if let Some(n) = m.get(key) {
+            *slot = absolute(p, n, key)?;
+        }
+    }
+    Ok(roots)
 }
 
 fn absolute(p: &Parser<'_>, node: &Node, key: &str) -> Result<PathBuf, PolicyError> {
@@ -208,7 +228,7 @@ pub const HEC_PATH: &str = "/services/collector/event";
 
 fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
     let mut out: Vec<SinkConfig> = Vec::new();
-    let all: Vec<&str> = ["path", "rotate_bytes", "rotate_age", "keep"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).copied().collect();
+    let all: Vec<&str> = ["path", "rotate_bytes", "rotate_age", "keep"].iter().chain(NETWORK_KEYS).chain(HEC_KEYS).chain(ES_KEYS).chain(SYSLOG_KEYS).chain(kafka::KEYS).copied().collect();
     for item in p.seq(node, "`sinks`")? {
         // Every key any sink takes first (so a typo gets a `did you mean`), then the type's own.
         let m = p.map(item, "a sink", &all)?;
@@ -286,7 +306,14 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
                 };
                 network(p, item, &m, ty, Vendor::Syslog { facility, tls, host, port })?
             }
-            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file, splunk_hec, elasticsearch, syslog"))),
+            "kafka" => {
+                // No `url` (brokers and a topic instead) and no `gzip` (`compression`).
+                let own: Vec<&str> = NETWORK_KEYS.iter().filter(|k| !matches!(**k, "url" | "gzip")).chain(kafka::KEYS).copied().collect();
+                let m = p.map(item, "a `kafka` sink", &own)?;
+                let k = kafka::parse(p, item, &m)?;
+                network(p, item, &m, ty, Vendor::Kafka(Box::new(k)))?
+            }
+            other => return Err(p.err(ty_node.pos, format!("unknown sink type `{other}`; valid types: stdout, file, splunk_hec, elasticsearch, syslog, kafka"))),
         };
         if out.iter().any(|s| *s == sink || s.name() == sink.name()) {
             return Err(p.err(item.pos, format!("sink `{}` is listed twice (give each network sink its own `name`)", sink.name())));
@@ -304,11 +331,15 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
 
 /// The keys every network sink shares.
 fn network(p: &Parser<'_>, item: &Node, m: &crate::policy::parse::Map<'_>, ty: &str, vendor: Vendor) -> Result<SinkConfig, PolicyError> {
-    let url_node = m.require("url", item, p)?;
-    let raw = p.nonempty_str(url_node, "`url`")?;
     let (endpoint, host, port) = match &vendor {
-        Vendor::Syslog { host, port, .. } => (raw.to_owned(), host.clone(), *port),
+        Vendor::Kafka(k) => {
+            let (host, port) = k.brokers[0].rsplit_once(':').map_or((k.brokers[0].as_str(), 9092), |(h, p)| (h, p.parse().unwrap_or(9092)));
+            (k.endpoint(), host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+        }
+        Vendor::Syslog { host, port, .. } => (p.nonempty_str(m.require("url", item, p)?, "`url`")?.to_owned(), host.clone(), *port),
         _ => {
+            let url_node = m.require("url", item, p)?;
+            let raw = p.nonempty_str(url_node, "`url`")?;
             let url = Url::parse(raw).map_err(|e| p.err(url_node.pos, format!("`url`: {e}")))?;
             let endpoint = match &vendor {
                 Vendor::SplunkHec { .. } if url.path.is_empty() => format!("{}{HEC_PATH}", url.base()),

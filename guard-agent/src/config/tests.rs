@@ -22,7 +22,7 @@ fn errors_have_positions_and_say_what_is_wrong() {
     assert!(err("ring_buffer_kib: 1000\n").starts_with("g.yaml:1:18: `ring_buffer_kib`"), "{}", err("ring_buffer_kib: 1000\n"));
     assert!(err("map_entries: -1\n").contains("map_entries"));
     assert!(err("observe_all_execs: yes\n").contains("`true` or `false`"));
-    assert!(err("sinks:\n  - type: kafka\n").contains("unknown sink type `kafka`"));
+    assert!(err("sinks:\n  - type: kafkaa\n").contains("unknown sink type `kafkaa`"));
     assert!(err("sinks:\n  - type: file\n").contains("missing required key `path`"));
     assert!(err("sinks:\n  - type: stdout\n  - type: stdout\n").contains("twice"));
     assert!(err("metrics:\n  listen: localhost\n").contains("127.0.0.1:9464"));

@@ -35,6 +35,7 @@ pub(super) fn status_rules(agent: &AgentEntry) -> Vec<Value> {
         .iter()
         .filter(|c| c.glob.is_some() || !c.dir.starts_with(&format!("{}/", crate::paths::AGENT_CGROUP_DIR)))
         .map(|c| c.text.as_str())
+        .chain(agent.containers.iter().map(|c| c.text.as_str()))
         .collect();
     agent
         .files

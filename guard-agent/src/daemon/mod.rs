@@ -17,6 +17,7 @@ use guard_common::{CGROUP_OP_MKDIR, Decision};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 
+mod containers;
 mod deletions;
 mod exfil;
 mod files;
@@ -79,6 +80,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         Some(addr) => Some(crate::metrics::bind(addr).await.with_context(|| format!("binding the metrics address {addr}")).map_err(BadSettings)?),
         None => None,
     };
+    crate::container::set_roots(args.containers.clone());
     let cgroup_root = paths::cgroup2_root()?;
     let (mut loaded, compiled) = loader::load(&cgroup_root, &args.load_options(), &model).context("starting enforcement")?;
     for w in &compiled.warnings {
@@ -160,6 +162,8 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         exfil: exfil::ExfilState::default(),
         lost,
         delete_counters: deletions::DeleteCounters::default(),
+        containers: crate::container::Cache::default(),
+        pending_containers: Vec::new(),
     };
     engine.killed_leftovers(leftovers);
     // Drops made while no daemon was reading.
@@ -289,6 +293,11 @@ struct Engine {
     lost: lost::LostEvents,
     /// Deletion budgets exceeded.
     delete_counters: deletions::DeleteCounters,
+    /// The container identities verdicts carry.
+    containers: crate::container::Cache,
+    /// New container cgroups whose runtime data was not on disk yet: tried again each tick
+    /// until a deadline (cgroup id, path).
+    pending_containers: Vec<(u64, String, Instant)>,
 }
 
 /// What `status` and `/metrics` count.
@@ -376,7 +385,7 @@ impl Engine {
                 let agent = current.agent(policy_id).map(|a| a.name.as_str()).unwrap_or("?");
                 tracing::info!(cgroup = %path, agent, "new cgroup matches an agent: registered");
             }
-            Ok(None) => {}
+            Ok(None) => self.container_data_pending(&current, id, path),
             Err(e) => tracing::error!(cgroup = %path, error = %e, "cannot register a new agent cgroup"),
         }
     }
@@ -440,6 +449,7 @@ impl Engine {
             self.finish_hold(p, Outcome::Kill, json!({ "decision": "timeout" }), Some(reason));
         }
         self.sessions.reap();
+        self.retry_containers();
         self.expire_learned();
         self.check_lost(false);
         if poll_policy {

@@ -16,8 +16,16 @@ impl Engine {
         let verdict = decision_name(v.decision);
         *self.counters.verdicts.entry(verdict).or_default() += 1;
         let mut value = v.to_ocsf();
+        // The container (and pod) the workload runs in, for container cgroups.
+        let container = v.cgroup_path.as_deref().and_then(|p| self.containers.of_cgroup(p));
+        if let Some(c) = &container {
+            crate::container::annotate(&mut value, c);
+        }
         self.write_numbered(&mut value, v, verdict);
         if let Some(mut finding) = v.finding(&value) {
+            if let Some(c) = &container {
+                crate::container::annotate(&mut finding, c);
+            }
             self.write_numbered(&mut finding, v, verdict);
         }
     }

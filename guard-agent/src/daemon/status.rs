@@ -48,7 +48,7 @@ impl Engine {
                 "agents": c.agents.iter().map(|a| json!({
                     "name": a.name,
                     "mode": format!("{:?}", a.mode).to_lowercase(),
-                    "match": a.cgroups.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+                    "match": a.cgroups.iter().map(|m| m.text.clone()).chain(a.containers.iter().map(|m| m.text.clone())).collect::<Vec<_>>(),
                     "exec_rules": a.exec.len(),
                     "files_protect": super::files::status_rules(a),
                 })).collect::<Vec<_>>(),

@@ -13,6 +13,10 @@ agents:
     match:
       cgroup: ["guard/builder/*", "ci.slice/**"]
       systemd_unit: "agent-*.service"
+      container:
+        - { runtime: docker, id: "3f*", name: "coder-?", image: "ghcr.io/acme/*", labels: { team: ml } }
+        - { runtime: crio, pod: { namespace: agents, name: "web-*", uid: "0c5b*", labels: { app: coder } } }
+      pod: { namespace: "ai-*" }
     exec:
       deny:
         - path: /usr/bin/shred

@@ -45,6 +45,18 @@ sinks:
     backoff_max: 5m
     spool_dir: /var/spool/guard/es
     spool_max_bytes: 1GiB
+  - type: kafka
+    brokers: [kafka-1.example.com:9093, "[::1]:9094", kafka-3]
+    topic: guard-verdicts
+    security_protocol: sasl_ssl
+    tls_ca: /etc/guard/kafka-ca.pem
+    tls_cert: /etc/guard/kafka-client.pem
+    tls_key: /etc/guard/kafka-client.key
+    sasl_mechanism: SCRAM-SHA-512
+    sasl_username: guard
+    sasl_password_file: /etc/guard/kafka-password
+    compression: zstd
+    batch_max_events: 1000
 audit_log:
   dir: /var/log/guard/audit
   key: /var/lib/guard/audit.key
@@ -60,7 +72,9 @@ const KEYS: &[&str] = &[
     "metrics", "state_dir", "mask", "audit_log", "type", "name", "url", "gzip", "batch_max_events", "batch_max_bytes", "batch_max_wait",
     "timeout", "backoff_max", "tls_ca", "spool_dir", "spool_max_bytes", "token", "token_file", "index", "source", "sourcetype",
     "username", "password_file", "api_key_file", "facility", "path", "rotate_bytes", "rotate_age", "keep", "dir", "key",
-    "checkpoint_every", "checkpoint_interval", "max_file_bytes", "patterns", "listen", "bogus",
+    "checkpoint_every", "checkpoint_interval", "max_file_bytes", "patterns", "listen", "bogus", "brokers", "topic",
+    "security_protocol", "tls_cert", "tls_key", "sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file",
+    "compression",
 ];
 
 /// Kept apart: each mask pattern compiles the whole masker (a tenth of a second in a debug
@@ -91,6 +105,11 @@ fn check(text: &String) {
                 assert!(!sink.name().is_empty(), "a sink without a name: {sink:?}");
                 if let SinkConfig::File { path, .. } = sink {
                     assert!(path.is_absolute());
+                }
+                if let SinkConfig::Network(n) = sink
+                    && let config::Vendor::Kafka(k) = &n.vendor
+                {
+                    assert!(!k.brokers.is_empty() && !k.topic.is_empty(), "a kafka sink without brokers or topic: {k:?}");
                 }
             }
         }

@@ -162,7 +162,9 @@ impl Loaded {
                 out.push(Registration { id, path: format!("/{}", m.dir), policy_id: a.policy_id });
             }
         }
-        for (id, path, policy_id) in glob_matches(root, c) {
+        let mut matched = glob_matches(root, c);
+        container_matches(root, c, &mut matched);
+        for (id, path, policy_id) in matched {
             cgroups
                 .insert(id, CgroupPolicy { policy_id, flags: CGROUP_MATCH_SELF | CGROUP_MATCH_DESCENDANTS }, 0)
                 .map_err(insert_err(names::AGENT_CGROUPS))?;
@@ -175,7 +177,8 @@ impl Loaded {
     /// path (relative to the cgroup root, with a leading `/`).
     pub fn register_new(&mut self, c: &Compiled, id: u64, path: &str) -> Result<Option<u32>, LoadError> {
         let rel = path.trim_start_matches('/');
-        let Some(policy_id) = c.agents.iter().find(|a| a.cgroup_globs.iter().any(|(_, g)| g.is_match(rel))).map(|a| a.policy_id) else {
+        let container = container_of(c, rel);
+        let Some(policy_id) = c.agent_for_cgroup(rel, container.as_ref().map(|(ids, info)| (ids, info))) else {
             return Ok(None);
         };
         let mut cgroups: HashMap<_, u64, CgroupPolicy> = hash(&self.generation, names::AGENT_CGROUPS)?;
@@ -351,6 +354,59 @@ fn glob_matches(root: &Path, c: &Compiled) -> Vec<(u64, String, u32)> {
         }
     }
     out
+}
+
+/// The container cgroup `rel` is (its own cgroup, not one below it), with what its runtime
+/// keeps on disk, when some agent matches containers.
+pub(super) fn container_of(c: &Compiled, rel: &str) -> Option<(crate::container::CgroupIds, crate::container::Info)> {
+    if !c.matches_containers() {
+        return None;
+    }
+    let ids = crate::container::from_cgroup(rel).filter(|i| i.leaf_is_container)?;
+    let info = crate::container::lookup(crate::container::roots(), &ids);
+    Some((ids, info))
+}
+
+/// Is `path` a container cgroup some agent could match once its runtime's data is on disk?
+pub fn awaits_container_data(c: &Compiled, path: &str) -> bool {
+    container_of(c, path.trim_start_matches('/')).is_some_and(|(_, info)| !info.has_metadata())
+}
+
+/// Running containers an agent's `match.container` / `match.pod` covers, found by walking the
+/// cgroup tree (bounded), added to `out` unless a glob already registered them; the first
+/// agent in policy order that matches gets each.
+fn container_matches(root: &Path, c: &Compiled, out: &mut Vec<(u64, String, u32)>) {
+    if !c.matches_containers() {
+        return;
+    }
+    let mut stack = vec![root.to_path_buf()];
+    let mut visited = 0;
+    while let Some(dir) = stack.pop() {
+        visited += 1;
+        if visited > SCAN_LIMIT {
+            tracing::warn!("cgroup tree too large to scan fully for containers");
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let rel = rel.to_string_lossy().into_owned();
+            let Some((ids, info)) = container_of(c, &rel) else {
+                stack.push(path);
+                continue;
+            };
+            let policy_id = c.agents.iter().find(|a| a.containers.iter().any(|m| m.matches(&ids, &info))).map(|a| a.policy_id);
+            if let (Some(policy_id), Ok(id)) = (policy_id, cgroup::id_of(&path))
+                && !out.iter().any(|(seen, ..)| *seen == id)
+            {
+                out.push((id, format!("/{rel}"), policy_id));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

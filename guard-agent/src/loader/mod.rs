@@ -2,7 +2,7 @@
 //! compiled policy into its maps, registers agent cgroups, attaches the programs and pins them
 //! (see [`pins`]): enforcement outlives the daemon until [`Loaded::detach`] or
 //! `guard-agent detach` removes it.
-mod apply;
+pub(crate) mod apply;
 mod deletes;
 mod exfil;
 mod files;

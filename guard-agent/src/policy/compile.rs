@@ -45,6 +45,8 @@ pub struct AgentEntry {
     pub cgroups: Vec<CgroupMatch>,
     /// Globs of `cgroups` that the daemon matches (index into `cgroups`, matcher).
     pub cgroup_globs: Vec<(usize, GlobMatcher)>,
+    /// `match.container` / `match.pod`: container cgroups the daemon registers.
+    pub containers: Vec<crate::container::matcher::ContainerMatch>,
     /// Exec rules as the daemon evaluates them (holds, argv conditions, `policy explain`).
     pub exec: Vec<EvalRule>,
     /// With `exec.allow`: the rule id an exec off the allow list is killed by.
@@ -192,6 +194,9 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
                 cgroup_globs.push((i, matcher));
             }
         }
+        for m in &agent.containers {
+            crate::container::matcher::lint(m, &agent.file, &mut out.warnings)?;
+        }
         let exec = compile_exec(&mut out, agent, policy_id)?;
         let mut exfil = super::exfil::compile(agent.exfil.as_ref(), !agent.network.hosts.is_empty(), policy_id, &agent.file)?;
         if let Some(x) = &agent.exfil {
@@ -252,6 +257,7 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
             config,
             cgroups: agent.cgroups.clone(),
             cgroup_globs,
+            containers: agent.containers.clone(),
             exec,
             allowlist_rule,
             exfil_config: exfil.config,

@@ -230,7 +230,7 @@ pub fn lint(agent: &Agent, mode: Mode, warnings: &mut Vec<String>) {
             }
         }
     }
-    let launched_only = agent.cgroups.iter().all(|c| c.glob.is_none() && (c.dir == format!("{}/{}", crate::paths::AGENT_CGROUP_DIR, agent.name) || c.dir.starts_with(&format!("{}/", crate::paths::AGENT_CGROUP_DIR))));
+    let launched_only = agent.containers.is_empty() && agent.cgroups.iter().all(|c| c.glob.is_none() && (c.dir == format!("{}/{}", crate::paths::AGENT_CGROUP_DIR, agent.name) || c.dir.starts_with(&format!("{}/", crate::paths::AGENT_CGROUP_DIR))));
     if !launched_only {
         warn(files.pos, format!(
             "agent `{}` also matches workloads not started by `guard-agent launch` (systemd units, containers, cgroups made by others): they get no Landlock ruleset, so `files.protect` does not protect them (BPF LSM, which could, is not active on this tier)",

@@ -50,6 +50,8 @@ pub struct Agent {
     /// `None`: the global mode applies.
     pub mode: Option<Mode>,
     pub cgroups: Vec<CgroupMatch>,
+    /// `match.container` and `match.pod`: container cgroups, registered when they appear.
+    pub containers: Vec<crate::container::matcher::ContainerMatch>,
     /// `exec.deny`, `exec.hold` and `exec.allow` rules, in document order.
     pub exec: Vec<ExecRule>,
     /// Where `exec.allow` is, if the agent has one: execs no allow rule matches are then killed.

@@ -137,17 +137,17 @@ impl Parser<'_> {
             )));
         }
         let mode = m.get("mode").map(|n| self.mode(n)).transpose()?;
-        let cgroups = match m.get("match") {
+        let (cgroups, containers) = match m.get("match") {
             Some(n) => self.cgroup_matches(n)?,
             // The default: workloads started with `guard-agent launch --agent NAME`.
-            None => vec![CgroupMatch {
+            None => (vec![CgroupMatch {
                 dir: format!("{AGENT_CGROUP_DIR}/{name}"),
                 this: false,
                 below: true,
                 glob: None,
                 text: format!("{AGENT_CGROUP_DIR}/{name}/*"),
                 pos: name_node.pos,
-            }],
+            }], Vec::new()),
         };
         let (exec, exec_allowlist) = match m.get("exec") {
             Some(n) => self.exec(n)?,
@@ -161,16 +161,22 @@ impl Parser<'_> {
         let files = m.get("files").map(|n| self.files(n)).transpose()?.flatten();
         let files_map = m.get("files").map(|n| self.map(n, "`files`", super::files::FILES_KEYS)).transpose()?;
         let delete_budget = files_map.as_ref().and_then(|f| f.get("delete_budget")).map(|n| self.delete_budget(n)).transpose()?;
-        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, exec, exec_allowlist, network, exfil, files, delete_budget })
+        Ok(Agent { name, file: self.file.to_owned(), pos: node.pos, mode, cgroups, containers, exec, exec_allowlist, network, exfil, files, delete_budget })
     }
 
-    fn cgroup_matches(&self, node: &Node) -> Result<Vec<CgroupMatch>, PolicyError> {
-        let m = self.map(node, "`match`", &["cgroup", "systemd_unit"])?;
+    #[allow(clippy::type_complexity)]
+    fn cgroup_matches(&self, node: &Node) -> Result<(Vec<CgroupMatch>, Vec<crate::container::matcher::ContainerMatch>), PolicyError> {
+        let m = self.map(node, "`match`", &["cgroup", "systemd_unit", "container", "pod"])?;
         if m.entries.is_empty() {
-            return Err(self.err(node.pos, "`match` is empty: give `cgroup` or `systemd_unit`"));
+            return Err(self.err(node.pos, "`match` is empty: give `cgroup`, `systemd_unit`, `container` or `pod`"));
         }
         let mut out = Vec::new();
+        let mut containers = Vec::new();
         for (key, value) in &m.entries {
+            if *key == "container" || *key == "pod" {
+                containers.extend(crate::container::matcher::parse(self, value, *key == "pod")?);
+                continue;
+            }
             let items: Vec<&Node> = match &value.value {
                 Value::Seq(items) => items.iter().collect(),
                 _ => vec![*value],
@@ -182,7 +188,7 @@ impl Parser<'_> {
                 out.push(if *key == "cgroup" { self.cgroup_glob(item)? } else { self.systemd_unit(item)? });
             }
         }
-        Ok(out)
+        Ok((out, containers))
     }
 
     /// `a/b` (that cgroup and below), `a/b/*` or `a/b/**` (every cgroup below `a/b`): the

@@ -66,7 +66,7 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
             Some(format!("ApiKey {}", key.reveal().context("reading the Elasticsearch API key")?))
         }
         Vendor::Elasticsearch { auth: None, .. } => None,
-        Vendor::Syslog { .. } => anyhow::bail!("a syslog sink is not an HTTP sink"),
+        Vendor::Syslog { .. } | Vendor::Kafka(_) => anyhow::bail!("not an HTTP sink"),
     };
     if auth.as_ref().is_some_and(|a| a.contains(['\r', '\n'])) {
         anyhow::bail!("the credential of sink `{}` holds a line break", cfg.name);
@@ -139,7 +139,7 @@ impl Encoder {
                 Self::Hec { fields }
             }
             Vendor::Elasticsearch { index, .. } => Self::Es { index: js(index) },
-            Vendor::Syslog { .. } => anyhow::bail!("a syslog sink is not an HTTP sink"),
+            Vendor::Syslog { .. } | Vendor::Kafka(_) => anyhow::bail!("not an HTTP sink"),
         })
     }
 

@@ -9,7 +9,7 @@
 //! count), and tries again at every burst.
 //!
 //! Network sinks never make the event loop wait: a verdict is appended to the sink's bounded
-//! on-disk spool ([`spool`]), and the sink's own thread ([`http`]) delivers it, in order, when
+//! on-disk spool ([`spool`]), and the sink's own thread ([`http`], [`syslog`], [`kafka`]) delivers it, in order, when
 //! the server takes it, across daemon restarts too. While a server is down its verdicts queue
 //! in the spool; when the spool is full the oldest are dropped and counted (`dropped`). For
 //! network sinks, `sent` counts verdicts the server accepted, `failed` the ones lost for good
@@ -45,6 +45,13 @@
 //!   # and the batching, timeout, backoff and spool keys above
 //! ```
 //!
+//! ```yaml
+//! - type: kafka                      # see `config::kafka` for TLS and SASL
+//!   brokers: [kafka-1:9093, kafka-2:9093]
+//!   topic: guard-verdicts
+//!   # and the batching, timeout, backoff, tls_ca and spool keys above (not `url`, `gzip`)
+//! ```
+//!
 //! A network sink without `spool_dir` needs `state_dir`; a credential or `tls_ca` that cannot
 //! be read stops the start (exit 2), like a verdict file that cannot be opened. At shutdown
 //! (SIGINT/SIGTERM) network sinks get 3 s to deliver their backlog; the rest stays spooled.
@@ -63,6 +70,7 @@ use crate::config::SinkConfig;
 mod file;
 pub use file::Rotation;
 mod http;
+mod kafka;
 mod spool;
 pub mod syslog;
 mod tls;
@@ -150,6 +158,7 @@ impl Sinks {
                     let (writer, reader) = spool::open(&dir, n.spool_max_bytes).with_context(|| format!("opening the spool {} of sink `{}`", dir.display(), n.name))?;
                     match n.vendor {
                         crate::config::Vendor::Syslog { .. } => syslog::start(n, reader),
+                        crate::config::Vendor::Kafka(_) => kafka::start(n, reader),
                         _ => http::start(n, reader),
                     }
                     .with_context(|| format!("sink `{}`", n.name))?;
