@@ -320,7 +320,7 @@ fn boot(root: &Path, k: &Unpacked, suite: &str, lsm_bpf: bool, accel: (&str, u64
         let rc = read(&format!("{i}.rc")).trim().to_owned();
         let name = format!("vm {suite} lsm={}: {}", if lsm_bpf { "bpf" } else { "no-bpf" }, r.bin.name);
         println!("\n[xtask] vmtest {label}: {}\n{}", r.bin.name, out.lines().filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()) && !l.starts_with("; ")).collect::<Vec<_>>().join("\n"));
-        let tally = out.lines().filter_map(|l| l.strip_prefix("test result: ")).map(tally_line).last();
+        let tally = out.lines().filter_map(|l| l.strip_prefix("test result: ")).map(tally_line).next_back();
         let bad_exit = match (&tally, rc.as_str()) {
             (None, _) => Some(format!("no `test result:` line from the guest (status {rc:?})")),
             (Some(_), "0") => None,

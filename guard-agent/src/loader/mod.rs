@@ -418,7 +418,7 @@ fn probe_options() -> Options {
 }
 
 /// `guard-agent probe --programs`: every other program verified on this kernel.
-pub fn verify_programs(tier: Tier) -> Result<Vec<(String, Result<(), String>)>, LoadError> {
+pub fn verify_programs(tier: Tier) -> Result<tier::Verified, LoadError> {
     Ok(tier::verify_all(&program_globals(&paths::tracefs()?, &probe_options(), tier)?))
 }
 
@@ -489,7 +489,7 @@ fn load_fresh(cgroup_root: &Path, generation: &Generation, opts: &Options, tier:
     }
     attach(&mut ebpf, cgroup_root, generation, &tracefs, tier)?;
     for (name, prog) in ebpf.programs_mut() {
-        if !prog.fd().is_ok() {
+        if prog.fd().is_err() {
             // Not loaded: the other tier's.
             continue;
         }

@@ -117,15 +117,9 @@ fn probe_hooks(globals: &[(&str, u32)]) -> Vec<HookProbe> {
         Ok(b) => b,
         Err(e) => return fail_all(format!("no kernel BTF: {e}")),
     };
-    // The smallest maps will do: nothing runs long enough to use them.
-    let mut loader = EbpfLoader::new();
-    for (name, value) in globals {
-        loader.override_global(name, value, true);
-    }
-    loader.map_max_entries(names::EVENTS, 4096 * 16);
-    let mut ebpf = match loader.load(OBJECT) {
+    let mut ebpf = match scratch_object(globals) {
         Ok(e) => e,
-        Err(e) => return fail_all(format!("cannot load the eBPF object: {e}")),
+        Err(e) => return fail_all(e),
     };
     let mut out = Vec::new();
     for (program, hook) in LSM_PROGRAMS {
@@ -152,18 +146,27 @@ fn probe_hooks(globals: &[(&str, u32)]) -> Vec<HookProbe> {
     out
 }
 
-/// Loads (verifies) every program of the other kinds once, with `globals`, attaching none: which
-/// of them this kernel's verifier accepts (`guard-agent probe --programs`).
-pub fn verify_all(globals: &[(&str, u32)]) -> Vec<(String, Result<(), String>)> {
-    use aya::programs::Program;
+/// The object loaded once more for a probe, with `globals` and the smallest ring buffer (nothing
+/// runs long enough to use it); dropped, it takes everything attached from it along.
+fn scratch_object(globals: &[(&str, u32)]) -> Result<aya::Ebpf, String> {
     let mut loader = EbpfLoader::new();
     for (name, value) in globals {
         loader.override_global(name, value, true);
     }
     loader.map_max_entries(names::EVENTS, 4096 * 16);
-    let mut ebpf = match loader.load(OBJECT) {
+    loader.load(OBJECT).map_err(|e| format!("cannot load the eBPF object: {e}"))
+}
+
+/// Per program: verified, or the verifier's reason.
+pub type Verified = Vec<(String, Result<(), String>)>;
+
+/// Loads (verifies) every program of the other kinds once, with `globals`, attaching none: which
+/// of them this kernel's verifier accepts (`guard-agent probe --programs`).
+pub fn verify_all(globals: &[(&str, u32)]) -> Verified {
+    use aya::programs::Program;
+    let mut ebpf = match scratch_object(globals) {
         Ok(e) => e,
-        Err(e) => return vec![("object".to_owned(), Err(format!("cannot load the eBPF object: {e}")))],
+        Err(e) => return vec![("object".to_owned(), Err(e))],
     };
     let btf = aya::Btf::from_sys_fs().ok();
     let mut out = Vec::new();
