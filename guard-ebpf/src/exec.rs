@@ -135,6 +135,11 @@ pub fn try_lsm_exec(ctx: &LsmContext) -> i32 {
         decide(filename as *const u8, dentry, false, &w, scratch)
     };
     let config = policy_config(w.policy_id);
+    // Audit mode stops nothing: sched_process_exec reports the exec (`would-kill`) as on the
+    // tracepoint tier, and one verdict is all it gets.
+    if config.flags & POLICY_FLAG_AUDIT != 0 {
+        return 0;
+    }
     let r = rule;
     let deny = r.action != EXEC_ACTION_ALLOW && r.action != EXEC_ACTION_AUDIT && r.action != EXEC_ACTION_HOLD;
     let rule_id = if r.rule_id != 0 && deny {
@@ -144,14 +149,13 @@ pub fn try_lsm_exec(ctx: &LsmContext) -> i32 {
     } else {
         return 0;
     };
-    let audit = config.flags & POLICY_FLAG_AUDIT != 0;
     let ev = &mut scratch.event;
     // Only for a denial: an allowed exec is reported by sched_process_exec.
     let (dev, ino) = (ev.exe_dev, ev.exe_ino);
     fill_exec_details(ev, false);
     (ev.exe_dev, ev.exe_ino) = (dev, ino);
     ev.header.flags |= EVENT_FLAG_LSM;
-    ev.header.decision = if audit { Decision::WouldDeny } else { Decision::Denied } as u32;
+    ev.header.decision = Decision::Denied as u32;
     ev.header.rule_id = rule_id;
     let size = size_of::<ExecEvent>() - ARGV_LEN;
     // SAFETY: `size` is less than the size of the event, which lives in a map value.
@@ -159,7 +163,7 @@ pub fn try_lsm_exec(ctx: &LsmContext) -> i32 {
     if EVENTS.output::<[u8]>(bytes, wake(true)).is_err() {
         count_drop(EventKind::Exec);
     }
-    if audit { 0 } else { -EPERM }
+    -EPERM
 }
 
 const EPERM: i32 = 1;

@@ -87,6 +87,11 @@ pub fn try_lsm_socket(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let audit = config.flags & POLICY_FLAG_AUDIT != 0;
+    // In audit mode the socket is made, and cgroup/sock_create reports a raw inet one: one
+    // verdict each.
+    if audit && family != AF_PACKET {
+        return 0;
+    }
     let mut slot = core::mem::MaybeUninit::<SocketEvent>::uninit();
     let ev = zeroed(&mut slot);
     fill_task_header(&mut ev.header, EventKind::Socket, &w);

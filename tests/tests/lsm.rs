@@ -67,6 +67,10 @@ fn a_denied_exec_fails_with_eperm_on_the_lsm_tier_and_is_killed_on_the_tracepoin
         assert!(out.status.success(), "the caller did not live: {:?}", out.status);
         assert_eq!(field(&v, "/unmapped/verdict"), "denied", "{v:#}");
         assert!(field(&exec_row, "/mechanism").contains("bprm_check_security"), "{exec_row:#}");
+        // `cargo xtask vmtest` prints it: the lsm tier's verdict, seen in a real guest.
+        if let Ok(path) = std::env::var("GUARD_VM_EVIDENCE") {
+            std::fs::write(path, format!("{v}\n")).unwrap();
+        }
     } else {
         // The new image was killed before its first instruction.
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {stdout}", out.status);
@@ -120,8 +124,15 @@ fn hold_at_exec_and_connect_deny_work_on_either_tier() {
 fn a_packet_socket_is_refused_with_eperm_on_the_lsm_tier_and_killed_on_the_tracepoint_tier() {
     let dir = TempDir::new("lsm-sock");
     let agent = unique("lsmsock");
-    let daemon = Daemon::start(&dir, &format!("agents:\n  - name: {agent}\n"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path("guard.yaml");
+    std::fs::write(&config, format!("state_dir: {}\nmetrics:\n  listen: 127.0.0.1:{port}\n", dir.path("state").display())).unwrap();
+    let daemon = Daemon::start_with(&dir, &format!("agents:\n  - name: {agent}\n"), &["--config", config.to_str().unwrap()]);
     let (tier, _) = tier_of(&daemon);
+    // The metrics say the tier too.
+    let other = if tier == "lsm" { "tracepoint" } else { "lsm" };
+    assert_eq!(guard_tests::metric(port, &format!("guard_enforcement_tier{{tier=\"{tier}\"}}")), 1.0);
+    assert_eq!(guard_tests::metric(port, &format!("guard_enforcement_tier{{tier=\"{other}\"}}")), 0.0);
     let (_, out) = launch(&agent, &[NET, "packet"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).expect("pid line").to_owned();
@@ -166,4 +177,25 @@ fn probe_prints_the_capability_table_and_agrees_with_the_daemon() {
     let text = String::from_utf8_lossy(&agent_cmd(&["probe"]).stdout).into_owned();
     assert!(text.contains("lsm/bprm_check_security") && text.contains(&format!("tier:        {expected}")), "{text}");
     assert!(text.contains("exec deny"), "{text}");
+}
+
+#[test]
+fn audit_mode_stops_nothing_and_gives_one_verdict_on_either_tier() {
+    let dir = TempDir::new("lsm-audit");
+    let agent = unique("lsmaudit");
+    let denied = install_marker(&dir, "bin/guard-lsm-audited");
+    let daemon = Daemon::start(&dir, &format!("mode: audit\nagents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {denied}\n"));
+    tier_of(&daemon);
+    let marker = dir.path("marker-audited");
+    let (_, out) = launch(&agent, &[&denied], &[("GUARD_MARKER", marker.to_str().unwrap())]);
+    assert!(out.status.success() && marker.exists(), "audit mode stopped the exec: {:?}", out.status);
+    let v = daemon.one_verdict("the audited exec", |v| v["class_uid"] == 1007 && field(v, "/process/file/path") == denied);
+    assert_eq!(field(&v, "/unmapped/verdict"), "would-kill", "{v:#}");
+    let (_, out) = launch(&agent, &[NET, "packet"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && stdout.contains("ok"), "audit mode stopped the packet socket: {:?} {stdout}", out.status);
+    let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).expect("pid line").to_owned();
+    let v = daemon.one_verdict("the audited packet socket", |v| field(v, "/actor/process/pid") == pid && field(v, "/unmapped/operation") == "socket");
+    assert!(field(&v, "/unmapped/verdict").starts_with("would-"), "{v:#}");
+    daemon.stop();
 }

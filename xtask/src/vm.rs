@@ -251,7 +251,7 @@ fn guest_script(agent: &Path, runs: &[GuestRun], expect_tier: &str, scale: u64) 
     for (i, r) in runs.iter().enumerate() {
         let args: Vec<String> = r.args.iter().map(|a| format!("'{a}'")).collect();
         s += &format!(
-            "cd '{}' && env GUARD_AGENT_BIN='{}' GUARD_EXPECT_TIER={expect_tier} GUARD_TEST_TIME_SCALE={scale} '{}' --test-threads=1 {} > /vmout/{i}.out 2>&1; echo $? > /vmout/{i}.rc\n",
+            "cd '{}' && env GUARD_AGENT_BIN='{}' GUARD_EXPECT_TIER={expect_tier} GUARD_TEST_TIME_SCALE={scale} GUARD_VM_EVIDENCE=/vmout/verdict.json '{}' --test-threads=1 {} > /vmout/{i}.out 2>&1; echo $? > /vmout/{i}.rc\n",
             r.bin.dir.display(),
             agent.display(),
             r.bin.path.display(),
@@ -337,6 +337,10 @@ fn boot(root: &Path, k: &Unpacked, suite: &str, lsm_bpf: bool, accel: (&str, u64
         if runs.is_empty() || killed.is_none() {
             report.add(&format!("vm {suite} boot"), Outcome { passed: 0, failed: 0, ignored: 0, elapsed, killed: None, bad_exit: Some("the guest did not finish".into()) });
         }
+    }
+    let verdict = read("verdict.json");
+    if !verdict.trim().is_empty() {
+        println!("[xtask] vmtest {label}: the lsm tier's verdict for the denied exec:\n{}", verdict.trim());
     }
     let probe = read("probe.txt");
     let tier = probe.lines().find_map(|l| l.strip_prefix("tier:")).map(|t| t.trim().split(' ').next().unwrap_or("").to_owned()).unwrap_or_else(|| "?".into());

@@ -7,6 +7,10 @@ use crate::{loader, metrics::Text};
 impl Engine {
     pub(super) fn metrics(&self) -> String {
         let mut t = Text::default();
+        t.family("guard_enforcement_tier", "gauge", "1 for the tier the start-up probe chose (lsm or tracepoint), 0 for the other.");
+        for tier in [loader::Tier::Lsm, loader::Tier::Tracepoint] {
+            t.sample("guard_enforcement_tier", &[("tier", tier.name())], u8::from(self.loaded.tier == tier));
+        }
         t.family("guard_events_total", "counter", "Events read from the kernel ring buffer, by kind.");
         for (kind, n) in &self.counters.events {
             t.sample("guard_events_total", &[("kind", kind)], n);
