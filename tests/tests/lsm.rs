@@ -127,7 +127,7 @@ fn a_packet_socket_is_refused_with_eperm_on_the_lsm_tier_and_killed_on_the_trace
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path("guard.yaml");
     std::fs::write(&config, format!("state_dir: {}\nmetrics:\n  listen: 127.0.0.1:{port}\n", dir.path("state").display())).unwrap();
-    let daemon = Daemon::start_with(&dir, &format!("agents:\n  - name: {agent}\n"), &["--config", config.to_str().unwrap()]);
+    let daemon = Daemon::start_with(&dir, &format!("agents:\n  - name: {agent}\n"), &["--detach-on-exit", "--config", config.to_str().unwrap()]);
     let (tier, _) = tier_of(&daemon);
     // The metrics say the tier too.
     let other = if tier == "lsm" { "tracepoint" } else { "lsm" };
