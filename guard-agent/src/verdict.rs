@@ -346,8 +346,9 @@ impl Verdict {
                 }))
             }
             Subject::File { op, path, to, exe, detail } => {
-                // OCSF 1001 activities: 1 Create, 3 Update, 4 Delete, 5 Rename.
+                // OCSF 1001 activities: 1 Create, 3 Update, 4 Delete, 5 Rename, 14 Open.
                 let activity = match *op {
+                    "open" => (14, "Open"),
                     "delete" => (4, "Delete"),
                     "rename" => (5, "Rename"),
                     "create" => (1, "Create"),

@@ -16,6 +16,9 @@ pub const EXFIL_TAINT_KILL: u32 = 1 << 2;
 pub const EXFIL_WATCH_OPENS: u32 = 1 << 3;
 /// `ExfilConfig::flags`: DNS is copied to the daemon (host rules or tunnel limits).
 pub const EXFIL_WATCH_DNS: u32 = 1 << 4;
+/// `ExfilConfig::flags`: some sensitive paths are `action: deny` (`lsm/file_open` refuses them on
+/// the `lsm` tier; the open tracepoints kill on the `tracepoint` tier).
+pub const EXFIL_DENY_OPENS: u32 = 1 << 5;
 
 /// Per-policy exfiltration settings, indexed by policy id (like `PolicyConfig`).
 #[repr(C)]
@@ -106,6 +109,9 @@ const _: () = assert!(size_of::<BudgetEvent>() == 96);
 /// `SensRule::flags`: a match taints the process in the kernel at once (confirmed or cleared
 /// by the daemon), so a read followed at once by a connect is caught.
 pub const SENS_TAINT_NOW: u32 = 1 << 0;
+/// `SensRule::flags`: an `action: deny` path: the key alone decides the glob exactly, so the
+/// kernel refuses the open (`lsm` tier: `EPERM`; `tracepoint` tier: SIGKILL at the call).
+pub const SENS_DENY: u32 = 1 << 1;
 
 /// Bytes of path text in a [`SensKey`] (after the kind byte).
 pub const SENS_TEXT_LEN: usize = 123;
@@ -161,7 +167,8 @@ pub struct OpenEvent {
     pub dirfd: i32,
     /// `O_*` flags.
     pub open_flags: u32,
-    /// `SensRule::flags` of the matched entry (`SENS_TAINT_NOW`: the kernel tainted it).
+    /// `SensRule::flags` of the matched entry (`SENS_TAINT_NOW`: the kernel tainted it;
+    /// `SENS_DENY`: refused, and `header.decision` says how).
     pub sens_flags: u32,
     pub filename_len: u32,
     pub filename: [u8; FILENAME_LEN],

@@ -246,6 +246,23 @@ pub fn dentry_identity(dentry: u64, key: &mut ExecInodeKey) -> bool {
     key.ino != 0
 }
 
+/// The dentry a `struct file` was opened by; 0 if unreadable.
+#[inline(always)]
+pub fn file_dentry(file: u64) -> u64 {
+    read_field::<u64>(file, global(&FILE_DENTRY)).unwrap_or(0)
+}
+
+/// Copies a dentry's name (NUL-terminated) into `buf`: its length without the NUL, 0 if
+/// unreadable.
+#[inline(always)]
+pub fn dentry_name_into(dentry: u64, buf: &mut [u8]) -> usize {
+    let Some(name) = read_field::<u64>(dentry, global(&DENTRY_NAME)) else {
+        return 0;
+    };
+    // SAFETY: reads a NUL-terminated kernel string into a bounded buffer; faults are errors.
+    unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, buf) }.map(|s| s.len()).unwrap_or(0)
+}
+
 /// The dentry's parent, or 0 at the root of its filesystem (where it is its own parent).
 #[inline(always)]
 pub fn dentry_parent(dentry: u64) -> u64 {

@@ -52,6 +52,13 @@ pub fn guard_lsm_socket(ctx: LsmContext) -> i32 {
     sock::try_lsm_socket(&ctx)
 }
 
+/// `lsm/file_open` (the `lsm` tier only): refuses an agent workload's open of an `action: deny`
+/// sensitive path with `EPERM` (see `open`). Fails open.
+#[lsm(hook = "file_open")]
+pub fn guard_lsm_open(ctx: LsmContext) -> i32 {
+    open::try_lsm_open(&ctx)
+}
+
 /// `tp_btf/sched_process_fork`: lineage only, decides nothing. Fails open.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn guard_fork(ctx: BtfTracePointContext) -> u32 {

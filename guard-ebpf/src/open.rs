@@ -2,19 +2,28 @@
 //! one of its policy's `sensitive_paths` is reported to the daemon, which confirms it against
 //! the globs. Entries marked `SENS_TAINT_NOW` taint the process here and now, so a read
 //! followed at once by a connect is refused before the daemon has even seen the read.
+//!
+//! Entries marked `SENS_DENY` (`action: deny`, whose key decides the glob exactly) are refused:
+//! on the `lsm` tier by `lsm/file_open` with `EPERM` (judged on the opened file's own dentry, so
+//! a symlink or a relative path makes no difference), on the `tracepoint` tier by SIGKILL at the
+//! open call (judged on the path the call names).
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user_str_bytes, generated::bpf_ktime_get_boot_ns},
-    programs::TracePointContext,
+    helpers::{
+        bpf_probe_read_kernel_buf, bpf_probe_read_user_str_bytes,
+        generated::{bpf_ktime_get_boot_ns, bpf_send_signal},
+    },
+    programs::{LsmContext, TracePointContext},
 };
 use guard_common::{
-    EXFIL_WATCH_OPENS, EventKind, FILENAME_LEN, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW,
-    SENS_TEXT_LEN, SensRule, Taint,
+    Decision, EVENT_FLAG_LSM, EVENT_FLAG_SIGNAL_FAILED, EXFIL_DENY_OPENS, EXFIL_WATCH_OPENS, EventKind, FILENAME_LEN,
+    POLICY_FLAG_AUDIT, SENS_DENY, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW, SENS_TEXT_LEN, SensRule, Taint,
 };
 
 use crate::{
-    kernel::{fill_task_header, global},
-    maps::{EVENTS, OPEN_SCRATCH, SENSITIVE, TAINT, URGENT, count_drop, exfil_config},
-    workload,
+    kernel::{dentry_name_into, dentry_parent, file_dentry, fill_task_header, global},
+    maps::{EVENTS, OPEN_SCRATCH, SENSITIVE, TAINT, URGENT, count_drop, exfil_config, policy_config},
+    sock::LSM_TIER,
+    workload::{self, Workload},
 };
 
 /// Offsets in the `sys_enter_openat`, `sys_enter_openat2` and `sys_enter_open` records (tracefs
@@ -53,7 +62,8 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     let Some(w) = workload::current() else {
         return Ok(());
     };
-    if exfil_config(w.policy_id).flags & EXFIL_WATCH_OPENS == 0 {
+    let config = exfil_config(w.policy_id);
+    if config.flags & EXFIL_WATCH_OPENS == 0 {
         return Ok(());
     }
     let scratch = OPEN_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
@@ -90,26 +100,39 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     // SAFETY: as above.
     let (last, prev) = unsafe { (core::ptr::read_volatile(last_p), core::ptr::read_volatile(prev_p)) };
     let policy_id_be = w.policy_id.to_be_bytes();
-    let mut rule = None;
-    if last != NO_SLASH {
-        // `parent/name`: from after the '/' before the last one (or the start of a relative
-        // `dir/name`).
-        let tail_start = if prev == NO_SLASH { 0 } else { prev + 1 };
-        rule = lookup(scratch, policy_id_be, SENS_KIND_TAIL, tail_start);
-    }
-    if rule.is_none() {
-        let name_start = if last == NO_SLASH { 0 } else { last + 1 };
-        rule = lookup(scratch, policy_id_be, SENS_KIND_NAME, name_start);
-    }
-    let Some(rule) = rule else {
+    let tail_start = if last == NO_SLASH { NO_SLASH } else if prev == NO_SLASH { 0 } else { prev + 1 };
+    let name_start = if last == NO_SLASH { 0 } else { last + 1 };
+    let Some(flags) = match_keys(scratch, policy_id_be, tail_start, name_start, config.flags) else {
         return Ok(());
     };
+    let mut decision = Decision::Allowed;
+    let mut signal_failed = false;
+    if flags & SENS_DENY != 0 {
+        let lsm = global(&LSM_TIER) != 0;
+        if policy_config(w.policy_id).flags & POLICY_FLAG_AUDIT != 0 {
+            // Nothing is refused: reported (and tainted) as any sensitive read.
+            decision = if lsm { Decision::WouldDeny } else { Decision::WouldKill };
+        } else if lsm {
+            // lsm/file_open refuses it with EPERM, and reports it.
+            return Ok(());
+        } else {
+            // Delivered on the return to user mode: the call runs, but the process never sees
+            // the descriptor.
+            // SAFETY: signals the current task only.
+            signal_failed = unsafe { bpf_send_signal(SIGKILL) } != 0;
+            decision = Decision::Killed;
+        }
+    }
     let ev = &mut scratch.event;
     // One helper call, not a copy loop (see kernel::zero).
     // SAFETY: both are FILENAME_LEN bytes of the per-CPU slot we hold.
     let _ = unsafe { bpf_probe_read_kernel_buf(scratch.name.as_ptr(), &mut ev.filename) };
     fill_task_header(&mut ev.header, EventKind::Open, &w);
-    ev.sens_flags = rule.flags;
+    ev.header.decision = decision as u32;
+    if signal_failed {
+        ev.header.flags |= EVENT_FLAG_SIGNAL_FAILED;
+    }
+    ev.sens_flags = flags;
     ev.filename_len = n as u32;
     ev.dirfd = if dfd_off == 0 {
         AT_FDCWD
@@ -123,7 +146,7 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
         // SAFETY: as above.
         unsafe { ctx.read_at::<u64>(flags_off as usize) }.map(|f| f as u32).unwrap_or(0)
     };
-    if rule.flags & SENS_TAINT_NOW != 0 {
+    if flags & SENS_TAINT_NOW != 0 && decision != Decision::Killed {
         let taint = Taint {
             // SAFETY: no arguments, no memory access.
             boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -138,6 +161,111 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
     }
     Ok(())
 }
+
+/// The flags of the entries `name` matches: `parent/name` from `tail_start` (`NO_SLASH`: there
+/// is no parent) and the name alone from `name_start`; `None` if neither matches. The name alone
+/// is looked up when the tail misses, or when a deny entry could still be found under it (a
+/// tail entry, the longest match, need not carry a name entry's deny).
+#[inline(always)]
+fn match_keys(scratch: &mut crate::maps::OpenScratch, policy_id_be: [u8; 4], tail_start: u64, name_start: u64, exfil_flags: u32) -> Option<u32> {
+    let mut found = None;
+    if tail_start != NO_SLASH {
+        found = lookup(scratch, policy_id_be, SENS_KIND_TAIL, tail_start).map(|r| r.flags);
+    }
+    let look_name = match found {
+        None => true,
+        Some(f) => f & SENS_DENY == 0 && exfil_flags & EXFIL_DENY_OPENS != 0,
+    };
+    if look_name {
+        if let Some(r) = lookup(scratch, policy_id_be, SENS_KIND_NAME, name_start) {
+            found = Some(found.unwrap_or(0) | r.flags);
+        }
+    }
+    found
+}
+
+/// Bytes of the parent directory's name `lsm/file_open` keeps (a longer one is cut, and then
+/// matches no `parent/name` entry: those are at most `SENS_TEXT_LEN` bytes).
+const PARENT_PART: usize = 128;
+
+/// `lsm/file_open(file, ret)` (the `lsm` tier only): refuses an agent workload's open of an
+/// `action: deny` sensitive path with `EPERM`, judged on the opened file's dentry (its name and
+/// its directory's), so neither a symlink nor a relative path gets past it. Other sensitive
+/// paths are left to the open tracepoints, which taint; audit mode refuses nothing (they report
+/// `would-deny`).
+pub fn try_lsm_open(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(w) = workload::current() else {
+        return 0;
+    };
+    if exfil_config(w.policy_id).flags & EXFIL_DENY_OPENS == 0 || policy_config(w.policy_id).flags & POLICY_FLAG_AUDIT != 0 {
+        return 0;
+    }
+    let dentry = file_dentry(ctx.arg::<u64>(0));
+    if dentry == 0 {
+        return 0;
+    }
+    let Some(scratch) = OPEN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU slot is ours for the duration of this program run.
+    let scratch = unsafe { &mut *scratch };
+    if !lsm_refuses(scratch, &w, dentry) {
+        return 0;
+    }
+    -EPERM
+}
+
+/// Builds `parent/name` of `dentry` in the scratch buffer and reports a deny match.
+#[inline(always)]
+fn lsm_refuses(scratch: &mut crate::maps::OpenScratch, w: &Workload, dentry: u64) -> bool {
+    crate::kernel::zero(&mut scratch.name);
+    let parent = dentry_parent(dentry);
+    let mut at = 0usize;
+    if parent != 0 {
+        let n = dentry_name_into(parent, &mut scratch.name[..PARENT_PART]);
+        if n > 0 {
+            at = n & (PARENT_PART - 1);
+            scratch.name[at] = b'/';
+            at += 1;
+        }
+    }
+    let Some(dst) = scratch.name.get_mut(at..at + FILENAME_LEN) else {
+        return false;
+    };
+    let m = dentry_name_into(dentry, dst);
+    if m == 0 {
+        return false;
+    }
+    let tail_start = if at == 0 { NO_SLASH } else { 0 };
+    let policy_id_be = w.policy_id.to_be_bytes();
+    let Some(flags) = match_keys(scratch, policy_id_be, tail_start, at as u64, EXFIL_DENY_OPENS) else {
+        return false;
+    };
+    if flags & SENS_DENY == 0 {
+        return false;
+    }
+    let ev = &mut scratch.event;
+    // SAFETY: both are FILENAME_LEN bytes of the per-CPU slot we hold.
+    let _ = unsafe { bpf_probe_read_kernel_buf(scratch.name.as_ptr(), &mut ev.filename) };
+    fill_task_header(&mut ev.header, EventKind::Open, w);
+    ev.header.flags |= EVENT_FLAG_LSM;
+    ev.header.decision = Decision::Denied as u32;
+    ev.sens_flags = flags;
+    ev.filename_len = ((at + m) as u32).min(FILENAME_LEN as u32 - 1);
+    ev.dirfd = AT_FDCWD;
+    ev.open_flags = 0;
+    if EVENTS.output::<guard_common::OpenEvent>(&*ev, URGENT).is_err() {
+        count_drop(EventKind::Open);
+    }
+    true
+}
+
+const SIGKILL: u32 = 9;
+const EPERM: i32 = 1;
 
 /// Looks up `kind` + the filename from byte `start` in the sensitive-path trie.
 #[inline(always)]

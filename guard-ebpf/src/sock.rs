@@ -29,9 +29,11 @@ static SOCKET_TYPE: u32 = 24;
 static SOCKET_PROTOCOL: u32 = 32;
 
 /// Non-zero on the `lsm` tier: `lsm/socket_create` refuses packet sockets, so the
-/// `sys_enter_socket` kill stands down (a load-time constant: the verifier drops the branch).
+/// `sys_enter_socket` kill stands down, and `lsm/file_open` refuses `action: deny` sensitive
+/// paths, so the open tracepoints leave them to it (a load-time constant: the verifier drops the
+/// branch).
 #[unsafe(no_mangle)]
-static LSM_TIER: u32 = 0;
+pub(crate) static LSM_TIER: u32 = 0;
 
 const SIGKILL: u32 = 9;
 const EPERM: i32 = 1;

@@ -158,7 +158,7 @@ fn probe_prints_the_capability_table_and_agrees_with_the_daemon() {
     assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
     let p: Value = serde_json::from_slice(&out.stdout).expect("probe --json");
     let hooks = p["hooks"].as_array().expect("hooks");
-    assert_eq!(hooks.len(), 2, "{p:#}");
+    assert_eq!(hooks.len(), 3, "{p:#}");
     let all_ok = hooks.iter().all(|h| h["ok"] == true);
     let bpf_listed = p["lsms"].as_array().is_some_and(|l| l.iter().any(|m| m == "bpf"));
     // Independent of guard: securityfs's list of active LSMs.
@@ -176,7 +176,72 @@ fn probe_prints_the_capability_table_and_agrees_with_the_daemon() {
     }
     let text = String::from_utf8_lossy(&agent_cmd(&["probe"]).stdout).into_owned();
     assert!(text.contains("lsm/bprm_check_security") && text.contains(&format!("tier:        {expected}")), "{text}");
-    assert!(text.contains("exec deny"), "{text}");
+    assert!(text.contains("exec deny") && text.contains("lsm/file_open"), "{text}");
+}
+
+/// Opens `argv[1]` from a Python caller in the agent: prints what it read, or the errno the
+/// open failed with.
+const OPEN_CALLER: &str = "import os,sys\nprint('caller', os.getpid(), flush=True)\ntry:\n    with open(sys.argv[1]) as f:\n        print('read', f.read(), flush=True)\nexcept OSError as e:\n    print('errno', e.errno, flush=True)\n";
+
+/// Runs OPEN_CALLER on `path` in `agent`: (stdout, status, caller pid).
+fn open_in(agent: &str, path: &str) -> (String, std::process::ExitStatus, String) {
+    let (_, out) = launch(agent, &["/usr/bin/python3", "-c", OPEN_CALLER, path], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let caller = stdout.lines().find_map(|l| l.strip_prefix("caller ")).unwrap_or_else(|| panic!("no caller pid: {stdout} {}", String::from_utf8_lossy(&out.stderr))).to_owned();
+    (stdout, out.status, caller)
+}
+
+#[test]
+fn a_denied_sensitive_open_fails_with_eperm_on_the_lsm_tier_and_is_killed_on_the_tracepoint_tier() {
+    let dir = TempDir::new("lsm-open");
+    let agent = unique("lsmopen");
+    let keys = dir.path("home/.guardkeys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("id_test"), "s3cret-key\n").unwrap();
+    std::fs::write(keys.join("known_hosts"), "not-a-secret\n").unwrap();
+    let secret = keys.join("id_test").to_str().unwrap().to_owned();
+    let daemon = Daemon::start(
+        &dir,
+        &format!("agents:\n  - name: {agent}\n    exfil:\n      sensitive_paths: [{{ path: \"**/.guardkeys/id_*\", action: deny }}]\n"),
+    );
+    let (tier, status) = tier_of(&daemon);
+    let row = status["capabilities"].as_array().expect("capabilities").iter().find(|c| c["capability"] == "sensitive paths with action: deny").cloned().expect("deny row");
+
+    let (stdout, st, caller) = open_in(&agent, &secret);
+    assert!(!stdout.contains("s3cret"), "the denied file was read: {stdout}");
+    let v = daemon.one_verdict("the denied open", |v| v["class_uid"] == 1001 && field(v, "/unmapped/file_op/op") == "open");
+    assert_eq!(field(&v, "/actor/process/pid"), caller, "{v:#}");
+    assert_eq!(field(&v, "/unmapped/tier"), tier, "{v:#}");
+    assert!(field(&v, "/unmapped/rule/matcher").contains("**/.guardkeys/id_*"), "{v:#}");
+    assert!(field(&v, "/file/path").ends_with(".guardkeys/id_test"), "{v:#}");
+    if tier == "lsm" {
+        // open() failed with EPERM; the caller lived and said so.
+        assert!(stdout.contains(&format!("errno {}", libc::EPERM)), "{stdout}");
+        assert!(st.success(), "the caller did not live: {st:?}");
+        assert_eq!(field(&v, "/unmapped/verdict"), "denied", "{v:#}");
+        assert!(field(&row, "/mechanism").contains("lsm/file_open"), "{row:#}");
+        // Judged on the opened file itself: a symlink with an innocent name is refused too.
+        let link = dir.path("innocent");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let (stdout, st, caller) = open_in(&agent, link.to_str().unwrap());
+        assert!(stdout.contains(&format!("errno {}", libc::EPERM)) && st.success(), "through a symlink: {st:?} {stdout}");
+        let v = daemon.one_verdict("the open through a symlink", |v| field(v, "/actor/process/pid") == caller && field(v, "/unmapped/file_op/op") == "open");
+        assert_eq!((field(&v, "/unmapped/file_op/raw_path"), field(&v, "/unmapped/verdict")), (".guardkeys/id_test".to_owned(), "denied".to_owned()), "{v:#}");
+    } else {
+        // Killed at the call: it never printed what it read, nor an errno.
+        assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?} {stdout}");
+        assert!(!stdout.contains("errno"), "{stdout}");
+        assert_eq!(field(&v, "/unmapped/verdict"), "killed", "{v:#}");
+        assert_eq!(field(&v, "/file/path"), secret, "{v:#}");
+        assert!(field(&row, "/mechanism").contains("SIGKILL"), "{row:#}");
+    }
+    // Only what the glob names: another file in the same directory opens and reads.
+    let (stdout, st, _) = open_in(&agent, keys.join("known_hosts").to_str().unwrap());
+    assert!(st.success() && stdout.contains("read not-a-secret"), "{st:?} {stdout}");
+    // And outside the agent nothing is refused.
+    let out = std::process::Command::new("/usr/bin/python3").args(["-c", OPEN_CALLER, &secret]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read s3cret-key"), "{out:?}");
+    daemon.stop();
 }
 
 #[test]
@@ -184,7 +249,12 @@ fn audit_mode_stops_nothing_and_gives_one_verdict_on_either_tier() {
     let dir = TempDir::new("lsm-audit");
     let agent = unique("lsmaudit");
     let denied = install_marker(&dir, "bin/guard-lsm-audited");
-    let daemon = Daemon::start(&dir, &format!("mode: audit\nagents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {denied}\n"));
+    std::fs::create_dir_all(dir.path(".guardkeys")).unwrap();
+    std::fs::write(dir.path(".guardkeys/id_audit"), "audited-key\n").unwrap();
+    let daemon = Daemon::start(
+        &dir,
+        &format!("mode: audit\nagents:\n  - name: {agent}\n    exec:\n      deny:\n        - path: {denied}\n    exfil:\n      sensitive_paths: [{{ path: \"**/.guardkeys/id_*\", action: deny }}]\n"),
+    );
     tier_of(&daemon);
     let marker = dir.path("marker-audited");
     let (_, out) = launch(&agent, &[&denied], &[("GUARD_MARKER", marker.to_str().unwrap())]);
@@ -196,6 +266,11 @@ fn audit_mode_stops_nothing_and_gives_one_verdict_on_either_tier() {
     assert!(out.status.success() && stdout.contains("ok"), "audit mode stopped the packet socket: {:?} {stdout}", out.status);
     let pid = stdout.lines().find_map(|l| l.strip_prefix("pid ")).expect("pid line").to_owned();
     let v = daemon.one_verdict("the audited packet socket", |v| field(v, "/actor/process/pid") == pid && field(v, "/unmapped/operation") == "socket");
+    assert!(field(&v, "/unmapped/verdict").starts_with("would-"), "{v:#}");
+    // A deny sensitive path is read, reported once as what would have happened.
+    let (stdout, st, caller) = open_in(&agent, dir.path(".guardkeys/id_audit").to_str().unwrap());
+    assert!(st.success() && stdout.contains("read audited-key"), "audit mode refused the open: {st:?} {stdout}");
+    let v = daemon.one_verdict("the audited open", |v| field(v, "/actor/process/pid") == caller && field(v, "/unmapped/file_op/op") == "open");
     assert!(field(&v, "/unmapped/verdict").starts_with("would-"), "{v:#}");
     daemon.stop();
 }

@@ -10,9 +10,9 @@ use std::{
 };
 
 use guard_common::{
-    BudgetEvent, ConnectEvent, DNS_ANSWER, DNS_QUERY, Decision, DnsEvent, EVENT_FLAG_DNS_BLOCKED,
-    EVENT_FLAG_TAINTED, EventHeader, EventKind, MAX_PORT_RANGES, NET_ALLOW,
-    NetRule, OpenEvent, PortRange, SENS_TAINT_NOW, TAINT_CONFIRMED, Taint,
+    BudgetEvent, ConnectEvent, DNS_ANSWER, DNS_QUERY, Decision, DnsEvent, EVENT_FLAG_DNS_BLOCKED, EVENT_FLAG_LSM,
+    EVENT_FLAG_SIGNAL_FAILED, EVENT_FLAG_TAINTED, EventHeader, EventKind, MAX_PORT_RANGES, NET_ALLOW,
+    NetRule, OpenEvent, PortRange, SENS_DENY, SENS_TAINT_NOW, TAINT_CONFIRMED, Taint,
 };
 use serde_json::{Value, json};
 
@@ -49,6 +49,9 @@ impl TaintInfo {
 #[derive(Default)]
 pub struct ExfilCounters {
     pub sensitive_reads: u64,
+    /// Opens of `action: deny` sensitive paths refused or killed (or, in audit mode, that would
+    /// have been).
+    pub opens_denied: u64,
     pub taints_cleared: u64,
     pub dns_messages: u64,
     pub dns_malformed: u64,
@@ -98,6 +101,7 @@ impl ExfilState {
             "learned_refused": self.learned.refused(),
             "dns_blocked_workloads": self.blocked.iter().collect::<Vec<_>>(),
             "sensitive_reads": c.sensitive_reads,
+            "sensitive_opens_refused": c.opens_denied,
             "provisional_taints_cleared": c.taints_cleared,
             "dns_messages": c.dns_messages,
             "dns_malformed": c.dns_malformed,
@@ -128,6 +132,13 @@ impl Engine {
     pub(super) fn sensitive_open(&mut self, o: &OpenEvent) {
         let h = &o.header;
         let raw = String::from_utf8_lossy(&o.filename[..(o.filename_len as usize).min(o.filename.len())]).into_owned();
+        let lsm = h.flags & EVENT_FLAG_LSM != 0;
+        if o.sens_flags & SENS_DENY != 0 {
+            let refused = self.denied_open(o, &raw, lsm);
+            if refused {
+                return;
+            }
+        }
         let path = resolve(h.tgid, h.pid, o.dirfd, &raw);
         let agent = self.correlator.policies.agent(h.policy_id);
         let matched = match (&path, agent.and_then(|a| a.exfil.sensitive.as_ref())) {
@@ -161,6 +172,65 @@ impl Engine {
         if let Err(e) = self.loaded.set_taint(tgid, t) {
             tracing::error!(error = %e, pid = tgid, "cannot record a taint in the kernel");
         }
+    }
+
+    /// An open of an `action: deny` sensitive path the kernel refused (`lsm/file_open`: `EPERM`),
+    /// killed the caller for (the open tracepoints), or would have in audit mode: its verdict.
+    /// True if the open did not happen (nothing to taint).
+    fn denied_open(&mut self, o: &OpenEvent, raw: &str, lsm: bool) -> bool {
+        let h = &o.header;
+        let decision = Decision::from_u32(h.decision);
+        let Some(decision @ (Decision::Denied | Decision::Killed | Decision::WouldDeny | Decision::WouldKill)) = decision else {
+            return false;
+        };
+        // The lsm hook sees the opened file's own name and its directory's (`dir/name`); the
+        // tracepoint the path the call named, resolved here.
+        let (path, resolved_by) = if lsm {
+            (format!("…/{raw}"), "kernel")
+        } else {
+            match resolve(h.tgid, h.pid, o.dirfd, raw) {
+                Some(p) => (p, if raw.starts_with('/') { "absolute" } else { "proc" }),
+                None => (raw.to_owned(), "unresolved"),
+            }
+        };
+        let matched = if lsm { format!("/{raw}") } else { path.clone() };
+        let (rule_id, glob) = self
+            .correlator
+            .policies
+            .agent(h.policy_id)
+            .and_then(|a| {
+                let x = &a.exfil;
+                let set = x.sensitive.as_ref()?;
+                let hit = set.matches(&matched).into_iter().find(|i| x.sensitive_deny.get(*i).copied().unwrap_or(false))?;
+                Some((x.deny_rules.get(hit).copied().unwrap_or(0), x.sensitive_text.get(hit).cloned().unwrap_or_default()))
+            })
+            .unwrap_or((0, String::new()));
+        let shown_glob = if glob.is_empty() { "an `action: deny` sensitive path".to_owned() } else { format!("`{glob}` (action: deny)") };
+        let reason = match decision {
+            Decision::Denied => format!("open of {path} refused (EPERM from lsm/file_open): {shown_glob}"),
+            Decision::Killed => format!("open of {path}: the process was killed at the call (SIGKILL), before it could use the descriptor: {shown_glob}"),
+            _ => format!("audit mode: the open of {path} would have been refused: {shown_glob}; the process is tainted as for any sensitive read"),
+        };
+        let detail = json!({
+            "syscall": if lsm { "lsm/file_open" } else { "open" },
+            "errno": if decision == Decision::Denied { Some("EPERM") } else { None },
+            "raw_path": raw,
+            "resolved_by": resolved_by,
+            "scope": "sensitive",
+            "open_flags": o.open_flags,
+            "mechanism": if lsm { "lsm/file_open" } else { "sys_enter_open* + SIGKILL" },
+        });
+        let (ppid, exe) = self.correlator.identify(h.tgid);
+        let subject = Subject::File { op: "open", path, to: None, exe, detail };
+        let mut v = self.correlator.verdict(h, subject, if h.ppid != 0 { h.ppid } else { ppid });
+        v.rule = self.correlator.policies.of(h.policy_id).and_then(|c| c.rule(rule_id)).cloned();
+        v.reason = Some(reason);
+        if h.flags & EVENT_FLAG_SIGNAL_FAILED != 0 {
+            v.error = Some("the kill signal could not be sent");
+        }
+        self.exfil.counters.opens_denied += 1;
+        self.emit_with_session(v);
+        matches!(decision, Decision::Denied | Decision::Killed)
     }
 
     /// Adds what the exfil defences know to a connect's verdict, and carries out a kill the

@@ -22,6 +22,7 @@ impl Engine {
             t.sample("guard_dns_messages_total", &[("result", result)], n);
         }
         t.single("guard_sensitive_reads_total", "counter", "Opens of sensitive paths confirmed against the policy's globs.", x.sensitive_reads);
+        t.single("guard_sensitive_opens_refused_total", "counter", "Opens of `action: deny` sensitive paths refused (EPERM) or killed, or in audit mode that would have been.", x.opens_denied);
         t.single("guard_egress_budget_exceeded_total", "counter", "Times a workload went over its byte budget to a destination.", x.budget_exceeded);
         let d = self.delete_counters;
         t.single("guard_delete_budget_kills_total", "counter", "Workloads killed for going past their deletion budget.", d.kills);

@@ -19,8 +19,11 @@ const LSM_LIST: &str = "/sys/kernel/security/lsm";
 const SECURITYFS: &str = "/sys/kernel/security";
 
 /// The `lsm` tier's programs and the hooks they attach to.
-pub const LSM_PROGRAMS: [(&str, &str); 2] =
-    [(names::PROG_LSM_EXEC, "bprm_check_security"), (names::PROG_LSM_SOCKET, "socket_create")];
+pub const LSM_PROGRAMS: [(&str, &str); 3] = [
+    (names::PROG_LSM_EXEC, "bprm_check_security"),
+    (names::PROG_LSM_SOCKET, "socket_create"),
+    (names::PROG_LSM_OPEN, "file_open"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -234,6 +237,11 @@ pub fn capabilities(tier: Tier) -> Value {
             "cgroup/sock_create: EPERM for raw inet sockets; sys_enter_socket + SIGKILL for AF_PACKET"
         } },
         { "capability": "sensitive reads", "mechanism": "sys_enter_open* taint, then egress rules (both tiers)" },
+        { "capability": "sensitive paths with action: deny", "mechanism": if lsm {
+            "lsm/file_open: open fails with EPERM, the caller lives (judged on the opened file's dentry)"
+        } else {
+            "sys_enter_open* + bpf_send_signal(SIGKILL): the caller dies before it can use the descriptor (judged on the path the call names)"
+        } },
         { "capability": "files.protect", "mechanism": "Landlock ruleset applied by `guard-agent launch` (both tiers)" },
         { "capability": "files.delete_budget", "mechanism": "sys_exit_unlink*/rmdir count + SIGKILL or SIGSTOP (both tiers)" },
         { "capability": "exfiltration (byte budgets, taint)", "mechanism": "cgroup_skb egress/ingress drop + SIGKILL (both tiers)" },

@@ -3,7 +3,8 @@
 //!
 //! ```yaml
 //! exfil:
-//!   sensitive_paths: ["/home/*/.ssh/**", "**/.env", "/etc/shadow"]
+//!   sensitive_paths: ["/home/*/.ssh/**", "**/.env", "/etc/shadow",
+//!                     { path: "**/.ssh/id_*", action: deny }]  # refused outright, not tainted
 //!   after_sensitive_read: allowlist-only     # or kill
 //!   egress_budget: { bytes: 8MiB, per: 60s, action: kill }   # or drop
 //!   budget_exempt: [127.0.0.0/8, "::1"]
@@ -15,7 +16,7 @@ use std::time::Duration;
 use globset::{GlobSet, GlobSetBuilder};
 use guard_common::{
     EXFIL_BUDGET_KILL, EXFIL_TAINT_ALLOWLIST, EXFIL_TAINT_KILL, EXFIL_WATCH_DNS, EXFIL_WATCH_OPENS,
-    ExfilConfig, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW, SENS_TEXT_LEN, SensKey, SensRule,
+    EXFIL_DENY_OPENS, ExfilConfig, SENS_DENY, SENS_KIND_NAME, SENS_KIND_TAIL, SENS_TAINT_NOW, SENS_TEXT_LEN, SensKey, SensRule,
 };
 
 use super::{
@@ -48,10 +49,19 @@ pub struct Budget {
     pub action: BudgetAction,
 }
 
+/// One `sensitive_paths` entry.
+#[derive(Debug, Clone)]
+pub struct SensitivePath {
+    /// The glob as written.
+    pub glob: String,
+    /// `action: deny`: the open is refused (else it taints the process).
+    pub deny: bool,
+    pub pos: Pos,
+}
+
 #[derive(Debug, Clone)]
 pub struct Exfil {
-    /// Globs as written, with where.
-    pub sensitive_paths: Vec<(String, Pos)>,
+    pub sensitive_paths: Vec<SensitivePath>,
     pub after_sensitive_read: Option<AfterRead>,
     pub egress_budget: Option<Budget>,
     pub budget_exempt: Vec<Cidr>,
@@ -67,13 +77,31 @@ impl Parser<'_> {
         let mut sensitive_paths = Vec::new();
         if let Some(list) = m.get("sensitive_paths") {
             for item in self.seq(list, "`sensitive_paths`")? {
-                let g = self.nonempty_str(item, "a sensitive path")?;
+                let (g, deny) = match &item.value {
+                    Value::Map(_) => {
+                        let m = self.map(item, "a sensitive path", &["path", "action"])?;
+                        let g = self.nonempty_str(m.require("path", item, self)?, "`path`")?;
+                        let deny = match m.get("action") {
+                            None => false,
+                            Some(n) => match self.str(n, "`action`")? {
+                                "deny" => true,
+                                "taint" => false,
+                                other => return Err(self.err(n.pos, format!("a sensitive path's `action` must be `deny` or `taint`, not `{other}`"))),
+                            },
+                        };
+                        (g, deny)
+                    }
+                    _ => (self.nonempty_str(item, "a sensitive path")?, false),
+                };
                 if let Some(why) = never_opened(g) {
                     return Err(self.err(item.pos, format!("sensitive path `{g}` can never match: {why}")));
                 }
                 sensitive_kernel_keys(g).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
+                if deny {
+                    deny_kernel_keys(g).map_err(|e| self.err(item.pos, format!("sensitive path `{g}` with `action: deny`: {e}")))?;
+                }
                 super::compile::glob(g, true).map_err(|e| self.err(item.pos, format!("sensitive path `{g}`: {e}")))?;
-                sensitive_paths.push((g.to_owned(), item.pos));
+                sensitive_paths.push(SensitivePath { glob: g.to_owned(), deny, pos: item.pos });
             }
         }
         let after_sensitive_read = match m.get("after_sensitive_read") {
@@ -253,12 +281,84 @@ pub fn sensitive_kernel_keys(glob: &str) -> Result<Vec<(u8, Vec<u8>, u32)>, Stri
     Ok(keys)
 }
 
+/// The kernel keys of an `action: deny` glob, each marked `SENS_DENY` (and tainting at once).
+/// The kernel refuses an open on a key match alone, so the keys must decide the glob exactly:
+/// only forms whose last one or two components say everything are accepted — `**/name`,
+/// `**/name*`, `**/dir/name`, `**/dir/name*`, `**/dir/*`, with literal `dir` and `name`. An
+/// absolute path is refused with the `**/` form to write instead: the kernel sees the opened
+/// file's name and its directory's, never the whole path.
+pub fn deny_kernel_keys(glob: &str) -> Result<Vec<(u8, Vec<u8>, u32)>, String> {
+    const FORMS: &str = "write it as `**/name`, `**/name*`, `**/dir/name`, `**/dir/name*` or `**/dir/*` (literal names), which the kernel decides from the opened file's name and its directory's";
+    let Some(rest) = glob.strip_prefix("**/") else {
+        let hint = glob.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/");
+        return Err(format!("the kernel sees only the opened file's name and its directory's, not the whole path: {FORMS} (e.g. `**/{hint}`, which also refuses it under any other directory)"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let literal = |p: &str| !p.is_empty() && !p.contains(WILDCARDS) && !p.contains('\\');
+    let (dir, name) = match parts.as_slice() {
+        [name] => (None, *name),
+        [dir, name] => (Some(*dir), *name),
+        _ => return Err(FORMS.to_owned()),
+    };
+    if dir.is_some_and(|d| !literal(d)) {
+        return Err(FORMS.to_owned());
+    }
+    let (start, exact) = match name.strip_suffix('*') {
+        Some(s) => (s, false),
+        None => (name, true),
+    };
+    if (!start.is_empty() && !literal(start)) || (start.is_empty() && dir.is_none()) {
+        return Err(FORMS.to_owned());
+    }
+    let (kind, mut text) = match dir {
+        Some(d) => (SENS_KIND_TAIL, format!("{d}/{start}").into_bytes()),
+        None => (SENS_KIND_NAME, start.as_bytes().to_vec()),
+    };
+    if exact {
+        text.push(0);
+    }
+    if text.len() > SENS_TEXT_LEN {
+        return Err(format!("the kernel compares at most {} bytes of `dir/name`; this one is longer", SENS_TEXT_LEN - 1));
+    }
+    let mut keys = vec![(kind, text, SENS_DENY | SENS_TAINT_NOW)];
+    if dir.is_some() && !start.is_empty() {
+        // Report-only, as for any `dir/name` glob: an open relative to `dir` names no `dir`, so
+        // on the tracepoint tier the daemon resolves it and taints (the lsm tier refuses it).
+        let mut name = start.as_bytes().to_vec();
+        if exact {
+            name.push(0);
+        }
+        keys.push((SENS_KIND_NAME, name, 0));
+    }
+    Ok(keys)
+}
+
+/// The trie answers with the longest matching entry only, so an entry inherits the flags of
+/// every shorter entry of the same policy and kind whose text starts it: what matches the longer
+/// one matches the shorter one too (a deny or an at-once taint is never hidden by a more
+/// specific report-only entry).
+fn inherit_shorter_flags(entries: &mut [(u32, SensKey, SensRule)]) {
+    let snapshot: Vec<(u32, SensKey, u32)> = entries.iter().map(|(l, k, v)| (*l, *k, v.flags)).collect();
+    for (len, key, rule) in entries.iter_mut() {
+        for (slen, skey, sflags) in &snapshot {
+            let n = ((slen - 40) / 8) as usize;
+            if slen < len && skey.policy_id_be == key.policy_id_be && skey.kind == key.kind && skey.text[..n] == key.text[..n] {
+                rule.flags |= sflags & (SENS_DENY | SENS_TAINT_NOW);
+            }
+        }
+    }
+}
+
 /// What the daemon keeps of an agent's `exfil` section to judge events.
 #[derive(Debug, Clone)]
 pub struct ExfilEval {
     /// The `sensitive_paths` globs (index = position in `sensitive_text`).
     pub sensitive: Option<GlobSet>,
     pub sensitive_text: Vec<String>,
+    /// Per glob: `action: deny`.
+    pub sensitive_deny: Vec<bool>,
+    /// Per glob: the rule id of an `action: deny` one (0 for the others; set by the compiler).
+    pub deny_rules: Vec<u32>,
     pub after_read: Option<AfterRead>,
     pub budget: Option<Budget>,
     pub tunnel: Option<TunnelLimits>,
@@ -279,7 +379,7 @@ pub struct CompiledExfil {
 pub fn compile(exfil: Option<&Exfil>, has_hosts: bool, policy_id: u32, file: &str) -> Result<CompiledExfil, PolicyError> {
     let mut config = ExfilConfig::default();
     let mut sensitive = Vec::new();
-    let mut eval = ExfilEval { sensitive: None, sensitive_text: Vec::new(), after_read: None, budget: None, tunnel: None, budget_rule: None, taint_rule: None, tunnel_rule: None };
+    let mut eval = ExfilEval { sensitive: None, sensitive_text: Vec::new(), sensitive_deny: Vec::new(), deny_rules: Vec::new(), after_read: None, budget: None, tunnel: None, budget_rule: None, taint_rule: None, tunnel_rule: None };
     if has_hosts {
         config.flags |= EXFIL_WATCH_DNS;
     }
@@ -304,11 +404,17 @@ pub fn compile(exfil: Option<&Exfil>, has_hosts: bool, policy_id: u32, file: &st
     if !x.sensitive_paths.is_empty() {
         config.flags |= EXFIL_WATCH_OPENS;
         let mut set = GlobSetBuilder::new();
-        for (g, pos) in &x.sensitive_paths {
+        for SensitivePath { glob: g, deny, pos } in &x.sensitive_paths {
             let err = |message: String| PolicyError { file: file.to_owned(), pos: *pos, message };
             let built = globset::GlobBuilder::new(g).literal_separator(true).backslash_escape(true).build().map_err(|e| err(format!("sensitive path `{g}`: {e}")))?;
             set.add(built);
-            for (kind, text, flags) in sensitive_kernel_keys(g).map_err(|e| err(format!("sensitive path `{g}`: {e}")))? {
+            let keys = if *deny {
+                config.flags |= EXFIL_DENY_OPENS;
+                deny_kernel_keys(g).map_err(|e| err(format!("sensitive path `{g}` with `action: deny`: {e}")))?
+            } else {
+                sensitive_kernel_keys(g).map_err(|e| err(format!("sensitive path `{g}`: {e}")))?
+            };
+            for (kind, text, flags) in keys {
                 let mut key = SensKey { policy_id_be: policy_id.to_be_bytes(), kind, text: [0; SENS_TEXT_LEN] };
                 key.text[..text.len()].copy_from_slice(&text);
                 let len = 32 + 8 + 8 * text.len() as u32;
@@ -319,8 +425,10 @@ pub fn compile(exfil: Option<&Exfil>, has_hosts: bool, policy_id: u32, file: &st
                 }
             }
             eval.sensitive_text.push(g.clone());
+            eval.sensitive_deny.push(*deny);
         }
-        eval.sensitive = Some(set.build().map_err(|e| PolicyError { file: file.to_owned(), pos: x.sensitive_paths[0].1, message: format!("sensitive paths: {e}") })?);
+        inherit_shorter_flags(&mut sensitive);
+        eval.sensitive = Some(set.build().map_err(|e| PolicyError { file: file.to_owned(), pos: x.sensitive_paths[0].pos, message: format!("sensitive paths: {e}") })?);
     }
     eval.after_read = x.after_sensitive_read;
     eval.budget = x.egress_budget.clone();
@@ -334,6 +442,63 @@ mod tests {
 
     fn keys(g: &str) -> Vec<(char, String, u32)> {
         sensitive_kernel_keys(g).unwrap().into_iter().map(|(k, t, f)| (k as char, String::from_utf8_lossy(&t).into_owned(), f)).collect()
+    }
+
+    fn deny_keys(g: &str) -> Result<Vec<(char, String, u32)>, String> {
+        Ok(deny_kernel_keys(g)?.into_iter().map(|(k, t, f)| (k as char, String::from_utf8_lossy(&t).into_owned(), f)).collect())
+    }
+
+    #[test]
+    fn deny_globs_become_exact_kernel_keys() {
+        let d = SENS_DENY | SENS_TAINT_NOW;
+        assert_eq!(deny_keys("**/.env").unwrap(), vec![('N', ".env\0".into(), d)]);
+        assert_eq!(deny_keys("**/id_*").unwrap(), vec![('N', "id_".into(), d)]);
+        assert_eq!(deny_keys("**/.ssh/id_*").unwrap(), vec![('T', ".ssh/id_".into(), d), ('N', "id_".into(), 0)]);
+        assert_eq!(deny_keys("**/etc/shadow").unwrap(), vec![('T', "etc/shadow\0".into(), d), ('N', "shadow\0".into(), 0)]);
+        assert_eq!(deny_keys("**/.aws/*").unwrap(), vec![('T', ".aws/".into(), d)]);
+        // What the kernel cannot decide exactly from a name and its directory's is refused.
+        let e = deny_kernel_keys("/etc/shadow").unwrap_err();
+        assert!(e.contains("not the whole path") && e.contains("`**/etc/shadow`"), "{e}");
+        for bad in ["**/*", "**/*.pem", "**/a/b/c", "**/.ssh/**", "**/id_*_rsa", "**/*/id_rsa", "**/.ss?/id", "**/[ab]"] {
+            assert!(deny_kernel_keys(bad).is_err(), "{bad}");
+        }
+        assert!(deny_kernel_keys(&format!("**/{}", "x".repeat(130))).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn deny_paths_parse_and_compile() {
+        let yaml = "agents:\n  - name: a\n    exfil:\n      sensitive_paths: [\"/etc/passwd\", { path: \"**/.ssh/id_*\", action: deny }, { path: \"**/.env\", action: taint }]\n";
+        let p = crate::policy::parse::parse("p.yaml", yaml).unwrap();
+        let x = p.agents[0].exfil.as_ref().unwrap();
+        assert_eq!(x.sensitive_paths.iter().map(|s| (s.glob.as_str(), s.deny)).collect::<Vec<_>>(), vec![("/etc/passwd", false), ("**/.ssh/id_*", true), ("**/.env", false)]);
+        let c = compile(Some(x), false, 7, "p.yaml").unwrap();
+        assert_ne!(c.config.flags & EXFIL_DENY_OPENS, 0);
+        assert_eq!(c.eval.sensitive_deny, vec![false, true, false]);
+        let deny: Vec<String> = c.sensitive.iter().filter(|(_, _, r)| r.flags & SENS_DENY != 0).map(|(l, k, _)| String::from_utf8_lossy(&k.text[..((l - 40) / 8) as usize]).into_owned()).collect();
+        assert_eq!(deny, vec![".ssh/id_".to_owned()]);
+        for (bad, why) in [
+            ("{ path: \"/etc/shadow\", action: deny }", "not the whole path"),
+            ("{ path: \"**/.env\", action: block }", "must be `deny` or `taint`"),
+            ("{ action: deny }", "path"),
+            ("{ path: \"**/.env\", actions: deny }", "actions"),
+        ] {
+            let e = crate::policy::parse::parse("p.yaml", &format!("agents:\n  - name: a\n    exfil:\n      sensitive_paths: [{bad}]\n")).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let no_deny = compile(Some(&crate::policy::parse::parse("p.yaml", "agents:\n  - name: a\n    exfil:\n      sensitive_paths: [\"**/.env\"]\n").unwrap().agents[0].exfil.clone().unwrap()), false, 7, "p.yaml").unwrap();
+        assert_eq!(no_deny.config.flags & EXFIL_DENY_OPENS, 0);
+    }
+
+    #[test]
+    fn longer_entries_inherit_a_shorter_ones_deny() {
+        // `**/id_*` denies every name starting `id_`; `/x/.ssh/id_rsa`'s report-only name entry
+        // `id_rsa\0` is the longer match in the trie and must carry that deny.
+        let yaml = "agents:\n  - name: a\n    exfil:\n      sensitive_paths: [\"/x/.ssh/id_rsa\", { path: \"**/id_*\", action: deny }]\n";
+        let p = crate::policy::parse::parse("p.yaml", yaml).unwrap();
+        let c = compile(p.agents[0].exfil.as_ref(), false, 7, "p.yaml").unwrap();
+        let flags = |text: &str| c.sensitive.iter().find(|(l, k, _)| &k.text[..((l - 40) / 8) as usize] == text.as_bytes()).map(|(_, _, r)| r.flags);
+        assert_eq!(flags("id_rsa\0"), Some(SENS_DENY | SENS_TAINT_NOW));
+        assert_eq!(flags(".ssh/id_rsa\0"), Some(SENS_TAINT_NOW), "another kind inherits nothing");
     }
 
     #[test]
