@@ -33,6 +33,15 @@ fn tier_of(daemon: &Daemon) -> (String, Value) {
     (tier, status)
 }
 
+/// `cargo xtask vmtest` prints these: the lsm tier's verdicts, seen in a real guest.
+fn evidence(v: &Value) {
+    if let Ok(path) = std::env::var("GUARD_VM_EVIDENCE") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        writeln!(f, "{v}").unwrap();
+    }
+}
+
 /// Runs `path` from a Python caller in the agent: prints the errno execve failed with, or is
 /// replaced by it.
 const EXEC_CALLER: &str = "import os,sys\nprint('caller', os.getpid(), flush=True)\ntry:\n    os.execv(sys.argv[1], [sys.argv[1]])\nexcept OSError as e:\n    print('errno', e.errno, flush=True)\n";
@@ -67,10 +76,7 @@ fn a_denied_exec_fails_with_eperm_on_the_lsm_tier_and_is_killed_on_the_tracepoin
         assert!(out.status.success(), "the caller did not live: {:?}", out.status);
         assert_eq!(field(&v, "/unmapped/verdict"), "denied", "{v:#}");
         assert!(field(&exec_row, "/mechanism").contains("bprm_check_security"), "{exec_row:#}");
-        // `cargo xtask vmtest` prints it: the lsm tier's verdict, seen in a real guest.
-        if let Ok(path) = std::env::var("GUARD_VM_EVIDENCE") {
-            std::fs::write(path, format!("{v}\n")).unwrap();
-        }
+        evidence(&v);
     } else {
         // The new image was killed before its first instruction.
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?} {stdout}", out.status);
@@ -220,6 +226,7 @@ fn a_denied_sensitive_open_fails_with_eperm_on_the_lsm_tier_and_is_killed_on_the
         assert!(st.success(), "the caller did not live: {st:?}");
         assert_eq!(field(&v, "/unmapped/verdict"), "denied", "{v:#}");
         assert!(field(&row, "/mechanism").contains("lsm/file_open"), "{row:#}");
+        evidence(&v);
         // Judged on the opened file itself: a symlink with an innocent name is refused too.
         let link = dir.path("innocent");
         std::os::unix::fs::symlink(&secret, &link).unwrap();

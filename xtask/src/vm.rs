@@ -340,7 +340,7 @@ fn boot(root: &Path, k: &Unpacked, suite: &str, lsm_bpf: bool, accel: (&str, u64
     }
     let verdict = read("verdict.json");
     if !verdict.trim().is_empty() {
-        println!("[xtask] vmtest {label}: the lsm tier's verdict for the denied exec:\n{}", verdict.trim());
+        println!("[xtask] vmtest {label}: the lsm tier's verdicts (the denied exec, the denied open):\n{}", verdict.trim());
     }
     let probe = read("probe.txt");
     let tier = probe.lines().find_map(|l| l.strip_prefix("tier:")).map(|t| t.trim().split(' ').next().unwrap_or("").to_owned()).unwrap_or_else(|| "?".into());

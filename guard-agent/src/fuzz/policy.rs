@@ -50,7 +50,7 @@ agents:
         - cidr: 169.254.169.254/32
           message: metadata
     exfil:
-      sensitive_paths: ["/home/*/.ssh/**", "**/.env", /etc/shadow]
+      sensitive_paths: ["/home/*/.ssh/**", "**/.env", /etc/shadow, { path: "**/.ssh/id_*", action: deny }]
       after_sensitive_read: kill
       egress_budget: { bytes: 1MiB, per: 10s, action: kill }
       budget_exempt: [10.0.0.0/8]
