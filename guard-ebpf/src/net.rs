@@ -81,6 +81,9 @@ fn own(ctx: &SockAddrContext, w: &Workload, op: u16, ret: i32) {
     let mut o = SockOwner { tgid, policy_id: w.policy_id, cgroup_id: w.cgroup_id, matched_cgroup_id: w.matched_cgroup_id };
     // SAFETY: the kernel hands sock_addr programs their socket; `o` is copied in when the entry
     // is created, and the pointer returned (NULL if it could not be) is to this socket's value.
+    // Creation is charged to the socket's option memory (`net.core.optmem_max`, as
+    // `sock_kmalloc`): a socket whose option memory is used up gets no owner and is not
+    // budgeted (fail open, as an entry evicted from the cookie-keyed LRU map this replaced).
     let p = unsafe { SOCK_OWNER.get_or_insert_ptr_mut(ctx, Some(&mut o)) };
     if op != NET_OP_SENDMSG && !p.is_null() {
         // SAFETY: as above; a whole-value write.
