@@ -3,6 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
+use aya_ebpf::{btf_maps::SkStorage, macros::btf_map};
 use aya_ebpf::maps::lpm_trie::Key;
 use guard_common::{
     CgroupPolicy, EventKind, ExecEvent, Held, Tagged, ExecInodeKey, ExecNameKey, ExecNamePrefixKey, ExecPathKey,
@@ -149,10 +150,6 @@ pub static TAGGED: HashMap<u32, Tagged> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static EXFIL: Array<ExfilConfig> = Array::with_max_entries(POLICY_SLOTS, 0);
 
-/// Which workload a socket belongs to, by socket cookie (see `SockOwner`).
-#[map]
-pub static SOCK_OWNER: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
-
 /// Bytes per (workload, destination, port) in the current budget window.
 #[map]
 pub static BUDGETS: LruHashMap<BudgetKey, BudgetValue> = LruHashMap::with_max_entries(65536, 0);
@@ -246,4 +243,26 @@ pub fn exfil_config(policy_id: u32) -> ExfilConfig {
         Some(c) => *c,
         None => ExfilConfig { budget_bytes: 0, window_ns: 0, flags: 0, _pad: 0 },
     }
+}
+
+// --- Socket-local storage (issue 16: hosts pay nothing for guard) ---
+
+/// Which workload a socket belongs to (see `SockOwner`), stored on the socket itself
+/// (`BPF_MAP_TYPE_SK_STORAGE`), written by the connect/sendmsg hooks. The `cgroup_skb`
+/// programs run for every packet on the host: for a socket no agent workload connected, this
+/// is one pointer read on the socket (`bpf_sk_storage_get` finding nothing), where a
+/// cookie-keyed hash map cost the cookie and a hash lookup per packet. The entry lives and dies
+/// with the socket, so no LRU can evict a live agent socket's owner either.
+///
+/// A BTF-defined map (`.maps` section): the kernel requires BTF for socket storage, and
+/// `aya_ebpf::maps` (the legacy `maps` section) has no such type; `aya_ebpf::btf_maps` does,
+/// bpf-linker emits its BTF (`--btf`, which aya-build passes), and aya 0.14 loads and pins it
+/// like the others.
+#[btf_map]
+pub static SOCK_OWNER: SkStorage<SockOwner> = SkStorage::new();
+
+/// The socket-storage map, as the helpers take it.
+#[inline(always)]
+pub fn sock_owner_map() -> *mut core::ffi::c_void {
+    core::ptr::addr_of!(SOCK_OWNER).cast_mut().cast()
 }

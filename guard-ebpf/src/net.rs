@@ -1,5 +1,5 @@
 //! Connect decisions: one longest-prefix lookup per destination, then the entry's port ranges.
-use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, maps::lpm_trie::Key, programs::SockAddrContext};
+use aya_ebpf::{maps::lpm_trie::Key, programs::SockAddrContext};
 use guard_common::{
     ConnectEvent, Decision, EVENT_FLAG_DNS_BLOCKED, EVENT_FLAG_TAINT_ALLOWED, EVENT_FLAG_TAINTED,
     EXFIL_TAINT_ALLOWLIST, EXFIL_TAINT_KILL, EventKind, MAX_PORT_RANGES, NET_ALLOW, NET_DENY,
@@ -69,22 +69,26 @@ pub fn try_v6(ctx: &SockAddrContext, op: u16) -> Result<i32, i64> {
     Ok(r)
 }
 
-/// Records whose socket this is, for the `cgroup_skb` programs (byte budgets, DNS). A sendmsg
-/// only records a socket not seen yet: datagrams are many.
+/// Records whose socket this is, for the `cgroup_skb` programs (byte budgets, DNS), in the
+/// socket's own storage (`SOCK_OWNER`). A sendmsg only records a socket not seen yet:
+/// datagrams are many; a connect records its caller.
 #[inline(always)]
 fn own(ctx: &SockAddrContext, w: &Workload, op: u16, ret: i32) {
     if ret != ALLOW {
         return;
     }
-    // SAFETY: reads the context's socket only.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    // SAFETY: presence test only.
-    if op == NET_OP_SENDMSG && unsafe { SOCK_OWNER.get(&cookie) }.is_some() {
-        return;
-    }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let o = SockOwner { tgid, policy_id: w.policy_id, cgroup_id: w.cgroup_id, matched_cgroup_id: w.matched_cgroup_id };
-    let _ = SOCK_OWNER.insert(&cookie, &o, 0);
+    let mut o = SockOwner { tgid, policy_id: w.policy_id, cgroup_id: w.cgroup_id, matched_cgroup_id: w.matched_cgroup_id };
+    // SAFETY: the kernel hands sock_addr programs their socket; `o` is copied in when the entry
+    // is created, and the pointer returned (NULL if it could not be) is to this socket's value.
+    // Creation is charged to the socket's option memory (`net.core.optmem_max`, as
+    // `sock_kmalloc`): a socket whose option memory is used up gets no owner and is not
+    // budgeted (fail open, as an entry evicted from the cookie-keyed LRU map this replaced).
+    let p = unsafe { SOCK_OWNER.get_or_insert_ptr_mut(ctx, Some(&mut o)) };
+    if op != NET_OP_SENDMSG && !p.is_null() {
+        // SAFETY: as above; a whole-value write.
+        unsafe { *p = o };
+    }
 }
 
 const DNS_PORT: u16 = 53;

@@ -1,10 +1,11 @@
 //! Packets of agent workloads' sockets (`cgroup_skb`, attached at the cgroup v2 root): byte
 //! budgets per (workload, destination, port) on egress, DNS to and from port 53 copied to the
 //! daemon, and DNS cut off for workloads caught tunnelling. The current task here is not the
-//! sender: whose socket it is comes from `SOCK_OWNER` (filled by the connect/sendmsg hooks).
+//! sender: whose socket it is comes from `SOCK_OWNER`, the socket's own storage (filled by the
+//! connect/sendmsg hooks).
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_load_bytes},
+    helpers::generated::{bpf_ktime_get_boot_ns, bpf_sk_storage_get, bpf_skb_load_bytes},
     maps::lpm_trie::Key,
     programs::SkBuffContext,
 };
@@ -14,8 +15,8 @@ use guard_common::{
 };
 
 use crate::maps::{
-    AGENT_CGROUPS, BUDGET_EXEMPT_V4, BUDGET_EXEMPT_V6, BUDGETS, DNS_BLOCKED, EVENTS, SOCK_OWNER,
-    URGENT, count_drop, exfil_config, policy_config,
+    AGENT_CGROUPS, BUDGET_EXEMPT_V4, BUDGET_EXEMPT_V6, BUDGETS, DNS_BLOCKED, EVENTS, URGENT,
+    count_drop, exfil_config, policy_config, sock_owner_map,
 };
 
 pub const PASS: i32 = 1;
@@ -80,24 +81,41 @@ fn parse(ctx: &SkBuffContext, remote_is_dst: bool) -> Option<Packet> {
     })
 }
 
-/// The owner of the packet's socket, with the policy now registered for its workload.
+/// The owner of the packet's socket, as its connect or sendmsg recorded it. For a
+/// socket no agent workload connected (every other socket on the host) this is all a packet
+/// costs: one socket-storage read that finds nothing.
 #[inline(always)]
 fn owner(ctx: &SkBuffContext) -> Option<SockOwner> {
-    // SAFETY: the helper only reads the skb's socket.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: copied out at once.
-    let mut o = *unsafe { SOCK_OWNER.get(&cookie) }?;
-    // SAFETY: as above.
+    // SAFETY: the kernel hands cgroup_skb programs a valid `__sk_buff`; `sk` may be NULL.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: the helper reads the socket's storage only (NULL for a request or timewait
+    // socket, or a socket without an entry); no value is created.
+    let p = unsafe { bpf_sk_storage_get(sock_owner_map(), sk.cast(), core::ptr::null_mut(), 0) }.cast::<SockOwner>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: copied out at once; the storage lives as long as the socket, which outlives us.
+    Some(unsafe { *p })
+}
+
+/// `o` with the policy now registered for its workload (a reload may have changed it).
+#[inline(always)]
+fn current_policy(mut o: SockOwner) -> SockOwner {
+    // SAFETY: the value is copied out at once.
     if let Some(reg) = unsafe { AGENT_CGROUPS.get(&o.matched_cgroup_id) } {
         o.policy_id = reg.policy_id;
     }
-    Some(o)
+    o
 }
 
 pub fn try_egress(ctx: &SkBuffContext) -> i32 {
     let Some(o) = owner(ctx) else {
         return PASS;
     };
+    let o = current_policy(o);
     let Some(p) = parse(ctx, true) else {
         return PASS;
     };
@@ -161,15 +179,18 @@ pub fn try_egress(ctx: &SkBuffContext) -> i32 {
 }
 
 pub fn try_ingress(ctx: &SkBuffContext) -> i32 {
+    // The owner first: for a socket no agent workload connected it is one read, cheaper than
+    // parsing the headers of every packet on the host.
+    let Some(o) = owner(ctx) else {
+        return PASS;
+    };
     let Some(p) = parse(ctx, false) else {
         return PASS;
     };
     if p.src_port != DNS_PORT {
         return PASS;
     }
-    let Some(o) = owner(ctx) else {
-        return PASS;
-    };
+    let o = current_policy(o);
     if exfil_config(o.policy_id).flags & EXFIL_WATCH_DNS != 0 {
         copy_dns(ctx, &o, &p, DNS_ANSWER);
     }

@@ -385,9 +385,9 @@ impl Report<'_> {
         if connect_total > 0.0 && connect_host >= 0.5 * connect_total {
             f.push(format!(
                 "**Processes outside agent workloads pay for programs that run host-wide.** In B (nothing to enforce) guard's programs take {connect_total:.0} ns per connect iteration, {connect_host:.0} ns of it in programs that run for every process: {} per connect; and {stream_host:.0} ns per MiB streamed ({}). \
-                 guard_gate runs on every system call (sys_enter) and stops at one counter read while nothing is held; the cgroup_skb programs run on every packet and return after a socket-cookie lookup for sockets no agent opened; connect4 and the socket hooks walk the caller's cgroups. \
-                 They are attached at the cgroup root on purpose: a tagged process that leaves its agent's cgroups, and its sockets, stay enforced and budgeted wherever they go, which programs attached to the agent cgroups only would miss. \
-                 What would cut the per-packet cost: socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, one pointer read for a socket with no owner) instead of the cookie and hash lookup; aya-ebpf 0.2.1 has no such map (it needs a BTF-defined map).",
+                 guard_gate runs on every system call (sys_enter) and stops at one counter read while nothing is held; the cgroup_skb programs run on every packet and return after one socket-storage read (`SOCK_OWNER`, BPF socket-local storage) for sockets no agent connected, before parsing anything; connect4 and the socket hooks walk the caller's cgroups. \
+                 They are attached at the cgroup root on purpose: a tagged process that leaves its agent's cgroups stays enforced, and the sockets it makes after the move (charged to the cgroup it moved to) stay budgeted, which programs attached to the agent cgroups only would miss. \
+                 What remains per run is mostly the cost of running a program at all (with `kernel.bpf_stats_enabled` each run also pays two clock reads): the gate's share would go only by not attaching it while no policy can hold.",
                 connect_list.join(", "),
                 stream_list.join(", ")
             ));
