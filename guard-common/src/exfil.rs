@@ -34,7 +34,8 @@ pub struct ExfilConfig {
 const _: () = assert!(size_of::<ExfilConfig>() == 24);
 
 /// Who a socket belongs to: recorded by the connect and sendmsg hooks (where the task is
-/// known), read by the `cgroup_skb` programs (where it is not). Keyed by socket cookie.
+/// known), read by the `cgroup_skb` programs (where it is not). Kept in the socket's own storage
+/// (`SOCK_OWNER`, socket-local storage): freed with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockOwner {
