@@ -146,7 +146,8 @@ fn try_open(ctx: &TracePointContext, dfd_off: u32, name_off: u32, flags_off: u32
         // SAFETY: as above.
         unsafe { ctx.read_at::<u64>(flags_off as usize) }.map(|f| f as u32).unwrap_or(0)
     };
-    if flags & SENS_TAINT_NOW != 0 && decision != Decision::Killed {
+    // A killed process reads nothing; one the signal missed may.
+    if flags & SENS_TAINT_NOW != 0 && (decision != Decision::Killed || signal_failed) {
         let taint = Taint {
             // SAFETY: no arguments, no memory access.
             boot_ns: unsafe { bpf_ktime_get_boot_ns() },

@@ -230,7 +230,8 @@ impl Engine {
         }
         self.exfil.counters.opens_denied += 1;
         self.emit_with_session(v);
-        matches!(decision, Decision::Denied | Decision::Killed)
+        // A process the kill signal missed went on with the descriptor: a read, to taint.
+        decision == Decision::Denied || (decision == Decision::Killed && h.flags & EVENT_FLAG_SIGNAL_FAILED == 0)
     }
 
     /// Adds what the exfil defences know to a connect's verdict, and carries out a kill the
