@@ -180,7 +180,7 @@ fn es_document(v: &Value, time_ms: u64) -> Value {
         doc = v.clone();
     }
     if doc.get("@timestamp").is_none() {
-        doc["@timestamp"] = Value::String(crate::cli::tail::utc(time_ms));
+        doc["@timestamp"] = Value::String(crate::time::utc(time_ms));
     }
     doc
 }

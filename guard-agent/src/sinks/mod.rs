@@ -68,7 +68,6 @@ use tokio::sync::broadcast;
 use crate::config::SinkConfig;
 
 mod file;
-pub use file::Rotation;
 mod http;
 mod kafka;
 mod spool;
@@ -310,6 +309,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rotation;
 
     #[test]
     fn file_sink_appends_lines_and_follows_rotation_and_removal() {

@@ -34,15 +34,6 @@ use crate::config::{NetworkSink, Vendor};
 /// RFC 5612's enterprise number for documentation.
 const SD_ID: &str = "guard@32473";
 
-/// Syslog facilities by name (RFC 5424 §6.2.1).
-pub fn facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "ntp",
-        "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
-}
-
 fn severity(verdict: &str) -> u8 {
     match verdict {
         "killed" | "denied" => 4,
@@ -80,7 +71,7 @@ fn header_field(s: &str, max: usize) -> String {
 
 /// RFC 3339 UTC with milliseconds, from milliseconds since the epoch.
 fn timestamp(ms: u64) -> String {
-    crate::cli::tail::utc(ms)
+    crate::time::utc(ms)
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -281,6 +272,7 @@ pub fn frame(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::facility;
     use serde_json::json;
 
     #[test]
