@@ -171,6 +171,14 @@ impl Encoder {
     }
 }
 
+/// One line as a Splunk HEC event and as an Elasticsearch `_bulk` item.
+#[cfg(test)]
+pub(super) fn bench_encode(line: &str) -> (Vec<u8>, Vec<u8>) {
+    let hec = Encoder::Hec { fields: "\"host\":\"h\",".into() }.encode(line).unwrap_or_default();
+    let es = Encoder::Es { index: "\"guard\"".into() }.encode(line).unwrap_or_default();
+    (hec, es)
+}
+
 /// The Elasticsearch document of a verdict: its ECS projection (see `crate::ecs`), which has
 /// the `@timestamp` data streams require.
 fn es_document(v: &Value, time_ms: u64) -> Value {

@@ -306,6 +306,12 @@ impl Sink {
     }
 }
 
+/// What the Splunk HEC and Elasticsearch sinks make of one line (for `daemon::output`'s harness).
+#[cfg(test)]
+pub fn bench_http_encode(line: &str) -> (Vec<u8>, Vec<u8>) {
+    http::bench_encode(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
