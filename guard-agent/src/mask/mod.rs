@@ -195,6 +195,17 @@ impl Masker {
         }
     }
 
+    /// An exec's argv and its command line (the argv joined by spaces) masked as
+    /// [`Masker::mask_value`] masks them in a verdict: the changed arguments by index, and the
+    /// masked command line if it changes.
+    pub fn mask_exec_argv(&self, argv: &[String]) -> (Vec<(usize, String)>, Option<String>) {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let edits = self.argv_edits(&args);
+        let line = argv.join(" ");
+        let cmd = self.cmd_line(&line, std::slice::from_ref(&args), std::slice::from_ref(&edits));
+        (edits, cmd)
+    }
+
     /// The secret byte ranges of `s`, unsorted; none (no allocation) for a clean string.
     fn spans(&self, s: &str) -> Vec<(usize, usize)> {
         let mut spans = Vec::new();

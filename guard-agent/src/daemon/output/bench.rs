@@ -88,7 +88,7 @@ fn bench() {
     for v in &verdicts {
         super::encode(&masker, &mut seq, v, None, &mut |obj| {
             if with_audit {
-                let _ = audit.append_canonical(&obj.audit_body(), Some(obj.sequence));
+                let _ = audit.append_canonical(obj.audit_body(), Some(obj.sequence));
             }
             file.write(obj.line());
             if all {
