@@ -67,6 +67,7 @@ use tokio::sync::broadcast;
 
 use crate::config::SinkConfig;
 
+mod fields;
 mod file;
 mod http;
 mod kafka;
@@ -306,10 +307,10 @@ impl Sink {
     }
 }
 
-/// What the Splunk HEC and Elasticsearch sinks make of one line (for `daemon::output`'s harness).
+/// What the Splunk HEC (and with `es` the Elasticsearch) sink makes of one line (for `daemon::output`'s harness).
 #[cfg(test)]
-pub fn bench_http_encode(line: &str) -> (Vec<u8>, Vec<u8>) {
-    http::bench_encode(line)
+pub fn bench_http_encode(line: &str, es: bool) -> (Vec<u8>, Vec<u8>) {
+    http::bench_encode(line, es)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //!
 //! `GUARD_BENCH_KIND`: `exec` (an allowed exec of a launched agent), `killed` (a killed exec, with
 //! its finding), `connect` (an allowed connect); `GUARD_BENCH_SINKS=all` adds what the syslog,
-//! Splunk HEC and Elasticsearch sinks do with each line; `GUARD_BENCH_AUDIT=1` writes the audit
+//! Splunk HEC and Elasticsearch sinks do with each line (`hec`: syslog and HEC only); `GUARD_BENCH_AUDIT=1` writes the audit
 //! log too (its SHA-256 chain costs about 50 instructions per byte of verdict). Instructions per verdict: the run's
 //! total minus a run with `GUARD_BENCH_N=0`, divided by N.
 use std::hint::black_box;
@@ -77,7 +77,8 @@ pub(crate) fn sample(kind: &str, i: usize) -> Verdict {
 fn bench() {
     let n: usize = std::env::var("GUARD_BENCH_N").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
     let kind = std::env::var("GUARD_BENCH_KIND").unwrap_or_else(|_| "exec".into());
-    let all = std::env::var("GUARD_BENCH_SINKS").is_ok_and(|s| s == "all");
+    let sinks = std::env::var("GUARD_BENCH_SINKS").unwrap_or_default();
+    let (all, es) = (sinks == "all" || sinks == "hec", sinks == "all");
     let with_audit = std::env::var("GUARD_BENCH_AUDIT").is_ok_and(|s| s == "1");
     let dir = std::env::temp_dir().join(format!("guard-bench-{}", std::process::id()));
     let masker = crate::mask::Masker::default();
@@ -93,7 +94,7 @@ fn bench() {
             file.write(obj.line());
             if all {
                 black_box(crate::sinks::syslog::message(obj.line(), 10, "host"));
-                black_box(crate::sinks::bench_http_encode(obj.line()));
+                black_box(crate::sinks::bench_http_encode(obj.line(), es));
             }
         });
     }
