@@ -86,12 +86,12 @@ pub fn project(ocsf: &Value) -> Value {
     let reason = str_at(&unmapped, "/reason").or(str_at(&unmapped, "/rule/message"));
     put(&mut event, "reason", reason.map(|r| json!(r)));
     if let Some(ms) = ocsf.get("time").and_then(Value::as_u64) {
-        event.insert("created".into(), json!(crate::cli::tail::utc(ms)));
+        event.insert("created".into(), json!(crate::time::utc(ms)));
     }
 
     let mut doc = Map::new();
     if let Some(ms) = ocsf.get("time").and_then(Value::as_u64) {
-        doc.insert("@timestamp".into(), json!(crate::cli::tail::utc(ms)));
+        doc.insert("@timestamp".into(), json!(crate::time::utc(ms)));
     }
     doc.insert("ecs".into(), json!({ "version": ECS_VERSION }));
     doc.insert("event".into(), Value::Object(event));
@@ -500,6 +500,6 @@ mod tests {
             assert_eq!(e["ecs"]["version"], ECS_VERSION, "{odd}");
             assert!(e["event"]["kind"].is_string(), "{odd}");
         }
-        assert_eq!(crate::cli::tail::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(crate::time::utc(0), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -27,6 +27,7 @@ mod seq;
 mod sql;
 mod sessions;
 mod sinks;
+mod time;
 mod verdict;
 
 use std::process::ExitCode;

@@ -572,6 +572,7 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
+mod encode;
 mod names;
 use names::{family_name, protocol_name, severity_name, sock_type_name};
 

@@ -113,6 +113,8 @@ mod writer;
 pub use files::list as log_files;
 pub use key::{create_key, load_key, parse_public, pub_path, write_new_key};
 pub use verify::{Report, VerifyOptions, read_witness, verify};
+#[cfg(test)]
+pub use record::canonical;
 pub use writer::{Log, LogOptions};
 
 /// Where `keygen` puts the key by default (root-only state).

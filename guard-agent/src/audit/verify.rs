@@ -440,7 +440,7 @@ fn describe_gap(seq: u64, v: &Value) -> (String, u64) {
         s += &format!(", verdicts with metadata.sequence {a}..{b}");
     }
     if let (Some(a), Some(b)) = (v["first_ts"].as_u64(), v["last_ts"].as_u64()) {
-        s += &format!(", from {} to {}", crate::cli::tail::utc(a), crate::cli::tail::utc(b));
+        s += &format!(", from {} to {}", crate::time::utc(a), crate::time::utc(b));
     }
     s += "; the chain resumes with this signed gap record";
     (s, lost)

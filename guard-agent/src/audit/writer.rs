@@ -169,12 +169,17 @@ impl Log {
     /// `checkpoint_every` records are unsealed. An error means the verdict is not in the log:
     /// it is counted as lost, and stated by the next gap record.
     pub fn append(&mut self, verdict: &Value) -> io::Result<u64> {
+        self.append_canonical(&canonical(verdict), verdict.pointer("/metadata/sequence").and_then(Value::as_u64))
+    }
+
+    /// [`Log::append`] of a verdict already in canonical form (`body`), numbered `sequence`.
+    pub fn append_canonical(&mut self, body: &[u8], sequence: Option<u64>) -> io::Result<u64> {
         let written = self.guarded(|log| {
             log.close_gap()?;
             log.rotate_if_full()?;
-            log.write_record(Kind::Verdict, &canonical(verdict))
+            log.write_record(Kind::Verdict, body)
         });
-        let seq = written.inspect_err(|e| self.lose(verdict, e))?;
+        let seq = written.inspect_err(|e| self.lose(sequence, e))?;
         if self.opts.checkpoint_every > 0 && self.since_checkpoint >= self.opts.checkpoint_every {
             // The verdict is in the log; a seal that cannot be written now is tried again
             // after the next record (and counted as a failed write).
@@ -264,14 +269,14 @@ impl Log {
     }
 
     /// A verdict that could not be written joins the gap.
-    fn lose(&mut self, verdict: &Value, e: &io::Error) {
+    fn lose(&mut self, sequence: Option<u64>, e: &io::Error) {
         self.stats.lost += 1;
         self.stats.unrecorded += 1;
         let now = now_ms();
         let g = self.gap.get_or_insert_with(|| Gap { lost: 0, first_ms: now, last_ms: now, sequences: None, error: e.to_string() });
         g.lost += 1;
         g.last_ms = now;
-        if let Some(s) = verdict.pointer("/metadata/sequence").and_then(Value::as_u64) {
+        if let Some(s) = sequence {
             g.sequences = Some(g.sequences.map_or((s, s), |(a, b)| (a.min(s), b.max(s))));
         }
     }

@@ -1,8 +1,9 @@
 //! `guard-agent daemon`.
 use std::{net::SocketAddr, path::PathBuf};
 
+pub use crate::config::Settings;
 use crate::{
-    config::{Config, SinkConfig},
+    config::{Config, SinkConfig, map_entries, ring_buffer_kib},
     policy::{self, Policy, PolicyError},
 };
 
@@ -57,45 +58,6 @@ pub struct DaemonArgs {
     pub metrics: Option<SocketAddr>,
 }
 
-pub fn ring_buffer_kib(s: &str) -> Result<u32, String> {
-    let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
-        return Err(format!("{kib} is not a power of two between 4 and {}", 1 << 20));
-    }
-    Ok(kib)
-}
-
-pub fn map_entries(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    if n == 0 || n > 1 << 24 {
-        return Err(format!("{n} is not between 1 and {}", 1 << 24));
-    }
-    Ok(n)
-}
-
-/// What the daemon runs with: flags, then the settings file, then defaults.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub config: Option<PathBuf>,
-    pub policy: Option<PathBuf>,
-    pub admin_socket: PathBuf,
-    pub launch_socket: PathBuf,
-    pub launch_group: Option<String>,
-    pub detach_on_exit: bool,
-    pub pin_dir: PathBuf,
-    pub ring_buffer_kib: u32,
-    pub map_entries: u32,
-    pub observe_all_execs: bool,
-    /// Where verdicts go; standard output unless the settings file says otherwise.
-    pub sinks: Vec<SinkConfig>,
-    pub metrics: Option<SocketAddr>,
-    pub state_dir: Option<PathBuf>,
-    pub mask_patterns: Vec<String>,
-    pub audit_log: Option<crate::config::AuditLogConfig>,
-    /// Where container runtimes keep their data (container identity).
-    pub containers: crate::container::Roots,
-}
-
 pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
     let file = match &args.config {
         Some(path) => crate::config::load(path)?,
@@ -109,7 +71,7 @@ pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
         launch_group: args.launch_group.clone().or(file.launch_group),
         detach_on_exit: args.detach_on_exit,
         pin_dir: args.pin_dir.clone(),
-        ring_buffer_kib: args.ring_buffer_kib.or(file.ring_buffer_kib).unwrap_or(1024),
+        ring_buffer_kib: args.ring_buffer_kib.or(file.ring_buffer_kib).unwrap_or(crate::config::DEFAULT_RING_BUFFER_KIB),
         map_entries: args.map_entries.or(file.map_entries).unwrap_or(crate::loader::DEFAULT_MAP_ENTRIES),
         observe_all_execs: args.observe_all_execs || file.observe_all_execs.unwrap_or(false),
         sinks: file.sinks.unwrap_or_else(|| vec![SinkConfig::Stdout]),
@@ -119,17 +81,6 @@ pub fn settings(args: &DaemonArgs) -> Result<Settings, PolicyError> {
         audit_log: file.audit_log,
         containers: file.containers.unwrap_or_default(),
     })
-}
-
-impl Settings {
-    pub fn load_options(&self) -> crate::loader::Options {
-        crate::loader::Options {
-            pin_dir: self.pin_dir.clone(),
-            ring_buffer_bytes: self.ring_buffer_kib * 1024,
-            map_entries: self.map_entries,
-            observe_all_execs: self.observe_all_execs,
-        }
-    }
 }
 
 /// Reads and compiles the policy the daemon will enforce. Runs before anything is loaded into

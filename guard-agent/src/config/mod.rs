@@ -55,7 +55,7 @@ pub enum SinkConfig {
     /// One JSON line per verdict on standard output (the journal, under systemd).
     Stdout,
     /// One JSON line per verdict appended to a file (created 0640).
-    File { path: PathBuf, rotation: crate::sinks::Rotation },
+    File { path: PathBuf, rotation: Rotation },
     /// Splunk HEC or Elasticsearch `_bulk`, through a bounded on-disk spool (see `sinks`).
     Network(Box<NetworkSink>),
 }
@@ -145,6 +145,8 @@ impl Secret {
 
 mod kafka;
 pub use kafka::Kafka;
+mod settings;
+pub use settings::{DEFAULT_RING_BUFFER_KIB, Rotation, Settings, facility, map_entries, ring_buffer_kib};
 
 const KEYS: &[&str] = &[
     "policy", "admin_socket", "launch_socket", "launch_group", "ring_buffer_kib", "map_entries",
@@ -170,8 +172,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, PolicyError> {
         admin_socket: path("admin_socket")?,
         launch_socket: path("launch_socket")?,
         launch_group: m.get("launch_group").map(|n| p.nonempty_str(n, "`launch_group`").map(str::to_owned)).transpose()?,
-        ring_buffer_kib: m.get("ring_buffer_kib").map(|n| number(&p, n, "ring_buffer_kib", crate::cli::daemon::ring_buffer_kib)).transpose()?,
-        map_entries: m.get("map_entries").map(|n| number(&p, n, "map_entries", crate::cli::daemon::map_entries)).transpose()?,
+        ring_buffer_kib: m.get("ring_buffer_kib").map(|n| number(&p, n, "ring_buffer_kib", ring_buffer_kib)).transpose()?,
+        map_entries: m.get("map_entries").map(|n| number(&p, n, "map_entries", map_entries)).transpose()?,
         observe_all_execs: m.get("observe_all_execs").map(|n| boolean(&p, n, "observe_all_execs")).transpose()?,
         sinks: m.get("sinks").map(|n| sinks(&p, n)).transpose()?,
         metrics: m.get("metrics").map(|n| metrics(&p, n)).transpose()?,
@@ -242,8 +244,8 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
             }
             "file" => {
                 let m = p.map(item, "a `file` sink", &["type", "path", "rotate_bytes", "rotate_age", "keep"])?;
-                let d = crate::sinks::Rotation::default();
-                let rotation = crate::sinks::Rotation {
+                let d = Rotation::default();
+                let rotation = Rotation {
                     max_bytes: m.get("rotate_bytes").map(|n| size(p, n, "rotate_bytes")).transpose()?.unwrap_or(d.max_bytes),
                     max_age: m.get("rotate_age").map(|n| duration(p, n, "rotate_age")).transpose()?.or(d.max_age),
                     keep: match m.get("keep") {
@@ -299,10 +301,10 @@ fn sinks(p: &Parser<'_>, node: &Node) -> Result<Vec<SinkConfig>, PolicyError> {
                 let facility = match m.get("facility") {
                     Some(n) => {
                         let name = p.str(n, "`facility`")?;
-                        crate::sinks::syslog::facility(name)
+                        facility(name)
                             .ok_or_else(|| p.err(n.pos, format!("unknown facility `{name}` (e.g. authpriv, auth, daemon, local0..local7)")))?
                     }
-                    None => crate::sinks::syslog::facility("authpriv").unwrap_or(10),
+                    None => facility("authpriv").unwrap_or(10),
                 };
                 network(p, item, &m, ty, Vendor::Syslog { facility, tls, host, port })?
             }

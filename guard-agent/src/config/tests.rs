@@ -5,9 +5,9 @@ use super::*;
 fn installed_default_parses() {
     let c = parse("guard.yaml", DEFAULT_CONFIG).unwrap();
     assert_eq!(c.policy.as_deref(), Some(Path::new("/etc/guard/policy.d")));
-    assert_eq!(c.sinks, Some(vec![SinkConfig::File { path: "/var/log/guard/verdicts.jsonl".into(), rotation: crate::sinks::Rotation::default() }]));
+    assert_eq!(c.sinks, Some(vec![SinkConfig::File { path: "/var/log/guard/verdicts.jsonl".into(), rotation: crate::config::Rotation::default() }]));
     let r = parse("g.yaml", "sinks:\n  - type: file\n    path: /v\n    rotate_bytes: 1MiB\n    rotate_age: 1h\n    keep: 3\n").unwrap();
-    assert_eq!(r.sinks, Some(vec![SinkConfig::File { path: "/v".into(), rotation: crate::sinks::Rotation { max_bytes: 1 << 20, max_age: Some(Duration::from_secs(3600)), keep: 3 } }]));
+    assert_eq!(r.sinks, Some(vec![SinkConfig::File { path: "/v".into(), rotation: crate::config::Rotation { max_bytes: 1 << 20, max_age: Some(Duration::from_secs(3600)), keep: 3 } }]));
     assert_eq!(c.metrics, None);
     assert_eq!(c.ring_buffer_kib, Some(1024));
     assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/guard")));

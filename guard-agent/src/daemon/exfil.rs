@@ -255,7 +255,7 @@ impl Engine {
             v.reason = Some(format!(
                 "{by} read {} at {}; after a sensitive read only allow-listed destinations may be reached",
                 info.path,
-                crate::cli::tail::utc(info.time_ms)
+                crate::time::utc(info.time_ms)
             ));
             v.exfil = Some(json!({ "sensitive_read": info.to_json() }));
             if v.decision == Decision::Killed {

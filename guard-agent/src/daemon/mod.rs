@@ -34,7 +34,7 @@ mod status;
 
 use crate::{
     cgroup,
-    cli::daemon::Settings,
+    config::Settings,
     control::{self, ControlMsg},
     correlate::{Correlator, nul_terminated},
     events::Event,

@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::Engine;
 use crate::{
+    mask::Masker,
+    seq::Sequence,
     sinks::TailItem,
     verdict::{Verdict, decision_name},
 };
@@ -15,38 +17,22 @@ impl Engine {
     pub(super) fn emit(&mut self, v: &Verdict) {
         let verdict = decision_name(v.decision);
         *self.counters.verdicts.entry(verdict).or_default() += 1;
-        let mut value = v.to_ocsf();
         // The container (and pod) the workload runs in, for container cgroups.
         let container = v.cgroup_path.as_deref().and_then(|p| self.containers.of_cgroup(p));
-        if let Some(c) = &container {
-            crate::container::annotate(&mut value, c);
-        }
-        self.write_numbered(&mut value, v, verdict);
-        if let Some(mut finding) = v.finding(&value) {
-            if let Some(c) = &container {
-                crate::container::annotate(&mut finding, c);
+        let Engine { masker, seq, audit, sinks, tail, .. } = self;
+        encode(masker, seq, v, container.as_deref(), &mut |obj| {
+            if let Some(log) = audit.as_mut() {
+                // A verdict the log cannot take is counted by it and stated in a gap record
+                // once it can write again (see `audit::Log`); it still goes to the sinks.
+                let _ = log.append_canonical(obj.audit_body(), Some(obj.sequence));
             }
-            self.write_numbered(&mut finding, v, verdict);
-        }
-    }
-
-    /// Numbers one OCSF object (`metadata.sequence`) and writes it, one line, to the sinks and
-    /// the live feed.
-    fn write_numbered(&mut self, value: &mut Value, v: &Verdict, verdict: &'static str) {
-        self.masker.mask_value(value);
-        value["metadata"]["sequence"] = serde_json::json!(self.seq.next_or_degrade());
-        if let Some(log) = &mut self.audit {
-            // A verdict the log cannot take is counted by it and stated in a gap record once
-            // it can write again (see `audit::Log`); it still goes to the sinks.
-            let _ = log.append(value);
-        }
-        let line = value.to_string();
-        // A failing sink (closed pipe, full disk) is counted and retried; it never stops the
-        // daemon.
-        self.sinks.write(&line);
-        if self.tail.receiver_count() > 0 {
-            let _ = self.tail.send(Arc::new(TailItem { agent: v.agent.clone(), verdict, line }));
-        }
+            // A failing sink (closed pipe, full disk) is counted and retried; it never stops
+            // the daemon.
+            sinks.write(obj.line());
+            if tail.receiver_count() > 0 {
+                let _ = tail.send(Arc::new(TailItem { agent: v.agent.clone(), verdict, line: obj.line().to_owned() }));
+            }
+        });
     }
 
     pub(super) fn flush(&mut self) {
@@ -89,3 +75,85 @@ pub(super) fn open_audit_log(a: &crate::config::AuditLogConfig) -> anyhow::Resul
     crate::audit::Log::open(&a.dir, key, opts).with_context(|| format!("opening the audit log in {}", a.dir.display()))
 }
 
+/// One OCSF object as every sink gets it: masked, numbered, encoded once.
+pub(super) struct Encoded<'a> {
+    line: &'a str,
+    /// Its `metadata.sequence`.
+    pub sequence: u64,
+}
+
+impl Encoded<'_> {
+    /// Its JSON, one line (no newline).
+    pub fn line(&self) -> &str {
+        self.line
+    }
+
+    /// What the audit log hashes and stores: the canonical JSON (see `audit`). The line is
+    /// that already: serde_json's map keeps keys in byte order and escapes as the canonical
+    /// form does, and the fast writer (`verdict::encode`) writes the same bytes
+    /// (`daemon::output::tests`).
+    pub fn audit_body(&self) -> &[u8] {
+        self.line.as_bytes()
+    }
+}
+
+thread_local! {
+    /// The buffer exec and connect lines are written into, reused verdict after verdict.
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(4096));
+}
+
+/// The objects of one verdict, in order, each handed to `out`: its activity (OCSF), then, for
+/// what the policy stopped or held (or would have, in audit mode), its Detection Finding.
+/// Each is masked (nothing secret reaches any sink or the audit log) and numbered.
+///
+/// Exec and connect activities outside containers (nearly every verdict) are written straight
+/// from the verdict into a reused buffer; the rest are built as `Value`s and masked whole.
+pub(super) fn encode(masker: &Masker, seq: &mut Sequence, v: &Verdict, container: Option<&crate::container::Info>, out: &mut dyn FnMut(&Encoded<'_>)) {
+    if container.is_none() && v.has_fast_line() {
+        let sequence = seq.next_or_degrade();
+        let base = LINE.with_borrow_mut(|line| {
+            v.write_line(masker, sequence, line);
+            out(&Encoded { line, sequence });
+            // The finding (rare: something was stopped or held) is made from the activity
+            // as emitted.
+            v.has_finding().then(|| serde_json::from_str::<Value>(line))
+        });
+        if let Some(Ok(base)) = base
+            && let Some(finding) = v.finding(&base)
+        {
+            let (line, sequence) = numbered(masker, seq, finding);
+            out(&Encoded { line: &line, sequence });
+        }
+        return;
+    }
+    let mut value = v.to_ocsf();
+    if let Some(c) = container {
+        crate::container::annotate(&mut value, c);
+    }
+    let (line, sequence) = numbered_value(masker, seq, &mut value);
+    out(&Encoded { line: &line, sequence });
+    if let Some(mut finding) = v.finding(&value) {
+        if let Some(c) = container {
+            crate::container::annotate(&mut finding, c);
+        }
+        let (line, sequence) = numbered(masker, seq, finding);
+        out(&Encoded { line: &line, sequence });
+    }
+}
+
+/// Masks and numbers (`metadata.sequence`) one OCSF object: its line and number.
+fn numbered(masker: &Masker, seq: &mut Sequence, mut value: Value) -> (String, u64) {
+    numbered_value(masker, seq, &mut value)
+}
+
+fn numbered_value(masker: &Masker, seq: &mut Sequence, value: &mut Value) -> (String, u64) {
+    masker.mask_value(value);
+    let sequence = seq.next_or_degrade();
+    value["metadata"]["sequence"] = json!(sequence);
+    (value.to_string(), sequence)
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod bench;

@@ -42,6 +42,7 @@ use serde_json::Value;
 
 mod argv;
 mod patterns;
+mod prefilter;
 
 use argv::*;
 use patterns::*;
@@ -116,6 +117,11 @@ impl Rule {
 
 /// Masks secrets in strings, argv vectors and whole verdicts. Built once; cheap to share.
 pub struct Masker {
+    /// Literals one of which every built-in shape contains ([`prefilter`]): a string without
+    /// any is clean of built-in shapes after one scan.
+    prefilter: aho_corasick::AhoCorasick,
+    /// The administrator's extra patterns, which have no literals the prefilter knows.
+    extra: Option<RegexSet>,
     /// Every rule's pattern, so one pass tells which rules (if any) need a closer look.
     set: RegexSet,
     rules: Vec<Rule>,
@@ -146,7 +152,11 @@ impl Masker {
             rules.push(Rule::new(pattern, None).map_err(|e| format!("masking pattern {pattern:?}: {e}"))?);
         }
         let set = RegexSet::new(rules.iter().map(|r| r.re.as_str())).map_err(|e| format!("masking patterns: {e}"))?;
-        Ok(Masker { set, rules })
+        let extra = match extra {
+            [] => None,
+            _ => Some(RegexSet::new(extra).map_err(|e| format!("masking patterns: {e}"))?),
+        };
+        Ok(Masker { prefilter: prefilter::build(), extra, set, rules })
     }
 
     /// Masks the secrets inside one free-standing string. Borrows (no allocation) when there is
@@ -185,11 +195,22 @@ impl Masker {
         }
     }
 
+    /// An exec's argv and its command line (the argv joined by spaces) masked as
+    /// [`Masker::mask_value`] masks them in a verdict: the changed arguments by index, and the
+    /// masked command line if it changes.
+    pub fn mask_exec_argv(&self, argv: &[String]) -> (Vec<(usize, String)>, Option<String>) {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let edits = self.argv_edits(&args);
+        let line = argv.join(" ");
+        let cmd = self.cmd_line(&line, std::slice::from_ref(&args), std::slice::from_ref(&edits));
+        (edits, cmd)
+    }
+
     /// The secret byte ranges of `s`, unsorted; none (no allocation) for a clean string.
     fn spans(&self, s: &str) -> Vec<(usize, usize)> {
         let mut spans = Vec::new();
-        // `is_match` may stop early and costs less than half of `matches`: the clean case.
-        if !self.set.is_match(s) {
+        // One literal scan settles the clean case, which is nearly every string.
+        if !self.may_hold_secret(s) {
             return spans;
         }
         let hits = self.set.matches(s);
@@ -197,6 +218,12 @@ impl Masker {
             self.rules[i].spans(s, &mut spans);
         }
         spans
+    }
+
+    /// Whether `s` has something a secret shape needs ([`prefilter`]), or an extra pattern
+    /// matches; `false` means no rule can match.
+    fn may_hold_secret(&self, s: &str) -> bool {
+        self.prefilter.is_match(s) || self.extra.as_ref().is_some_and(|e| e.is_match(s))
     }
 
     /// The masked form of each argument that changes, by index, masked until masking changes

@@ -354,3 +354,102 @@ fn quoting_that_never_settles_is_masked_whole_and_stays_masked() {
     assert_eq!(v, once);
     assert!(!v["process"]["cmd_line"].as_str().unwrap().contains('A'), "{v}");
 }
+
+/// The prefilter never calls a string clean that a built-in pattern matches: over every corpus
+/// input (each string, each argument, each joined argv, each negative) and the same with the
+/// case of ASCII letters flipped.
+#[test]
+fn prefilter_covers_every_builtin_match() {
+    let m = Masker::default();
+    let c = corpus();
+    let mut inputs: Vec<String> = c.negative.clone();
+    for (input, expected) in &c.strings {
+        inputs.push(input.clone());
+        inputs.push(expected.clone());
+    }
+    for (argv, masked) in &c.argv {
+        inputs.extend(argv.iter().cloned());
+        inputs.push(argv.join(" "));
+        inputs.push(masked.join(" "));
+    }
+    let flipped: Vec<String> = inputs.iter().map(|s| s.chars().map(|ch| if ch.is_ascii_lowercase() { ch.to_ascii_uppercase() } else { ch.to_ascii_lowercase() }).collect()).collect();
+    inputs.extend(flipped);
+    let mut hits = 0;
+    for s in &inputs {
+        if m.set.is_match(s) {
+            hits += 1;
+            assert!(m.prefilter.is_match(s.as_str()), "the prefilter misses {s:?}, which {:?} match", m.set.matches(s).iter().collect::<Vec<_>>());
+        }
+    }
+    assert!(hits > 100, "only {hits} corpus inputs match a pattern");
+}
+
+/// The prefilter's Unicode entries: case-insensitive patterns match an ASCII letter's case
+/// variants, and only `ſ` and `K` (KELVIN SIGN) are non-ASCII variants of ASCII letters.
+#[test]
+fn only_two_non_ascii_characters_fold_to_ascii() {
+    let letter = Regex::new("(?i)^[a-z]$").unwrap();
+    let folding: Vec<char> = (0x80..=0x10ffff_u32).filter_map(char::from_u32).filter(|c| letter.is_match(c.encode_utf8(&mut [0; 4]))).collect();
+    assert_eq!(folding, ['\u{17f}', '\u{212a}']);
+    let m = Masker::default();
+    for (s, expected) in [("Coo\u{212a}ie: session=abcdef", "Coo\u{212a}ie: ***"), ("https://h/o?\u{17f}ig=abcdef0123", "https://h/o?\u{17f}ig=***")] {
+        assert!(m.may_hold_secret(s), "the prefilter misses {s:?}");
+        assert_eq!(m.mask_str(s), expected);
+    }
+}
+
+/// A string with no secret shape costs one literal scan and comes back as it was (borrowed).
+#[test]
+fn a_string_with_no_secret_shape_is_untouched() {
+    let m = Masker::default();
+    for s in [
+        "", "/usr/bin/python3", "python3 -m pip install requests==2.31", "Process Activity: Launch", "/guard.slice/claude/s1",
+        "140.82.112.3", "9f2c4e1a7b3d5f60", "Regular File", "exec of /usr/bin/shred", "ls -la /home/dev/project", "make -j8 all",
+    ] {
+        assert!(!m.may_hold_secret(s), "{s:?} passes the prefilter");
+        assert!(matches!(m.mask_str(s), Cow::Borrowed(_)), "{s:?} changed");
+    }
+    // With an extra pattern, its own set decides for it.
+    let extra = Masker::new(&["corp-[0-9]{6}".into()]).unwrap();
+    assert!(!extra.may_hold_secret("/usr/bin/python3"));
+    assert_eq!(extra.mask_str("id corp-123456 here"), "id *** here");
+}
+
+/// One case per family of built-in shapes: past the prefilter, the regexes still mask.
+#[test]
+fn each_pattern_family_still_masks_after_the_prefilter() {
+    let m = Masker::default();
+    let cases = [
+        ("-----BEGIN RSA PRIVATE KEY-----MIIEpAIBAAKCAQEA-----END RSA PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----"),
+        ("https://user:hunter22@example.com/x", "https://user:***@example.com/x"),
+        ("Authorization: Bearer abcdef123456", "Authorization: Bearer ***"),
+        ("Authorization: Digest username=a, response=b", "Authorization: Digest ***"),
+        ("bearer abc123def456", "bearer ***"),
+        ("DB_PASSWORD=S3cretPass", "DB_PASSWORD=***"),
+        ("client_secret: labelSecret1", "client_secret: ***"),
+        (r#"{"api_token": "t0k3nValue99"}"#, r#"{"api_token": "***"}"#),
+        ("mysql --password S3cretPass", "mysql --password ***"),
+        ("Cookie: session=abcdef", "Cookie: ***"),
+        ("https://b.s3.amazonaws.com/o?X-Amz-Signature=abcdef0123", "https://b.s3.amazonaws.com/o?X-Amz-Signature=***"),
+        ("aws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key ***"),
+        ("AKIAIOSFODNN7EXAMPLE", "AKIA***"),
+        ("ghp_YK0fFWqcajQLE9WVxuXbrFZmU3A6IIRgmKJS", "ghp_***"),
+        ("glpat-0kyI5-wccpGUyG5QG01-", "glpat-***"),
+        ("xoxb-1234567890-abcdef", "xoxb-***"),
+        ("sk_live_abcdefghij0123", "sk_live_***"),
+        ("AIzaSyA1234567890abcdefghijklmnopqrstu", "AIza***"),
+        ("sk-ant-abcdefghij0123456789xyz", "sk-ant-***"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "eyJ***"),
+        ("hf_abcdefghijklmnopqrstuvwxyz0123456789", "hf_***"),
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "https://hooks.slack.com/services/***"),
+    ];
+    let mut failures = vec![];
+    for (input, expected) in cases {
+        assert!(m.may_hold_secret(input), "the prefilter misses {input:?}");
+        let got = m.mask_str(input);
+        if got != expected {
+            failures.push(format!("input:    {input}\nexpected: {expected}\ngot:      {got}\n"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

@@ -14,26 +14,10 @@ use std::{
     io::{self, Write as _},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-/// When a file sink starts a new file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rotation {
-    /// Rotate before a line would take the file past this size (0: never by size).
-    pub max_bytes: u64,
-    /// Rotate a file this old (by its first write; `None`: never by age).
-    pub max_age: Option<Duration>,
-    /// Rotated files kept (`PATH.1` .. `PATH.keep`).
-    pub keep: u32,
-}
-
-impl Default for Rotation {
-    /// 64 MiB files, 10 kept, no age limit.
-    fn default() -> Self {
-        Self { max_bytes: 64 << 20, max_age: None, keep: 10 }
-    }
-}
+use crate::config::Rotation;
 
 /// Buffered lines are written out at this size even before the burst ends.
 const WRITE_BUFFER: usize = 256 << 10;
@@ -225,6 +209,8 @@ impl FileSink {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn dir(name: &str) -> PathBuf {

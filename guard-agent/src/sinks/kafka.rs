@@ -154,9 +154,11 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
 
 /// A record's timestamp (the verdict's `time`, ms), or why it cannot be sent.
 fn check(line: &str) -> Result<Option<i64>, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(_) = &v else { return Err("not a JSON object".into()) };
-    Ok(v["time"].as_u64().and_then(|t| i64::try_from(t).ok()))
+    let (object, [time]) = super::fields::fields(line, [&["time"]]).map_err(|e| format!("not JSON: {e}"))?;
+    if !object {
+        return Err("not a JSON object".into());
+    }
+    Ok(time.as_ref().and_then(Value::as_u64).and_then(|t| i64::try_from(t).ok()))
 }
 
 /// Whether the brokers refused a record for its content: sending it again cannot help.

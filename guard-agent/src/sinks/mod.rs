@@ -67,8 +67,8 @@ use tokio::sync::broadcast;
 
 use crate::config::SinkConfig;
 
+mod fields;
 mod file;
-pub use file::Rotation;
 mod http;
 mod kafka;
 mod spool;
@@ -307,9 +307,16 @@ impl Sink {
     }
 }
 
+/// What the Splunk HEC (and with `es` the Elasticsearch) sink makes of one line (for `daemon::output`'s harness).
+#[cfg(test)]
+pub fn bench_http_encode(line: &str, es: bool) -> (Vec<u8>, Vec<u8>) {
+    http::bench_encode(line, es)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rotation;
 
     #[test]
     fn file_sink_appends_lines_and_follows_rotation_and_removal() {

@@ -34,15 +34,6 @@ use crate::config::{NetworkSink, Vendor};
 /// RFC 5612's enterprise number for documentation.
 const SD_ID: &str = "guard@32473";
 
-/// Syslog facilities by name (RFC 5424 §6.2.1).
-pub fn facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "ntp",
-        "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
-}
-
 fn severity(verdict: &str) -> u8 {
     match verdict {
         "killed" | "denied" => 4,
@@ -51,8 +42,8 @@ fn severity(verdict: &str) -> u8 {
     }
 }
 
-fn msgid(v: &Value) -> &'static str {
-    match v["class_uid"].as_u64() {
+fn msgid(class_uid: Option<u64>) -> &'static str {
+    match class_uid {
         Some(1007) => "exec",
         Some(1001) => "file",
         Some(4001) => "network",
@@ -80,7 +71,7 @@ fn header_field(s: &str, max: usize) -> String {
 
 /// RFC 3339 UTC with milliseconds, from milliseconds since the epoch.
 fn timestamp(ms: u64) -> String {
-    crate::cli::tail::utc(ms)
+    crate::time::utc(ms)
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -244,17 +235,20 @@ impl Sender {
 
 /// One RFC 5424 message (without framing) for the verdict `line` (its JSON).
 pub fn message(line: &str, facility: u8, hostname: &str) -> String {
-    let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-    let verdict = v.pointer("/unmapped/verdict").and_then(Value::as_str).unwrap_or("-");
+    // The few values the header and structured data need, read without building the tree.
+    const PATHS: [&[&str]; 8] =
+        [&["unmapped", "verdict"], &["time"], &["class_uid"], &["unmapped", "agent"], &["metadata", "sequence"], &["unmapped", "rule", "id"], &["process", "pid"], &["actor", "process", "pid"]];
+    let [verdict_v, time_v, class_v, agent_v, seq_v, rule_v, pid_v, actor_pid_v] = super::fields::fields(line, PATHS).map(|(_, f)| f).unwrap_or_default();
+    let verdict = verdict_v.as_ref().and_then(Value::as_str).unwrap_or("-");
     let pri = u16::from(facility) * 8 + u16::from(severity(verdict));
-    let time = v["time"].as_u64().map_or_else(|| "-".to_owned(), timestamp);
-    let mut out = format!("<{pri}>1 {time} {} guard {} {} [{SD_ID}", header_field(hostname, 255), std::process::id(), msgid(&v));
+    let time = time_v.as_ref().and_then(Value::as_u64).map_or_else(|| "-".to_owned(), timestamp);
+    let mut out = format!("<{pri}>1 {time} {} guard {} {} [{SD_ID}", header_field(hostname, 255), std::process::id(), msgid(class_v.as_ref().and_then(Value::as_u64)));
     let params = [
-        ("verdict", v.pointer("/unmapped/verdict")),
-        ("agent", v.pointer("/unmapped/agent")),
-        ("seq", v.pointer("/metadata/sequence")),
-        ("rule", v.pointer("/unmapped/rule/id")),
-        ("pid", v.pointer("/process/pid").or(v.pointer("/actor/process/pid"))),
+        ("verdict", verdict_v.as_ref()),
+        ("agent", agent_v.as_ref()),
+        ("seq", seq_v.as_ref()),
+        ("rule", rule_v.as_ref()),
+        ("pid", pid_v.as_ref().or(actor_pid_v.as_ref())),
     ];
     for (name, value) in params {
         let text = match value {
@@ -281,6 +275,7 @@ pub fn frame(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::facility;
     use serde_json::json;
 
     #[test]
