@@ -9,7 +9,9 @@ use guard_common::{
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Exec(ExecEvent),
+    /// Boxed, as every large record: an enum as large as an exec record (argv, cwd) would make
+    /// each fork, exit and connect event that size, copied at every move.
+    Exec(Box<ExecEvent>),
     Connect(ConnectEvent),
     Socket(SocketEvent),
     Fork(ProcEvent),
@@ -96,15 +98,19 @@ impl Event {
 }
 
 /// An exec record ends after its argv bytes (`argv_len` of them): the rest stays zero.
-fn read_exec(buf: &[u8]) -> Result<ExecEvent, DecodeError> {
+fn read_exec(buf: &[u8]) -> Result<Box<ExecEvent>, DecodeError> {
     let fixed = size_of::<ExecEvent>() - ARGV_LEN;
     let short = DecodeError::Short { len: buf.len(), what: "exec event" };
     if buf.len() < fixed || buf.len() > size_of::<ExecEvent>() {
         return Err(short);
     }
-    let mut full = vec![0u8; size_of::<ExecEvent>()];
-    full[..buf.len()].copy_from_slice(buf);
-    let ev: ExecEvent = read(&full, "exec event")?;
+    // Straight into its box, once: the record is the event's first `buf.len()` bytes (the
+    // program leaves out the unused end of argv), the rest stays zero.
+    // SAFETY: `ExecEvent` is `Pod` (integers and arrays only): all zeroes is a valid value.
+    let mut ev: Box<ExecEvent> = unsafe { Box::<ExecEvent>::new_zeroed().assume_init() };
+    // SAFETY: `buf.len() <= size_of::<ExecEvent>()` (checked above); any bytes are a valid
+    // `ExecEvent`; the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut *ev).cast::<u8>(), buf.len()) };
     if ev.argv_len as usize > buf.len() - fixed {
         return Err(short);
     }

@@ -117,7 +117,7 @@ fn check(buf: &Vec<u8>) {
     assert!(expect_ok, "a malformed record of {} bytes decoded as {}", buf.len(), event.kind_name());
     let raw: &[u8] = match &event {
         Event::Exec(e) => {
-            let raw = bytes_of(e);
+            let raw = bytes_of(&**e);
             assert!(raw[buf.len()..].iter().all(|b| *b == 0), "an exec record's tail is not zero");
             assert!(e.argv_len as usize <= ARGV_LEN);
             let _ = crate::correlate::nul_terminated(&e.comm);
