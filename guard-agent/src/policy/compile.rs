@@ -212,16 +212,15 @@ pub fn compile(policy: &Policy, base: u32) -> Result<Compiled, PolicyError> {
                 let msg = Some("after a sensitive read, only allow-listed destinations".to_owned());
                 exfil.eval.taint_rule = Some(add_rule(&mut out, agent, "exfil.after_sensitive_read", action, format!("after_sensitive_read: {text}"), &msg, x.pos));
             }
-            for (i, sp) in x.sensitive_paths.iter().enumerate() {
+            // One per glob, as `sensitive_deny` (0: not a deny glob).
+            for sp in &x.sensitive_paths {
                 let id = if sp.deny {
                     let msg = Some("an open of a sensitive path the policy denies".to_owned());
                     add_rule(&mut out, agent, "exfil.sensitive_paths", "deny", format!("sensitive_paths: {} (action: deny)", sp.glob), &msg, sp.pos)
                 } else {
                     0
                 };
-                if i < exfil.eval.sensitive_deny.len() {
-                    exfil.eval.deny_rules.push(id);
-                }
+                exfil.eval.deny_rules.push(id);
             }
             if let Some(t) = &x.dns_tunnel {
                 let shown = format!(
