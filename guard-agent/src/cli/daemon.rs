@@ -103,10 +103,7 @@ pub struct DetachArgs {
 }
 
 pub fn detach(args: &DetachArgs) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    // A running daemon would go on believing it enforces: refuse while one holds the lock.
-    let _lock = crate::lock::acquire().context("a guard-agent daemon is running; stop it first")?;
-    let n = crate::loader::pins::remove_all(&args.pin_dir).with_context(|| format!("removing {}", args.pin_dir.display()))?;
+    let n = crate::loader::pins::detach_all(&args.pin_dir)?;
     println!("detached: removed {n} pinned generation(s) from {}", args.pin_dir.display());
     Ok(())
 }

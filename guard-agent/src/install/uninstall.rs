@@ -143,7 +143,8 @@ fn detach_pinned() -> anyhow::Result<()> {
     if !pin_dir.exists() {
         return Ok(());
     }
-    crate::cli::daemon::detach(&crate::cli::daemon::DetachArgs { pin_dir })
-        .context("uninstall detaches the pinned enforcement first, so nothing enforces without a binary")
+    let n = crate::loader::pins::detach_all(&pin_dir).context("uninstall detaches the pinned enforcement first, so nothing enforces without a binary")?;
+    println!("detached: removed {n} pinned generation(s) from {}", pin_dir.display());
+    Ok(())
 }
 

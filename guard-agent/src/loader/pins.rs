@@ -114,6 +114,15 @@ pub fn remove_all(pin_dir: &Path) -> io::Result<usize> {
     Ok(gens.len())
 }
 
+/// Detaches everything: removes every pinned generation (and `pin_dir` if then empty), refusing
+/// while a daemon holds the lock (it would go on believing it enforces). Returns how many
+/// generations were removed. For `guard-agent detach` and `uninstall`.
+pub fn detach_all(pin_dir: &Path) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    let _lock = crate::lock::acquire().context("a guard-agent daemon is running; stop it first")?;
+    remove_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
