@@ -167,6 +167,9 @@ pub fn args(a: &[&str]) -> Vec<String> {
 pub struct Results {
     /// Seconds per run of each workload, one per round.
     pub samples: BTreeMap<(Cfg, Load), Vec<f64>>,
+    /// CPU seconds the workload itself (its threads and waited-for children) used per run,
+    /// one per round: guard's programs run in its context; the daemon is not in it.
+    pub worker_cpu: BTreeMap<(Cfg, Load), Vec<f64>>,
     /// CPU seconds the observer (daemon, auditd + kauditd, bpftrace) used per run.
     pub observer_cpu: BTreeMap<(Cfg, Load), Vec<f64>>,
     /// Its peak RSS (VmHWM, KiB), the largest over the rounds.
@@ -441,6 +444,9 @@ fn rounds(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> {
                 env.settle()?;
                 res.observer_cpu.entry((cfg, load)).or_default().push(env.observer_cpu() - cpu);
                 res.samples.entry((cfg, load)).or_default().push(r["ns"] / 1e9);
+                if let Some(cpu) = r.get("cpu_ns") {
+                    res.worker_cpu.entry((cfg, load)).or_default().push(cpu / 1e9);
+                }
                 shown.push(match load {
                     Load::Stream => format!("stream {:.0} MiB/s", (plan.stream_bytes >> 20) as f64 / (r["ns"] / 1e9)),
                     _ => format!("{load:?} {:.1} ms", r["ns"] / 1e6).to_lowercase(),

@@ -157,6 +157,10 @@ impl Report<'_> {
         let kernel = self.kernel_ns(cfg.letter(), load);
         let top: Vec<String> = progs.iter().take(3).map(|(name, runs, ns)| format!("{name} {runs:.2} runs × {:.0} ns", ns / runs.max(1e-9))).collect();
         let mut parts = vec![format!("{extra_ns:.0} ns more per {unit} than A"), format!("guard's programs take {kernel:.0} ns per {unit} ({})", top.join(", "))];
+        if let Some(r) = cpu_ratios(res, cfg, load) {
+            let (q1, q3) = quartiles(&r);
+            parts.push(format!("the workload's own CPU time (user + system, where guard's programs run) was {:.3} of A's [{q1:.3}–{q3:.3}]", median(&r)));
+        }
         let host: Vec<String> = progs
             .iter()
             .filter_map(|(name, runs, ns)| Some((host_wide(name)?, runs, ns)))
@@ -185,9 +189,9 @@ impl Report<'_> {
     fn evaluate(&mut self) {
         let res = self.i.res;
         let limits = [
-            (Load::Exec, "exec loop time", [(Cfg::B, 1.01), (Cfg::C, 1.03), (Cfg::D, 1.05)]),
+            (Load::Exec, "exec loop time", [(Cfg::B, 1.005), (Cfg::C, 1.03), (Cfg::D, 1.05)]),
             (Load::Connect, "connect loop time", [(Cfg::B, 1.01), (Cfg::C, 1.02), (Cfg::D, 1.03)]),
-            (Load::Stream, "stream throughput", [(Cfg::B, 0.99), (Cfg::C, 0.97), (Cfg::D, 0.97)]),
+            (Load::Stream, "stream throughput", [(Cfg::B, 0.99), (Cfg::C, 0.98), (Cfg::D, 0.97)]),
         ];
         for (load, what, cfgs) in limits {
             for (cfg, limit) in cfgs {
@@ -203,8 +207,16 @@ impl Report<'_> {
                     ),
                     (false, false) => format!("in at least three rounds of four (per-round ratios {q1:.3}–{q3:.3}, interquartile). {}", self.loop_reason(cfg, load)),
                 };
-                self.targets.push((format!("{what} {}/A {sign} {limit:.2}", cfg.letter()), format!("{r:.3}"), met, why));
+                self.targets.push((format!("{what} {}/A {sign} {limit}", cfg.letter()), format!("{r:.3}"), met, why));
             }
+        }
+        // The daemon's own CPU per operation: on a small machine it is CPU the workload cannot use.
+        for (load, cfg, limit_us) in [(Load::Exec, Cfg::C, 8.0), (Load::Exec, Cfg::D, 15.0), (Load::Connect, Cfg::C, 5.0)] {
+            let Some(cpu) = res.observer_cpu.get(&(cfg, load)) else { continue };
+            let us = median(cpu) / self.n(load) as f64 * 1e6;
+            let met = us <= limit_us;
+            let why = if met { String::new() } else { self.daemon_reason(cfg, load) };
+            self.targets.push((format!("daemon CPU per agent {} in {} ≤ {limit_us} µs", unit(load), cfg.letter()), format!("{us:.1} µs"), met, why));
         }
         for load in [Load::Exec, Load::Connect] {
             let e = self.ratio(Cfg::E, load);
@@ -231,12 +243,13 @@ impl Report<'_> {
                 let r = big / small;
                 let pairs: Vec<f64> = s.samples[&(10, load)].iter().zip(&s.samples[&(10_000, load)]).map(|(a, b)| b / a).collect();
                 let (q1, q3) = quartiles(&pairs);
-                let why = match (r <= 1.05, q1 <= 1.05) {
+                const LIMIT: f64 = 1.03;
+                let why = match (r <= LIMIT, q1 <= LIMIT) {
                     (true, _) => String::new(),
                     (false, true) => format!("within the noise: per-round ratios {q1:.3}–{q3:.3} (interquartile); {}", self.scale_reason(load)),
                     (false, false) => format!("per-round ratios {q1:.3}–{q3:.3} (interquartile); {}", self.scale_reason(load)),
                 };
-                self.targets.push((format!("policy scale, {load:?} loop: 10,000 entries / 10 ≤ 1.05"), format!("{r:.3}"), r <= 1.05, why));
+                self.targets.push((format!("policy scale, {load:?} loop: 10,000 entries / 10 ≤ {LIMIT}"), format!("{r:.3}"), r <= LIMIT, why));
             }
         }
         if let Some(l) = &res.live {
@@ -251,6 +264,16 @@ impl Report<'_> {
             };
             self.targets.push((format!("daemon peak RSS with {} live processes < 64 MiB", l.n), format!("{mib:.1} MiB ({:.0} in the table)", l.table), met, why));
         }
+    }
+
+    /// Why the daemon spends what it does per operation: its profile (taken in C's exec loop).
+    fn daemon_reason(&self, cfg: Cfg, load: Load) -> String {
+        let top: Vec<String> = self.i.res.perf_top.iter().take(4).map(|(pct, sym)| format!("{pct:.1}% {}", sym.rsplit(" [.] ").next().unwrap_or(sym))).collect();
+        let mut why = if top.is_empty() { "no daemon profile in this run".to_owned() } else { format!("the daemon's top symbols (perf, C exec loop): {}", top.join(", ")) };
+        if cfg == Cfg::D && let Some(c) = self.i.res.observer_cpu.get(&(Cfg::C, load)) {
+            let _ = write!(why, "; C, the same without the syslog and HEC sinks, used {:.1} µs", median(c) / self.n(load) as f64 * 1e6);
+        }
+        why
     }
 
     fn storm_reason(&self, st: &phases::StormStep) -> String {
@@ -325,6 +348,27 @@ impl Report<'_> {
                 })
                 .collect();
             let _ = writeln!(o, "| {} | {} |", name.split(':').next().unwrap_or_default(), cells.join(" | "));
+        }
+        if Cfg::ALL.iter().all(|c| res.worker_cpu.contains_key(&(*c, Load::Exec))) {
+            let _ = writeln!(
+                o,
+                "\nThe workload's own CPU time (user + system of the worker's threads and the children it waited for), against A's in the same round, median and [interquartile range]: guard's programs run in the workload's context and are charged to it; the daemon, the other observers and the rest of the machine are not, so this is less noisy than the wall time above and shows what the programs cost the workload itself:"
+            );
+            header(o, "workload");
+            for (load, name) in &loads {
+                let cells: Vec<String> = Cfg::ALL
+                    .iter()
+                    .map(|c| match cpu_ratios(res, *c, *load) {
+                        _ if *c == Cfg::A => "1.000".into(),
+                        Some(r) => {
+                            let (q1, q3) = quartiles(&r);
+                            format!("{:.3} [{q1:.3}–{q3:.3}]", median(&r))
+                        }
+                        None => "–".into(),
+                    })
+                    .collect();
+                let _ = writeln!(o, "| {} | {} |", name.split(':').next().unwrap_or_default(), cells.join(" | "));
+            }
         }
         let _ = writeln!(o, "\nThe observer (B–D: the guard daemon; E: auditd + the kernel's kauditd thread; F: bpftrace): CPU time per run (median) and peak RSS (VmHWM, largest over the rounds):");
         header(o, "observer");
@@ -523,6 +567,13 @@ impl Report<'_> {
             i.leftovers.as_deref().unwrap_or("nothing left")
         );
     }
+}
+
+/// Per-round ratios of the workload's own CPU time against A's (CPU per byte for the stream
+/// too: more is worse in every row), if the workers reported it.
+fn cpu_ratios(res: &Results, cfg: Cfg, load: Load) -> Option<Vec<f64>> {
+    let (a, c) = (res.worker_cpu.get(&(Cfg::A, load))?, res.worker_cpu.get(&(cfg, load))?);
+    (a.len() == c.len() && !a.is_empty()).then(|| a.iter().zip(c).map(|(a, c)| c / a).collect())
 }
 
 fn self_ratio(res: &Results, cfg: Cfg, load: Load) -> f64 {

@@ -83,11 +83,11 @@ pub fn main(job: Job) -> anyhow::Result<()> {
                 e.run()?;
             }
             wait_for_go(wait)?;
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), cpu_ns());
             for _ in 0..n {
                 e.run()?;
             }
-            format!("ns={}", t.elapsed().as_nanos())
+            format!("ns={} cpu_ns={}", t.elapsed().as_nanos(), cpu_ns() - cpu)
         }
         Job::ExecTimes { bin, base, n, args } => exec_times(&bin, &base, n, &args)?,
         Job::ConnectLoop { n, wait } => connect_loop(n, wait)?,
@@ -233,11 +233,25 @@ fn connect_loop(n: u64, wait: bool) -> anyhow::Result<String> {
         one()?;
     }
     wait_for_go(wait)?;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_ns());
     for _ in 0..n {
         one()?;
     }
-    Ok(format!("ns={}", t.elapsed().as_nanos()))
+    Ok(format!("ns={} cpu_ns={}", t.elapsed().as_nanos(), cpu_ns() - cpu))
+}
+
+/// CPU time (user + system, nanoseconds) of this worker's threads and of the children it has
+/// waited for: what the workload itself ran, including guard's programs, which run in its
+/// context (charged to it as system time), but not the daemon or anything else on the machine.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let ns = |who| unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut u);
+        let t = |v: libc::timeval| v.tv_sec as u64 * 1_000_000_000 + v.tv_usec as u64 * 1000;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    ns(libc::RUSAGE_SELF) + ns(libc::RUSAGE_CHILDREN)
 }
 
 fn stream(bytes: u64) -> anyhow::Result<String> {
@@ -256,7 +270,7 @@ fn stream(bytes: u64) -> anyhow::Result<String> {
     });
     let mut s = TcpStream::connect(addr).context("connect")?;
     let chunk = vec![0x5au8; 128 * 1024];
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_ns());
     let mut sent = 0u64;
     while sent < bytes {
         let k = chunk.len().min((bytes - sent) as usize);
@@ -265,11 +279,11 @@ fn stream(bytes: u64) -> anyhow::Result<String> {
     }
     s.shutdown(std::net::Shutdown::Write)?;
     let got = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    let ns = t.elapsed().as_nanos();
+    let (ns, cpu) = (t.elapsed().as_nanos(), cpu_ns() - cpu);
     if got != bytes {
         bail!("sent {bytes} bytes, the reader got {got}");
     }
-    Ok(format!("ns={ns} bytes={bytes}"))
+    Ok(format!("ns={ns} bytes={bytes} cpu_ns={cpu}"))
 }
 
 fn storm(bin: &Path, rate: f64, secs: f64, threads: u32) -> anyhow::Result<String> {
