@@ -190,8 +190,8 @@ pub struct Results {
     /// the runs that started anyway (still busy after two minutes).
     pub waited: f64,
     pub busy_starts: u32,
-    /// The daemon's perf profile during C's exec loop: (percent, symbol), largest first.
-    pub perf_top: Vec<(f64, String)>,
+    /// The daemon's perf profiles during C's and D's exec and connect loops.
+    pub perf_top: BTreeMap<(Cfg, Load), phases::Profile>,
     /// What the D sinks delivered.
     pub sinks: Vec<String>,
     /// E used the machine's own auditd (already running) rather than one the bench started.

@@ -268,13 +268,15 @@ pub fn profile(ctx: &Ctx, plan: &Plan, res: &mut Results) -> anyhow::Result<()> 
             wait_quiet(plan, res)?;
             let before = program_stats(&env)?;
             let perf = match &env {
-                Env::Agent { daemon, .. } if plan.perf && cfg == Some(Cfg::C) && load == Load::Exec => Perf::start(&ctx.scratch, daemon.pid).ok(),
+                Env::Agent { daemon, .. } if plan.perf && matches!(cfg, Some(Cfg::C | Cfg::D)) && load != Load::Stream => Perf::start(&ctx.scratch, daemon.pid).ok(),
                 _ => None,
             };
             let r = agent::run_worker(ctx, env.place(), &plan.job(ctx, load))?;
             env.settle()?;
-            if let Some(p) = perf {
-                res.perf_top = p.finish().unwrap_or_default();
+            if let (Some(p), Some(c)) = (perf, cfg)
+                && let Ok(profile) = p.finish()
+            {
+                res.perf_top.insert((c, load), profile);
             }
             let ops = match load {
                 Load::Exec => warmed(plan.exec_n),
@@ -390,6 +392,15 @@ fn paused(ctx: &Ctx, plan: &Plan, load: Load, res: &mut Results) -> anyhow::Resu
     daemon.stop()
 }
 
+/// A perf profile of the daemon: (percent of samples, what), largest first.
+#[derive(Default)]
+pub struct Profile {
+    /// `OBJECT [.] SYMBOL`.
+    pub symbols: Vec<(f64, String)>,
+    /// Thread names (the event loop is `guard-agent`, network sinks' threads `sink-NAME`).
+    pub threads: Vec<(f64, String)>,
+}
+
 /// `perf record` on one process; `finish` stops it and returns the top symbols.
 struct Perf {
     child: Option<std::process::Child>,
@@ -419,12 +430,17 @@ impl Perf {
         Ok(Self { child: Some(child), data })
     }
 
-    fn finish(mut self) -> anyhow::Result<Vec<(f64, String)>> {
+    /// Stops perf; the daemon's top symbols and its threads' shares.
+    fn finish(mut self) -> anyhow::Result<Profile> {
         if let Some(c) = self.child.take() {
             agent::interrupt_and_wait(c, libc::SIGINT, Duration::from_secs(20));
         }
+        Ok(Profile { symbols: self.report("dso,symbol")?, threads: self.report("comm")? })
+    }
+
+    fn report(&self, sort: &str) -> anyhow::Result<Vec<(f64, String)>> {
         let out = Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "0.05", "-i"])
+            .args(["report", "--stdio", "--no-children", "--sort", sort, "--percent-limit", "0.05", "-i"])
             .arg(&self.data)
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
