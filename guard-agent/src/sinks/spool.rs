@@ -174,7 +174,7 @@ pub fn open(dir: &Path, max_bytes: u64) -> io::Result<(Writer, Reader)> {
         let mut st = shared.lock();
         writer.bound(&mut st);
     }
-    Ok((writer, Reader { shared, dir: dir.to_owned(), file: None, ack_failing: false }))
+    Ok((writer, Reader { shared, dir: dir.to_owned(), file: None, buf: Vec::new(), ack_failing: false }))
 }
 
 fn read_acked(dir: &Path) -> Option<(u64, u64)> {
@@ -256,7 +256,12 @@ impl Writer {
     /// Buffers one record (written at the next [`Writer::commit`]).
     pub fn append(&mut self, line: &str) -> io::Result<()> {
         // JSON may only hold a raw newline between tokens, where a space means the same.
-        self.buf.extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        // Encoded verdicts never hold one: copied whole.
+        if memchr::memchr(b'\n', line.as_bytes()).is_none() {
+            self.buf.extend_from_slice(line.as_bytes());
+        } else {
+            self.buf.extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        }
         self.buf.push(b'\n');
         self.buffered += 1;
         if self.buf.len() >= WRITE_BUFFER { self.commit() } else { Ok(()) }
@@ -371,6 +376,8 @@ pub struct Reader {
     shared: Arc<Shared>,
     dir: PathBuf,
     file: Option<(u64, File)>,
+    /// What `read` reads into, kept from batch to batch (only its growth is zeroed).
+    buf: Vec<u8>,
     /// The last `acked` write failed (and was logged).
     ack_failing: bool,
 }
@@ -452,12 +459,20 @@ impl Reader {
         let available = limit - start;
         let mut want = available.min(max_bytes as u64).max(1);
         loop {
-            let mut buf = vec![0u8; want as usize];
-            file.read_exact_at(&mut buf, start)?;
+            if self.buf.len() < want as usize {
+                self.buf.resize(want as usize, 0);
+            }
+            let buf = &mut self.buf[..want as usize];
+            file.read_exact_at(buf, start)?;
             let mut out = Vec::new();
             let mut at = 0usize;
-            while let Some(i) = buf[at..].iter().position(|b| *b == b'\n') {
-                let line = String::from_utf8_lossy(&buf[at..at + i]).into_owned();
+            while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+                let bytes = &buf[at..at + i];
+                // Records are the daemon's own UTF-8 lines; a damaged byte is replaced.
+                let line = match std::str::from_utf8(bytes) {
+                    Ok(s) => s.to_owned(),
+                    Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+                };
                 at += i + 1;
                 out.push(Record { line, end: start + at as u64 });
                 if out.len() >= max_events {

@@ -149,3 +149,32 @@ fn shutdown_wakes_a_waiting_sender_and_never_waits_past_the_deadline() {
     assert!(start.elapsed() >= Duration::from_millis(200) && start.elapsed() < Duration::from_secs(2));
     drop(r2);
 }
+
+#[test]
+fn records_keep_their_bytes_through_a_reused_read_buffer() {
+    let d = dir("bytes");
+    let (mut w, mut r) = open(&d, 1 << 20).unwrap();
+    // A long record, then short ones read into the same (larger) buffer; a raw newline
+    // becomes a space; a record longer than the batch's byte limit still comes out whole.
+    let long = format!("{{\"pad\":\"{}\"}}", "y".repeat(5000));
+    for line in [long.as_str(), "{\"a\":1}", "{\"b\":\n2}", "{\"é\":\"ü\"}"] {
+        w.append(line).unwrap();
+    }
+    w.commit().unwrap();
+    assert_eq!(take(&mut r, 1), [long.clone()]);
+    assert_eq!(take(&mut r, 10), ["{\"a\":1}", "{\"b\": 2}", "{\"é\":\"ü\"}"]);
+    w.append(&long).unwrap();
+    w.append("{\"c\":3}").unwrap();
+    w.commit().unwrap();
+    // (The read that finds the long record's end may find more whole records after it.)
+    let b = r.next_batch(10, 100, Duration::ZERO).unwrap();
+    assert_eq!(b.records[0].line, long);
+    r.ack(&b, 1);
+    assert_eq!(take(&mut r, 10), ["{\"c\":3}"]);
+    // A damaged byte on disk (not the daemon's UTF-8) is replaced, not fatal.
+    drop((w, r));
+    let seg = std::fs::read_dir(&d).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).max().unwrap();
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(b"{\"d\":\"\xff\"}\n").unwrap();
+    let (_w, mut r) = open(&d, 1 << 20).unwrap();
+    assert_eq!(take(&mut r, 10), ["{\"d\":\"\u{fffd}\"}"]);
+}
