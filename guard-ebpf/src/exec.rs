@@ -89,7 +89,7 @@ pub fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let size = size_of::<ExecEvent>() - ARGV_LEN + (ev.argv_len as usize).min(ARGV_LEN);
     // SAFETY: `size` is at most the size of the event, which lives in a map value.
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, wake(decision != Decision::Allowed)).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake(decision != Decision::Allowed, size)).is_err() {
         count_drop(EventKind::Exec);
     }
     Ok(())
@@ -160,7 +160,7 @@ pub fn try_lsm_exec(ctx: &LsmContext) -> i32 {
     let size = size_of::<ExecEvent>() - ARGV_LEN;
     // SAFETY: `size` is less than the size of the event, which lives in a map value.
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const ExecEvent).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, wake(true)).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake(true, size)).is_err() {
         count_drop(EventKind::Exec);
     }
     -EPERM

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use guard_common::{EventKind, ProcEvent, TAINT_INHERITED};
 
 use crate::{
-    kernel::{current_exit_code, fill_task_header, task_ids, zeroed},
+    kernel::{current_exit_code, fill_header, fill_task_header, task_ids, zeroed},
     maps::{EVENTS, TAGGED, TAINT, count_drop, held_remove, wake},
     workload,
 };
@@ -57,11 +57,17 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
 pub fn emit(kind: EventKind, w: &workload::Workload, child: u32, exit_code: u32) {
     let mut slot = core::mem::MaybeUninit::<ProcEvent>::uninit();
     let ev = zeroed(&mut slot);
-    fill_task_header(&mut ev.header, kind, w);
+    // The daemon reads a fork or an exit only for its pids (lineage, holds, taints): the parent
+    // and cgroup name a verdict needs cost four kernel reads and a string copy it would discard.
+    if kind as u32 == EventKind::Gate as u32 {
+        fill_task_header(&mut ev.header, kind, w);
+    } else {
+        fill_header(&mut ev.header, kind, w);
+    }
     ev.child = child;
     ev.exit_code = exit_code;
     // A gate kill is news; forks and exits are routine.
-    if EVENTS.output::<ProcEvent>(ev, wake(kind as u32 == EventKind::Gate as u32)).is_err() {
+    if EVENTS.output::<ProcEvent>(ev, wake(kind as u32 == EventKind::Gate as u32, size_of::<ProcEvent>())).is_err() {
         count_drop(kind);
     }
 }

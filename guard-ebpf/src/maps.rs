@@ -29,21 +29,31 @@ pub const URGENT: u64 = BPF_RB_FORCE_WAKEUP;
 
 /// Submit flags for a record nobody waits on (an allowed exec, a fork, an exit, a connect the
 /// kernel already decided): no wake-up, which on the producing CPU costs an interrupt and a
-/// cross-CPU wake. The daemon reads these on its poll timer, or sooner once an eighth of the
-/// buffer is queued.
+/// cross-CPU wake. The daemon reads these on its poll timer, or sooner: the record of `size`
+/// bytes that carries the queued data across a multiple of an eighth of the buffer wakes it.
+/// Only the crossing wakes: a daemon that is behind (the buffer past an eighth) is already
+/// awake or about to be, and forcing a wake-up on every record then made each routine record
+/// cost ~8 µs on a busy host instead of ~1.
 #[inline(always)]
-pub fn routine() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) >> 3 {
+pub fn routine(size: usize) -> u64 {
+    let eighth = EVENTS.query(BPF_RB_RING_SIZE) >> 3;
+    if eighth == 0 {
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    let queued = EVENTS.query(BPF_RB_AVAIL_DATA);
+    // The kernel adds an 8-byte header and rounds the record up to 8 bytes.
+    let after = queued + ((size as u64 + 8 + 7) & !7);
+    if after / eighth != queued / eighth {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     }
 }
 
-/// `URGENT` or `routine()`.
+/// `URGENT`, or `routine(size)` for a record of `size` bytes.
 #[inline(always)]
-pub fn wake(urgent: bool) -> u64 {
-    if urgent { URGENT } else { routine() }
+pub fn wake(urgent: bool, size: usize) -> u64 {
+    if urgent { URGENT } else { routine(size) }
 }
 
 /// Events that did not fit in `EVENTS`, per CPU, indexed by `EventKind`.

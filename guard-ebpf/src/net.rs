@@ -185,7 +185,7 @@ fn decide(w: &Workload, op: u16, rule: Option<&NetRule>, family: u32, addr: [u8;
     ev.port = port;
     ev.op = op;
     ev.addr = addr;
-    if EVENTS.output::<ConnectEvent>(ev, wake(decision != Decision::Allowed)).is_err() {
+    if EVENTS.output::<ConnectEvent>(ev, wake(decision != Decision::Allowed, size_of::<ConnectEvent>())).is_err() {
         count_drop(EventKind::Connect);
     }
     ret

@@ -150,7 +150,7 @@ fn report(ev: &mut SocketEvent, decision: Decision, family: u32, sock_type: u32,
     ev.family = family;
     ev.sock_type = sock_type;
     ev.protocol = protocol;
-    if EVENTS.output::<SocketEvent>(&*ev, wake(decision != Decision::Allowed)).is_err() {
+    if EVENTS.output::<SocketEvent>(&*ev, wake(decision != Decision::Allowed, size_of::<SocketEvent>())).is_err() {
         count_drop(EventKind::Socket);
     }
 }
