@@ -37,6 +37,9 @@ pub struct Args {
     /// Rounds of A..F (default: 15, or 2 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
+    /// Profile the daemon with perf in a --quick run too (a full run always does).
+    #[arg(long)]
+    perf: bool,
     /// Where the report goes (default: BENCHMARKS.md at the workspace root).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -251,7 +254,8 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let plan = Plan::new(args.quick, args.rounds);
+    let mut plan = Plan::new(args.quick, args.rounds);
+    plan.perf |= args.perf;
     let scratch = Scratch::new()?;
     let result = bench(root, &plan, &scratch.0);
     let (res, ctx) = match result {
