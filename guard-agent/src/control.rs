@@ -67,6 +67,11 @@ pub enum Request {
     },
     /// Ends the session this connection launched.
     End {},
+    /// Debug builds only, for the end-to-end tests: the event loop sleeps `ms` (at most
+    /// 10 000) before it answers, as if stuck in a slow call, so a test can show what follows
+    /// the loop (the systemd watchdog). A release build does not know the request.
+    #[cfg(debug_assertions)]
+    Stall { ms: u64 },
 }
 
 /// Who sent a request, from the kernel (`SO_PEERCRED`).

@@ -166,10 +166,16 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     // Full: enforcement goes on, and the losses are counted.
     let full_kill = workload(&daemon, &agent, &denied, 30);
     daemon.barrier(&agent);
+    // The file and the audit log have writer threads of their own: wait until the file's has
+    // accounted for every line printed (written or lost) and the metrics agree with status.
     let st = wait_for("every sink on the tmpfs reporting losses", 10, || {
         let st = status();
         let (f, h, a) = (sink(&st, &file_sink), sink(&st, "hec"), &st["audit_log"]);
-        (f["failed"].as_u64() > Some(0) && h["failed"].as_u64() > Some(0) && a["lost"].as_u64() > Some(0)).then_some(st)
+        let losses = f["failed"].as_u64() > Some(0) && h["failed"].as_u64() > Some(0) && a["lost"].as_u64() > Some(0);
+        let accounted = f["sent"].as_u64().unwrap_or(0) + f["failed"].as_u64().unwrap_or(0) == daemon.emitted().len() as u64;
+        let agree = metric(port, &format!("guard_sink_failed_total{{sink=\"{file_sink}\"}}")) == f["failed"].as_f64().unwrap_or(-1.0)
+            && metric(port, "guard_audit_log_lost_total") == a["lost"].as_f64().unwrap_or(-1.0);
+        (losses && accounted && agree).then_some(st)
     });
     let (f, h, a) = (sink(&st, &file_sink), sink(&st, "hec"), st["audit_log"].clone());
     for (what, s) in [("file", &f), ("hec", &h)] {
@@ -212,7 +218,10 @@ fn a_full_disk_loses_verdicts_counted_enforcement_goes_on_and_the_audit_gap_is_a
     assert!(!got.contains(&full_kill), "the HEC got a verdict its spool could not hold");
     daemon.barrier(&agent);
     let printed: Vec<u64> = daemon.emitted().iter().map(sequence).collect();
-    let f = sink(&status(), &file_sink);
+    let f = wait_for("the file's writer caught up", 10, || {
+        let f = sink(&status(), &file_sink);
+        (f["sent"].as_u64().unwrap_or(0) + f["failed"].as_u64().unwrap_or(0) == printed.len() as u64).then_some(f)
+    });
     assert_eq!(file_sequences(&verdict_file).len() as u64 + f["failed"].as_u64().unwrap(), printed.len() as u64, "{f:#}");
 
     // Said once per run of failures, not per verdict.

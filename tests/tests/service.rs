@@ -78,7 +78,8 @@ fn ready_only_after_attach_and_the_watchdog_follows_the_event_loop() {
     let notes = notify_listener(&notify);
     let policy = format!("agents:\n  - name: {name}\n    match:\n      cgroup: \"{name}\"\n");
     // A 1 s watchdog: the daemon pings every 0.5 s while its event loop runs.
-    let daemon = Daemon::start_env(&dir, &policy, &["--detach-on-exit"], &[
+    let socket = dir.path("guard.sock");
+    let daemon = Daemon::start_env(&dir, &policy, &["--detach-on-exit", "--admin-socket", socket.to_str().unwrap()], &[
         ("NOTIFY_SOCKET", notify.to_str().unwrap()),
         ("WATCHDOG_USEC", "1000000"),
     ]);
@@ -111,17 +112,32 @@ fn ready_only_after_attach_and_the_watchdog_follows_the_event_loop() {
     assert!(flowing >= 3, "only {flowing} WATCHDOG=1 in 2 s of events");
     assert!(!daemon.verdicts(|v| field(v, "/unmapped/agent") == name).is_empty(), "no verdicts from the workload");
 
-    // Stall the consumer: nobody reads its verdicts, the pipe fills, the loop blocks writing.
+    // A consumer that stops reading standard output does not stall the loop: the pipe fills
+    // and blocks only the sink's own thread; the loop goes on deciding and pinging.
     let paused = daemon.pause_stdout();
     busy(3000);
+    let unread_at = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let unread = watchdogs_between(&notes, unread_at, Instant::now());
+    assert!(unread >= 3, "only {unread} WATCHDOG=1 in 2 s while standard output went unread");
+    drop(paused);
+
+    // Stall the loop itself (a debug build's `stall` request: the loop sleeps 3 s as if stuck
+    // in a slow call): no ping while it is stuck. Real time must pass here: three watchdog
+    // periods with no ping prove the stall is seen.
+    let stall = {
+        let socket = socket.clone();
+        thread::spawn(move || raw_request(&socket, b"{\"op\":\"stall\",\"ms\":3000}\n", false))
+    };
+    // The request reaches the loop within a few milliseconds; the window starts after that.
+    thread::sleep(Duration::from_millis(300));
     let stalled_at = Instant::now();
-    // Real time must pass here: three watchdog periods with no ping prove the stall is seen.
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(Duration::from_millis(2500));
     let during = watchdogs_between(&notes, stalled_at, Instant::now());
     assert_eq!(during, 0, "WATCHDOG=1 kept coming while the event loop was stalled");
+    assert!(stall.join().unwrap().contains("\"ok\":true"), "the stall request was not answered");
 
-    // Unstalled: it catches up and pings again.
-    drop(paused);
+    // Unstalled: it pings again.
     let resumed = Instant::now();
     let deadline = resumed + Duration::from_secs(3);
     while watchdogs_between(&notes, resumed, Instant::now()) < 2 {
@@ -431,11 +447,26 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     // Numbered 1, 2, 3... in emission order (no state directory: numbering starts at 1).
     let seqs: Vec<u64> = all.iter().map(|v| v["metadata"]["sequence"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
-    let in_file: Vec<Value> = std::fs::read_to_string(&file_sink).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(in_file, all);
+    // Each sink has a writer thread of its own: the file may be a moment behind stdout.
+    let read_file = || -> Vec<Value> { std::fs::read_to_string(&file_sink).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_file().len() < all.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_file(), all);
 
-    // /metrics counts what was produced.
-    let (status, m) = http_get(port, "/metrics");
+    // /metrics counts what was produced (a sink counts a line once its thread has written it).
+    let sent = all.len() as f64;
+    let file_sent = format!("guard_sink_sent_total{{sink=\"file:{}\"}}", file_sink.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, m) = loop {
+        let (status, m) = http_get(port, "/metrics");
+        let caught_up = sample(&m, "guard_sink_sent_total{sink=\"stdout\"}") >= sent && sample(&m, &file_sent) >= sent;
+        if caught_up || Instant::now() > deadline {
+            break (status, m);
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status, "HTTP/1.1 200 OK");
     let n = |series: &str| sample(&m, series);
     let total_killed = activities.iter().filter(|v| field(v, "/unmapped/verdict") == "killed").count() as f64;
@@ -443,9 +474,8 @@ fn tail_status_and_metrics_agree_with_the_verdicts_produced() {
     assert_eq!(n("guard_verdicts_total{verdict=\"killed\"}"), total_killed, "{m}");
     assert_eq!(n("guard_verdicts_total{verdict=\"allowed\"}"), total_allowed, "{m}");
     assert!(n("guard_events_total{kind=\"exec\"}") >= 5.0, "{m}");
-    let sent = all.len() as f64;
     assert_eq!(n("guard_sink_sent_total{sink=\"stdout\"}"), sent, "{m}");
-    assert_eq!(n(&format!("guard_sink_sent_total{{sink=\"file:{}\"}}", file_sink.display())), sent, "{m}");
+    assert_eq!(n(&file_sent), sent, "{m}");
     assert_eq!(n("guard_sink_failed_total{sink=\"stdout\"}"), 0.0, "{m}");
     assert_eq!(n("guard_holds_pending"), 0.0);
     assert!(n("guard_process_table_entries") > 0.0, "{m}");

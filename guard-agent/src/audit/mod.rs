@@ -41,7 +41,9 @@
 //!   writer did not close it, the writer cuts a torn last line (a crash mid-write), and records
 //!   that it did (`torn_file`, `torn_bytes`), how many records the crashed writer left unsealed
 //!   (`unsealed`) and the seq it goes on after (`after_seq`). `gap`: verdicts the writer could
-//!   not write (a full disk): `lost`, `reason` (`write failures`), the first `error`, the last
+//!   not write (a full disk), or that never reached it because its queue was full (the writer
+//!   thread behind the daemon's event loop, see `queue`): `lost`, `reason` (`write failures`,
+//!   `queue full`, or `write failures and queue full`), the first `error`, the last
 //!   seq written before them (`after_seq`), when (`first_ts`, `last_ts`) and, when the verdicts
 //!   were numbered, the range of their `metadata.sequence` (`first_sequence`,
 //!   `last_sequence`), so a SIEM that has them can fill the hole. No seq is spent on a record
@@ -106,6 +108,7 @@
 //! `Log` seals it too, best effort). The fsync policy is in `writer`'s docs.
 mod files;
 mod key;
+mod queue;
 mod record;
 mod verify;
 mod writer;
@@ -115,6 +118,7 @@ pub use key::{create_key, load_key, parse_public, pub_path, write_new_key};
 pub use verify::{Report, VerifyOptions, read_witness, verify};
 #[cfg(test)]
 pub use record::canonical;
+pub use queue::Queued;
 pub use writer::{Log, LogOptions};
 
 /// Where `keygen` puts the key by default (root-only state).

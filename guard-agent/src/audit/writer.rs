@@ -83,7 +83,15 @@ struct Gap {
     sequences: Option<(u64, u64)>,
     /// The first error.
     error: String,
+    /// Why they are missing: "write failures", "queue full" (the writer thread was behind),
+    /// or both.
+    reason: &'static str,
 }
+
+/// A gap's reasons.
+const WRITE_FAILURES: &str = "write failures";
+const QUEUE_FULL: &str = "queue full";
+const BOTH: &str = "write failures and queue full";
 
 /// While a gap is open and no verdict arrives, `tick` tries to record it this often.
 const GAP_RETRY: Duration = Duration::from_secs(1);
@@ -229,6 +237,12 @@ impl Log {
     /// Seals the log with a final checkpoint (unless it is sealed already) and syncs it; returns
     /// the checkpoints not yet taken, the final one included.
     pub fn close(mut self) -> io::Result<Vec<Value>> {
+        self.close_in_place()
+    }
+
+    /// [`Log::close`] for an owner that cannot give the log away (its writer thread); nothing
+    /// is written after it.
+    pub(super) fn close_in_place(&mut self) -> io::Result<Vec<Value>> {
         self.closed = true;
         self.guarded(|log| {
             log.close_gap().map_err(|e| io::Error::new(e.kind(), format!("{} verdicts that could not be written are not recorded in the log either: {e}", log.stats.unrecorded)))?;
@@ -273,11 +287,31 @@ impl Log {
         self.stats.lost += 1;
         self.stats.unrecorded += 1;
         let now = now_ms();
-        let g = self.gap.get_or_insert_with(|| Gap { lost: 0, first_ms: now, last_ms: now, sequences: None, error: e.to_string() });
-        g.lost += 1;
-        g.last_ms = now;
-        if let Some(s) = sequence {
-            g.sequences = Some(g.sequences.map_or((s, s), |(a, b)| (a.min(s), b.max(s))));
+        self.gap_add(1, sequence.map(|s| (s, s)), (now, now), &e.to_string(), WRITE_FAILURES);
+    }
+
+    /// `lost` verdicts (numbered `sequences`, lost between the two times) that never reached
+    /// the writer: its queue was full. They join the gap like verdicts whose write failed, and
+    /// the next record written states them.
+    pub fn lose_queued(&mut self, lost: u64, sequences: Option<(u64, u64)>, first_ms: u64, last_ms: u64) {
+        if lost == 0 {
+            return;
+        }
+        self.stats.lost += lost;
+        self.stats.unrecorded += lost;
+        self.gap_add(lost, sequences, (first_ms, last_ms), "the audit log's writer was behind and its queue was full", QUEUE_FULL);
+    }
+
+    fn gap_add(&mut self, lost: u64, sequences: Option<(u64, u64)>, (first_ms, last_ms): (u64, u64), error: &str, reason: &'static str) {
+        let g = self.gap.get_or_insert_with(|| Gap { lost: 0, first_ms, last_ms, sequences: None, error: error.to_owned(), reason });
+        if g.reason != reason {
+            g.reason = BOTH;
+        }
+        g.lost += lost;
+        g.first_ms = g.first_ms.min(first_ms);
+        g.last_ms = g.last_ms.max(last_ms);
+        if let Some((first, last)) = sequences {
+            g.sequences = Some(g.sequences.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
         }
     }
 
@@ -290,7 +324,7 @@ impl Log {
         let mut note = json!({
             "event": "gap",
             "lost": g.lost,
-            "reason": "write failures",
+            "reason": g.reason,
             "error": g.error,
             "after_seq": after_seq,
             "first_ts": g.first_ms,
@@ -428,7 +462,7 @@ impl Log {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

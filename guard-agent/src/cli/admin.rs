@@ -169,7 +169,11 @@ pub fn render_status(v: &Value) -> String {
     for k in v["sinks"].as_array().into_iter().flatten() {
         let health = if k["healthy"] == Value::Bool(true) { "ok" } else { "FAILING" };
         let error = k["error"].as_str().map(|e| format!("; {} failed writes, now: {e}", k["write_errors"])).unwrap_or_default();
-        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}, dropped {}{error}", s(&k["name"]), k["sent"], k["failed"], k["backlog"], k["dropped"]));
+        let queue = match k["queue_dropped"].as_u64() {
+            Some(n) if n > 0 => format!(", {n} dropped by a writer too far behind"),
+            _ => String::new(),
+        };
+        line(format!("sink:        {} {health}: {} sent, {} failed, backlog {}, dropped {}{queue}{error}", s(&k["name"]), k["sent"], k["failed"], k["backlog"], k["dropped"]));
     }
     let a = &v["audit_log"];
     if a.is_object() {

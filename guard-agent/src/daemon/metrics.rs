@@ -64,9 +64,14 @@ impl Engine {
         for s in &self.sinks.list {
             t.sample("guard_sink_dropped_total", &[("sink", &s.name)], s.dropped);
         }
+        t.family("guard_sink_queue_dropped_total", "counter", "Verdicts dropped because the sink's writer thread was too far behind (standard output, files; also in guard_sink_failed_total), by sink.");
+        for s in &self.sinks.list {
+            t.sample("guard_sink_queue_dropped_total", &[("sink", &s.name)], s.queue_dropped);
+        }
         let audit = self.audit.as_ref().map(|l| l.stats().clone()).unwrap_or_default();
         t.single("guard_audit_log_failures_total", "counter", "Audit-log writes (records, checkpoints, syncs) that failed, retries included.", audit.write_failures);
         t.single("guard_audit_log_lost_total", "counter", "Verdicts the audit log could not write (stated in its gap records).", audit.lost);
+        t.single("guard_audit_log_queue_dropped_total", "counter", "Verdicts dropped before the audit log's writer saw them, its queue full (also in guard_audit_log_lost_total and its gap records).", self.audit.as_ref().map_or(0, |l| l.queue_dropped));
         t.single("guard_audit_log_gaps_total", "counter", "Gap records written to the audit log after write failures.", audit.gaps);
         t.single("guard_policy_reloads_total", "counter", "Policy reloads that took effect.", self.counters.reloads);
         t.single("guard_policy_reload_failures_total", "counter", "Policy reloads refused (the previous policy stayed).", self.counters.reload_failures);

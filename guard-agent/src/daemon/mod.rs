@@ -284,8 +284,8 @@ struct Engine {
     seq: Sequence,
     /// Secrets are masked before any sink (or the audit log) sees a verdict.
     masker: crate::mask::Masker,
-    /// The tamper-evident local log, when configured.
-    audit: Option<crate::audit::Log>,
+    /// The tamper-evident local log, when configured, written by a thread of its own.
+    audit: Option<crate::audit::Queued>,
     counters: Counters,
     /// Sensitive-read taints, learned DNS addresses, tunnel detection.
     exfil: exfil::ExfilState,
@@ -439,10 +439,6 @@ impl Engine {
     }
 
     fn tick(&mut self, poll_policy: bool) {
-        if let Some(log) = &mut self.audit {
-            // A failure is counted and logged by the log itself (once per run of failures).
-            let _ = log.tick(Instant::now());
-        }
         self.retry_sql_waits();
         for p in self.holds.expired(Instant::now()) {
             let reason = format!("no approval within {}s", p.timeout.as_secs());

@@ -22,9 +22,10 @@ impl Engine {
         let Engine { masker, seq, audit, sinks, tail, .. } = self;
         encode(masker, seq, v, container.as_deref(), &mut |obj| {
             if let Some(log) = audit.as_mut() {
-                // A verdict the log cannot take is counted by it and stated in a gap record
-                // once it can write again (see `audit::Log`); it still goes to the sinks.
-                let _ = log.append_canonical(obj.audit_body(), Some(obj.sequence));
+                // Queued for the log's writer; a verdict it cannot write, or that the queue
+                // has no room for, is counted and stated in a gap record (see `audit::Log`,
+                // `audit::Queued`); it still goes to the sinks.
+                log.append(obj.audit_body(), Some(obj.sequence));
             }
             // A failing sink (closed pipe, full disk) is counted and retried; it never stops
             // the daemon.
@@ -40,8 +41,11 @@ impl Engine {
         self.sinks.flush();
     }
 
+    /// Hands the burst's verdicts to the audit log's writer and the checkpoints it wrote since
+    /// to the network sinks.
     fn witness_checkpoints(&mut self) {
         let Some(log) = &mut self.audit else { return };
+        log.hand_over();
         witness(&mut self.sinks, log.take_checkpoints());
     }
 
@@ -49,7 +53,7 @@ impl Engine {
     /// sinks).
     pub(super) fn seal_audit_log(&mut self) {
         let Some(log) = self.audit.take() else { return };
-        match log.close() {
+        match log.close(std::time::Instant::now() + AUDIT_CLOSE_WITHIN) {
             Ok(checkpoints) => witness(&mut self.sinks, checkpoints),
             Err(e) => tracing::error!(error = %e, "cannot seal the audit log"),
         }
@@ -65,14 +69,19 @@ fn witness(sinks: &mut crate::sinks::Sinks, checkpoints: Vec<Value>) {
     }
 }
 
-/// Opens the audit log of the settings, with its signing key if one is configured.
-pub(super) fn open_audit_log(a: &crate::config::AuditLogConfig) -> anyhow::Result<crate::audit::Log> {
+/// How long the audit log's writer gets at shutdown to write what is queued and seal the log.
+const AUDIT_CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the audit log of the settings, with its signing key if one is configured, and starts
+/// its writer thread.
+pub(super) fn open_audit_log(a: &crate::config::AuditLogConfig) -> anyhow::Result<crate::audit::Queued> {
     let key = a.key.as_deref().map(crate::audit::load_key).transpose().context("audit_log.key")?;
     if key.is_none() {
         tracing::warn!("audit_log has no `key`: checkpoints are not signed (create one with `guard-agent audit keygen`)");
     }
     let opts = crate::audit::LogOptions { max_file_bytes: a.max_file_bytes, checkpoint_every: a.checkpoint_every, checkpoint_interval: a.checkpoint_interval };
-    crate::audit::Log::open(&a.dir, key, opts).with_context(|| format!("opening the audit log in {}", a.dir.display()))
+    let log = crate::audit::Log::open(&a.dir, key, opts).with_context(|| format!("opening the audit log in {}", a.dir.display()))?;
+    crate::audit::Queued::start(log).context("starting the audit log's writer")
 }
 
 /// One OCSF object as every sink gets it: masked, numbered, encoded once.

@@ -20,6 +20,7 @@ impl Engine {
                 let _ = reply.send(response);
             }
             ControlMsg::Metrics(reply) => {
+                self.sinks.refresh();
                 let _ = reply.send(self.metrics());
             }
         }
@@ -36,7 +37,10 @@ impl Engine {
 
     fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
         match request {
-            Request::Status {} => self.status(),
+            Request::Status {} => {
+                self.sinks.refresh();
+                self.status()
+            }
             // Served by the socket task itself; never reaches the loop.
             Request::Tail { .. } => control::error("`tail` is a stream, served by the socket"),
             Request::Reload {} => {
@@ -87,6 +91,11 @@ impl Engine {
                 Some(id) if self.end_session(&id) => json!({ "ok": true }),
                 _ => control::error("no live session on this connection"),
             },
+            #[cfg(debug_assertions)]
+            Request::Stall { ms } => {
+                std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+                json!({ "ok": true })
+            }
         }
     }
 }

@@ -86,6 +86,7 @@ impl Engine {
                     "dir": self.settings.audit_log.as_ref().map(|a| a.dir.display().to_string()),
                     "next_seq": l.next_seq(),
                     "lost": s.lost,
+                    "queue_dropped": l.queue_dropped,
                     "write_failures": s.write_failures,
                     "gaps": s.gaps,
                     "unrecorded": s.unrecorded,
@@ -102,7 +103,7 @@ impl Engine {
             },
             "sinks": self.sinks.list.iter().map(|s| json!({
                 "name": s.name, "sent": s.sent, "failed": s.failed, "backlog": s.backlog, "dropped": s.dropped,
-                "write_errors": s.write_errors, "error": s.error, "healthy": s.healthy,
+                "queue_dropped": s.queue_dropped, "write_errors": s.write_errors, "error": s.error, "healthy": s.healthy,
             })).collect::<Vec<_>>(),
             "daemon": {
                 "pid": std::process::id(),

@@ -8,6 +8,10 @@
 //! (`error`), logs once when the failures begin and once when writing works again (with the
 //! count), and tries again at every burst.
 //!
+//! Standard output and files never make the event loop wait either: a thread each writes them
+//! ([`local`]); the loop hands it each burst through a queue bounded by bytes, and a burst that
+//! would overflow it is dropped and counted (`queue_dropped`, and in `failed`).
+//!
 //! Network sinks never make the event loop wait: a verdict is appended to the sink's bounded
 //! on-disk spool ([`spool`]), and the sink's own thread ([`http`], [`syslog`], [`kafka`]) delivers it, in order, when
 //! the server takes it, across daemon restarts too. While a server is down its verdicts queue
@@ -56,7 +60,6 @@
 //! be read stops the start (exit 2), like a verdict file that cannot be opened. At shutdown
 //! (SIGINT/SIGTERM) network sinks get 3 s to deliver their backlog; the rest stays spooled.
 use std::{
-    io::{self, BufWriter, Write as _},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -71,6 +74,7 @@ mod fields;
 mod file;
 mod http;
 mod kafka;
+mod local;
 mod spool;
 pub mod syslog;
 mod tls;
@@ -112,11 +116,14 @@ pub struct Sink {
     pub backlog: u64,
     /// Verdicts dropped unsent because the sink's spool was full (this daemon run).
     pub dropped: u64,
+    /// Verdicts dropped because the sink's writer thread was too far behind (standard output,
+    /// files; also counted in `failed`).
+    pub queue_dropped: u64,
 }
 
 enum Output {
-    Stdout(BufWriter<io::Stdout>),
-    File(file::FileSink),
+    /// Standard output or a file, written by a thread of its own.
+    Local(local::Local),
     /// The spool's writing end (a thread of its own delivers); whether its last write worked
     /// (records it could not take are counted as failed by the spool).
     Network { spool: spool::Writer, spool_ok: bool },
@@ -136,10 +143,10 @@ impl Sinks {
         let mut spools: Vec<std::path::PathBuf> = Vec::new();
         for c in config {
             let output = match c {
-                SinkConfig::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
+                SinkConfig::Stdout => Output::Local(local::Local::start(&c.name(), local::Target::Stdout).context("starting the standard output sink's writer")?),
                 SinkConfig::File { path, rotation } => {
                     let f = file::FileSink::open(path, *rotation).with_context(|| format!("opening the verdict file {}", path.display()))?;
-                    Output::File(f)
+                    Output::Local(local::Local::start(&c.name(), local::Target::File(f)).context("starting the file sink's writer")?)
                 }
                 SinkConfig::Network(n) => {
                     let dir = match (&n.spool_dir, state_dir) {
@@ -165,7 +172,7 @@ impl Sinks {
                     Output::Network { spool: writer, spool_ok: true }
                 }
             };
-            let mut sink = Sink { name: c.name(), output, sent: 0, failed: 0, write_errors: 0, error: None, error_logged: false, healthy: true, backlog: 0, dropped: 0 };
+            let mut sink = Sink { name: c.name(), output, sent: 0, failed: 0, write_errors: 0, error: None, error_logged: false, healthy: true, backlog: 0, dropped: 0, queue_dropped: 0 };
             sink.refresh();
             list.push(sink);
         }
@@ -182,15 +189,7 @@ impl Sinks {
                         sink.spooled(Err(e));
                     }
                 }
-                Output::Stdout(w) => {
-                    let ok = writeln!(w, "{line}").is_ok();
-                    if ok { sink.sent += 1 } else { sink.failed += 1 }
-                    sink.healthy = ok;
-                }
-                Output::File(f) => {
-                    let _ = f.write(line);
-                    sink.refresh();
-                }
+                Output::Local(l) => l.write(line, &sink.name),
             }
         }
     }
@@ -219,15 +218,7 @@ impl Sinks {
                         sink.spooled(r);
                     }
                 }
-                Output::Stdout(w) => {
-                    if w.flush().is_err() {
-                        sink.failed += 1;
-                        sink.healthy = false;
-                    }
-                }
-                Output::File(f) => {
-                    let _ = f.flush();
-                }
+                Output::Local(l) => l.hand_over(&sink.name),
             }
             sink.refresh();
         }
@@ -239,23 +230,50 @@ impl Sinks {
         self.flush();
         let deadline = Instant::now() + within;
         for sink in &mut self.list {
-            if let Output::Network { spool, .. } = &mut sink.output {
-                spool.close(deadline);
-                sink.refresh();
-                if sink.backlog > 0 {
-                    tracing::info!(sink = %sink.name, backlog = sink.backlog, "undelivered verdicts stay spooled for the next start");
+            match &mut sink.output {
+                Output::Network { spool, .. } => {
+                    spool.close(deadline);
+                    sink.refresh();
+                    if sink.backlog > 0 {
+                        tracing::info!(sink = %sink.name, backlog = sink.backlog, "undelivered verdicts stay spooled for the next start");
+                    }
+                }
+                Output::Local(l) => {
+                    l.close(&sink.name, deadline);
+                    sink.refresh();
                 }
             }
         }
     }
 
-    /// Reopens file sinks (after logrotate moved them away; on SIGHUP).
+    /// Brings every sink's counters up to date (for `status` and `/metrics`: the writer
+    /// threads count as they write).
+    pub fn refresh(&mut self) {
+        for sink in &mut self.list {
+            sink.refresh();
+        }
+    }
+
+    /// Reopens file sinks (after logrotate moved them away; on SIGHUP), after the lines
+    /// buffered so far.
     pub fn reopen(&mut self) {
         self.flush();
         for sink in &mut self.list {
-            if let Output::File(f) = &mut sink.output {
-                f.reopen();
+            if let Output::Local(l) = &mut sink.output {
+                l.reopen(&sink.name);
             }
+        }
+    }
+
+    /// Waits (at most `within` per sink) until standard output and files have written
+    /// everything handed to them, and brings their counters up to date.
+    #[cfg(test)]
+    pub fn sync(&mut self, within: Duration) {
+        for sink in &mut self.list {
+            if let Output::Local(l) = &mut sink.output {
+                assert!(l.sync(within), "sink {} did not catch up", sink.name);
+            }
+            sink.refresh();
         }
     }
 }
@@ -273,13 +291,13 @@ impl Sink {
                 self.dropped = s.dropped;
                 self.healthy = s.healthy && *spool_ok;
             }
-            Output::File(f) => {
-                let c = &f.counts;
-                (self.sent, self.failed, self.write_errors) = (c.written, c.lost, c.write_errors);
-                self.error.clone_from(&c.error);
+            Output::Local(l) => {
+                let c = l.counts();
+                self.queue_dropped = l.queue_dropped;
+                (self.sent, self.failed, self.write_errors) = (c.written, c.lost + l.queue_dropped, c.write_errors);
                 self.healthy = c.error.is_none();
+                self.error = c.error;
             }
-            Output::Stdout(_) => {}
         }
         match (&self.error, self.error_logged) {
             (Some(e), false) => tracing::error!(
@@ -325,21 +343,26 @@ mod tests {
         let mut sinks = Sinks::open(&[SinkConfig::File { path: path.clone(), rotation: Rotation::default() }], None).unwrap();
         sinks.write("{\"a\":1}");
         sinks.flush();
+        sinks.sync(Duration::from_secs(5));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
         // logrotate moved it away: SIGHUP reopens, and the next line starts a new file.
         std::fs::rename(&path, dir.join("v.jsonl.1")).unwrap();
         sinks.reopen();
+        sinks.sync(Duration::from_secs(5));
         sinks.write("{\"a\":2}");
         sinks.flush();
+        sinks.sync(Duration::from_secs(5));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}\n");
         // Moved away without a SIGHUP, or removed: the next burst notices and starts anew.
         std::fs::rename(&path, dir.join("v.jsonl.2")).unwrap();
         sinks.write("{\"a\":3}");
         sinks.flush();
+        sinks.sync(Duration::from_secs(5));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":3}\n");
         std::fs::remove_file(&path).unwrap();
         sinks.write("{\"a\":4}");
         sinks.flush();
+        sinks.sync(Duration::from_secs(5));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":4}\n");
         assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.1")).unwrap(), "{\"a\":1}\n");
         assert_eq!(std::fs::read_to_string(dir.join("v.jsonl.2")).unwrap(), "{\"a\":2}\n");
