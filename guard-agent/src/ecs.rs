@@ -321,10 +321,10 @@ mod tests {
             subject,
             ancestry: vec![Ancestor { pid: 4241, exe: "/bin/sh".into() }],
             error: None,
-            session: Some(json!({
+            session: Some(crate::verdict::Shared::new(json!({
                 "id": "s1", "launch_name": "claude", "labels": { "principal": "alice@example.com", "ticket": "OPS-12" },
                 "user": { "uid": 1000, "name": "alice", "loginuid": 1000 },
-            })),
+            }))),
             hold: None,
             reason: None,
             exfil: None,

@@ -35,10 +35,17 @@ pub struct Session {
     pub keep_running: bool,
     pub started_ms: u64,
     pub command: Vec<String>,
+    /// [`Session::to_json`], made once for every verdict of the session to share.
+    identity: std::sync::OnceLock<std::sync::Arc<crate::verdict::Shared>>,
 }
 
 impl Session {
     /// The identity verdicts carry.
+    /// The identity as verdicts carry it: one copy for the whole session.
+    pub fn identity(&self) -> std::sync::Arc<crate::verdict::Shared> {
+        std::sync::Arc::clone(self.identity.get_or_init(|| crate::verdict::Shared::new(self.to_json())))
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,
@@ -163,6 +170,7 @@ impl Sessions {
             keep_running,
             started_ms: now_ms(),
             command,
+            identity: std::sync::OnceLock::new(),
         };
         tracing::info!(session = %id, agent = name, uid = peer.uid, cgroup = %session.cgroup, "session started");
         Ok(self.live.entry(id).or_insert(session))
@@ -311,6 +319,7 @@ mod tests {
             keep_running: false,
             started_ms: 0,
             command: Vec::new(),
+            identity: std::sync::OnceLock::new(),
         });
         assert!(s.of_cgroup("/guard/claude/ab12").is_some());
         assert!(s.of_cgroup("/guard/claude/ab12/sub").is_some());

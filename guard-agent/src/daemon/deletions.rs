@@ -67,7 +67,7 @@ impl Engine {
         });
         let mut v = self.correlator.verdict(&d.header, Subject::Deletions { exe, deletions }, ppid);
         if let Some(p) = &v.cgroup_path {
-            v.session = self.sessions.of_cgroup(p).map(sessions::Session::to_json);
+            v.session = self.sessions.of_cgroup(p).map(sessions::Session::identity);
         }
         let at = where_.first().map_or_else(|| "an unknown directory".to_owned(), |w| w.clone());
         let then = match decision {

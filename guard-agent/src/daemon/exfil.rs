@@ -463,7 +463,7 @@ impl Engine {
 
     fn emit_with_session(&mut self, mut v: Verdict) {
         if let Some(path) = &v.cgroup_path {
-            v.session = self.sessions.of_cgroup(path).map(crate::sessions::Session::to_json);
+            v.session = self.sessions.of_cgroup(path).map(crate::sessions::Session::identity);
         }
         self.emit(&v);
     }

@@ -239,7 +239,7 @@ impl Engine {
         v.rule = self.correlator.policies.of(h.policy_id).and_then(|c| c.rule(rule.rule_id)).cloned();
         v.reason = Some(reason);
         if let Some(p) = &v.cgroup_path {
-            v.session = self.sessions.of_cgroup(p).map(crate::sessions::Session::to_json);
+            v.session = self.sessions.of_cgroup(p).map(crate::sessions::Session::identity);
         }
         tracing::debug!(agent = %agent_name, "file call refused under a protected path");
         self.counters.files_denied += 1;

@@ -217,7 +217,7 @@ impl Engine {
             v.agent = agent;
             v.rule = decided_by.and_then(|c| c.rule(l.held.rule_id)).cloned();
             (v.pid, v.ppid, v.uid, v.gid) = (l.pid, l.ppid, l.uid, l.gid);
-            v.session = l.cgroup.as_deref().and_then(|p| self.sessions.of_cgroup(p)).map(sessions::Session::to_json);
+            v.session = l.cgroup.as_deref().and_then(|p| self.sessions.of_cgroup(p)).map(sessions::Session::identity);
             v.cgroup_path = l.cgroup;
             v.hold = Some(json!({
                 "decision": "daemon-restart",

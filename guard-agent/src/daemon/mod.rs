@@ -360,7 +360,7 @@ impl Engine {
         }
         let Some(mut v) = self.correlator.handle(&ev) else { return };
         if let Some(path) = &v.cgroup_path {
-            v.session = self.sessions.of_cgroup(path).map(sessions::Session::to_json);
+            v.session = self.sessions.of_cgroup(path).map(sessions::Session::identity);
         }
         if let Event::Connect(c) = &ev {
             self.annotate_connect(c, &mut v);
@@ -431,7 +431,7 @@ impl Engine {
                 v.decision = Decision::Killed;
                 v.reason = Some(reason);
                 if let Some(path) = &v.cgroup_path {
-                    v.session = self.sessions.of_cgroup(path).map(sessions::Session::to_json);
+                    v.session = self.sessions.of_cgroup(path).map(sessions::Session::identity);
                 }
                 self.emit(&v);
             }

@@ -125,6 +125,9 @@ pub struct Masker {
     /// Every rule's pattern, so one pass tells which rules (if any) need a closer look.
     set: RegexSet,
     rules: Vec<Rule>,
+    /// Tells maskers apart (a value masked once by this one, [`crate::verdict::Shared`], is
+    /// reused only by this one).
+    id: u64,
 }
 
 impl std::fmt::Debug for Masker {
@@ -156,7 +159,14 @@ impl Masker {
             [] => None,
             _ => Some(RegexSet::new(extra).map_err(|e| format!("masking patterns: {e}"))?),
         };
-        Ok(Masker { prefilter: prefilter::build(), extra, set, rules })
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Masker { prefilter: prefilter::build(), extra, set, rules, id })
+    }
+
+    /// This masker's identity (distinct for every masker made in this process).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Masks the secrets inside one free-standing string. Borrows (no allocation) when there is

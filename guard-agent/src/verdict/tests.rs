@@ -203,3 +203,28 @@ fn a_deletion_budget_verdict_is_process_activity_with_its_numbers_and_a_finding(
     let e = crate::ecs::project(&o);
     assert_eq!((e["event"]["action"].as_str(), e["event"]["category"][0].as_str()), (Some("bulk_delete"), Some("file")), "{e:#}");
 }
+
+#[test]
+fn a_shared_value_is_encoded_once_per_masker() {
+    let shared = Shared::new(json!({ "labels": { "note": "corp-token-0123456789" } }));
+    let builtin = crate::mask::Masker::default();
+    let corp = crate::mask::Masker::new(&["corp-token-(?P<secret>[0-9]+)".into()]).unwrap();
+    let calls = std::cell::Cell::new(0);
+    let encode = |m: &crate::mask::Masker| {
+        shared
+            .encoded(m, |v, out| {
+                calls.set(calls.get() + 1);
+                let mut v = v.clone();
+                m.mask_value(&mut v);
+                out.push_str(&v.to_string());
+            })
+            .into_owned()
+    };
+    let first = encode(&builtin);
+    assert_eq!(encode(&builtin), first);
+    assert_eq!(calls.get(), 1, "the same masker reuses the encoding");
+    // Another masker never gets the first one's encoding.
+    let other = encode(&corp);
+    assert_eq!(calls.get(), 2);
+    assert!(first.contains("corp-token-0123456789") && !other.contains("0123456789"), "{first} / {other}");
+}

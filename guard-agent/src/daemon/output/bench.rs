@@ -61,10 +61,10 @@ pub(crate) fn sample(kind: &str, i: usize) -> Verdict {
         subject,
         ancestry: vec![Ancestor { pid: 4241, exe: "/usr/bin/bash".into() }, Ancestor { pid: 4000, exe: "/usr/local/bin/claude".into() }],
         error: None,
-        session: Some(json!({
+        session: Some(crate::verdict::Shared::new(json!({
             "id": "s1", "launch_name": "claude", "labels": { "team": "infra", "ticket": "OPS-12" },
             "user": { "uid": 1000, "name": "dev", "loginuid": 1000 }, "launcher_pid": 3999, "cgroup": "/guard.slice/claude/s1", "started": 1_795_255_000_000u64,
-        })),
+        }))),
         hold: None,
         reason: None,
         exfil: None,
@@ -85,7 +85,9 @@ fn bench() {
     let mut seq = crate::seq::Sequence::open(None).unwrap();
     let mut audit = crate::audit::Log::open(&dir.join("audit"), None, crate::audit::LogOptions::default()).unwrap();
     let mut file = crate::sinks::Sinks::open(&[crate::config::SinkConfig::File { path: dir.join("verdicts.jsonl"), rotation: Default::default() }], None).unwrap();
-    let verdicts: Vec<Verdict> = (0..n).map(|i| sample(&kind, i)).collect();
+    // One launch session for all of them, as the daemon shares its session's identity.
+    let session = sample(&kind, 0).session;
+    let verdicts: Vec<Verdict> = (0..n).map(|i| Verdict { session: session.clone(), ..sample(&kind, i) }).collect();
     for v in &verdicts {
         super::encode(&masker, &mut seq, v, None, &mut |obj| {
             if with_audit {

@@ -73,7 +73,7 @@ fn corpus() -> Vec<Verdict> {
         with("exec", &|v| v.decision = Decision::Audited),
         // Session labels whose key masking renames, and an argv inside a free-form value.
         with("exec", &|v| {
-            v.session = Some(json!({ "id": "s2", "labels": { "api_token=abcdef123456": "v", "note": "Bearer abc123def456" }, "started": 1 }));
+            v.session = Some(crate::verdict::Shared::new(json!({ "id": "s2", "labels": { "api_token=abcdef123456": "v", "note": "Bearer abc123def456" }, "started": 1 })));
             v.sql = Some(json!({ "argv": ["psql", "--password", "S3cretPass"], "cmd_line": "psql --password S3cretPass", "ratio": 0.25 }));
             v.exfil = Some(json!({ "names": ["example.com"], "bytes": 12345678901u64, "negative": -3 }));
         }),
