@@ -28,6 +28,9 @@ use super::writer::{Log, Stats};
 /// stated in a gap record.
 pub const QUEUE_BYTES: usize = 32 << 20;
 
+/// A burst is handed over at this size even before the loop's next flush.
+const BATCH_BYTES: usize = 256 << 10;
+
 /// How often the thread runs the log's timer.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -96,6 +99,9 @@ impl Queued {
     pub fn append(&mut self, body: &[u8], sequence: Option<u64>) {
         self.batch.bytes.extend_from_slice(body);
         self.batch.records.push((self.batch.bytes.len(), sequence));
+        if self.batch.bytes.len() >= BATCH_BYTES {
+            self.hand_over();
+        }
     }
 
     /// Hands the burst to the writer, or drops it and tells the writer what it lost.

@@ -158,6 +158,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
         seq,
         masker,
         audit,
+        flushed: Instant::now(),
         counters: Counters { undecodable, ..Counters::default() },
         exfil: exfil::ExfilState::default(),
         lost,
@@ -168,7 +169,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     engine.killed_leftovers(leftovers);
     // Drops made while no daemon was reading.
     engine.check_lost(false);
-    engine.flush();
+    engine.flush_now();
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u32;
     loop {
@@ -219,7 +220,7 @@ pub async fn run(model: Policy, args: &Settings) -> anyhow::Result<()> {
     }
     // Drops not reported yet (also those of the last moments).
     engine.check_lost(true);
-    engine.flush();
+    engine.flush_now();
     engine.seal_audit_log();
     // Network sinks get a few seconds to deliver their backlog; the rest stays spooled.
     engine.sinks.shutdown(Duration::from_secs(3));
@@ -286,6 +287,8 @@ struct Engine {
     masker: crate::mask::Masker,
     /// The tamper-evident local log, when configured, written by a thread of its own.
     audit: Option<crate::audit::Queued>,
+    /// When the loop last handed verdicts on (see `Engine::flush`).
+    flushed: Instant,
     counters: Counters,
     /// Sensitive-read taints, learned DNS addresses, tunnel detection.
     exfil: exfil::ExfilState,

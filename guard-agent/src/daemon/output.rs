@@ -36,7 +36,17 @@ impl Engine {
         });
     }
 
+    /// Hands what the loop buffered to the sinks' threads, the audit log's writer and the
+    /// spools, at most every [`FLUSH_EVERY`] (the loop calls it after every burst and tick).
     pub(super) fn flush(&mut self) {
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flush_now();
+        }
+    }
+
+    /// [`Engine::flush`] now (at start and shutdown).
+    pub(super) fn flush_now(&mut self) {
+        self.flushed = std::time::Instant::now();
         self.witness_checkpoints();
         self.sinks.flush();
     }
@@ -68,6 +78,13 @@ fn witness(sinks: &mut crate::sinks::Sinks, checkpoints: Vec<Value>) {
         sinks.witness(&json!({ "time": c["ts"], "guard_audit_checkpoint": c }).to_string());
     }
 }
+
+/// Verdicts are handed on at most this often: each hand-over wakes the threads that write
+/// them, and on a busy host a wake-up per burst cost the daemon more than the writing. A
+/// verdict reaches a file, stdout, a spool or the audit log at most about a tick (100 ms) after
+/// the loop made it (the live feed, `tail`, gets it at once); the buffers are bounded and
+/// handed on early when full.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long the audit log's writer gets at shutdown to write what is queued and seal the log.
 const AUDIT_CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -25,7 +25,7 @@ use tokio::{
 use crate::events::{self, Event};
 
 /// How long a routine record may wait in the ring buffer before the daemon reads it.
-pub const POLL: Duration = Duration::from_millis(20);
+pub const POLL: Duration = Duration::from_millis(50);
 /// Events per batch handed to the event loop.
 pub const BATCH: usize = 256;
 

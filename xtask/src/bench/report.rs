@@ -419,7 +419,7 @@ impl Report<'_> {
             f.push(format!(
                 "**Ring-buffer wake-ups dominate the in-kernel cost for agent workloads.** guard's programs take {c:.0} ns per exec in C but {paused:.0} ns when the daemon is not waiting ({cc:.0} vs {pc:.0} ns per connect). \
                  A wake-up costs the producing CPU an interrupt (irq_work) whose handler wakes the daemon's thread on the other CPU; in a VM both trap to the hypervisor. \
-                 Routine records (allowed exec, fork, exit, allowed connect) are submitted with `BPF_RB_NO_WAKEUP` and read on the daemon's 20 ms timer; urgent ones (denials, kills, holds, DNS, budgets, cgroups) and a buffer an eighth full force a wake-up. If this finding shows, something in the workload produces urgent records, or the buffer fills faster than the daemon reads it."
+                 Routine records (allowed exec, fork, exit, allowed connect) are submitted with `BPF_RB_NO_WAKEUP` and read on the daemon's 50 ms timer; urgent ones (denials, kills, holds, DNS, budgets, cgroups) and a buffer an eighth full force a wake-up. If this finding shows, something in the workload produces urgent records, or the buffer fills faster than the daemon reads it."
             ));
         }
         let host = |load| -> (f64, f64, Vec<String>) {
