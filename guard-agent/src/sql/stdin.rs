@@ -217,6 +217,12 @@ mod tests {
         let pid = child.id();
         // SAFETY: stops our own child.
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        // Only once it has stopped: a `cat` still starting could otherwise read the bytes
+        // written next before the pending stop takes it (seen in CI: the pipe was empty).
+        let mut status = 0;
+        // SAFETY: waits for our own child's stop; `status` is ours to fill.
+        let stopped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WUNTRACED) };
+        assert!(stopped == pid as i32 && libc::WIFSTOPPED(status), "the child did not stop: {status:#x}");
         let mut w = child.stdin.take().unwrap();
         w.write_all(b"DROP TABLE t;\n").unwrap();
         match read(pid, false) {
