@@ -40,12 +40,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// The identity verdicts carry.
-    /// The identity as verdicts carry it: one copy for the whole session.
+    /// The identity as verdicts carry it ([`Session::to_json`]): one copy for the whole
+    /// session.
     pub fn identity(&self) -> std::sync::Arc<crate::verdict::Shared> {
         std::sync::Arc::clone(self.identity.get_or_init(|| crate::verdict::Shared::new(self.to_json())))
     }
 
+    /// The identity verdicts carry.
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,

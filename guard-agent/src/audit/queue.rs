@@ -141,8 +141,8 @@ impl Queued {
         }
     }
 
-    /// Copies the writer's counters.
-    fn refresh(&mut self) {
+    /// Copies the writer's counters (for `status` and `/metrics`; every burst does too).
+    pub fn refresh(&mut self) {
         if let Ok(p) = self.shared.state.lock() {
             self.stats.clone_from(&p.stats);
             self.next_seq = p.next_seq;

@@ -20,9 +20,17 @@ impl Engine {
                 let _ = reply.send(response);
             }
             ControlMsg::Metrics(reply) => {
-                self.sinks.refresh();
+                self.refresh_counters();
                 let _ = reply.send(self.metrics());
             }
+        }
+    }
+
+    /// The writer threads count as they write: their counters, brought up to date.
+    fn refresh_counters(&mut self) {
+        self.sinks.refresh();
+        if let Some(log) = &mut self.audit {
+            log.refresh();
         }
     }
 
@@ -38,7 +46,7 @@ impl Engine {
     fn request(&mut self, request: Request, peer: Peer, session: Option<String>) -> Value {
         match request {
             Request::Status {} => {
-                self.sinks.refresh();
+                self.refresh_counters();
                 self.status()
             }
             // Served by the socket task itself; never reaches the loop.
