@@ -27,6 +27,7 @@ mod seq;
 mod sql;
 mod sessions;
 mod sinks;
+mod threads;
 mod time;
 mod verdict;
 

@@ -62,7 +62,6 @@ struct Published {
     stats: Stats,
     next_seq: u64,
     checkpoints: Vec<Value>,
-    spare: Option<Batch>,
 }
 
 /// The loop's end of the audit log.
@@ -127,8 +126,7 @@ impl Queued {
             let _ = tx.send(Msg::Lost { lost, sequences, first_ms: now, last_ms: now });
             return;
         }
-        let spare = self.shared.state.lock().ok().and_then(|mut p| p.spare.take()).unwrap_or_default();
-        let batch = std::mem::replace(&mut self.batch, spare);
+        let batch = std::mem::take(&mut self.batch);
         self.shared.queued.fetch_add(size, Ordering::AcqRel);
         if tx.send(Msg::Records(batch)).is_err() {
             // The writer is gone (it panicked): what it did not take is lost.
@@ -170,14 +168,11 @@ impl Queued {
         self.hand_over();
         self.tx = None;
         let Some(thread) = self.thread.take() else { return Ok(Vec::new()) };
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !thread.is_finished() {
+        let Ok(joined) = crate::threads::join_by(thread, deadline) else {
             let queued = self.shared.queued.load(Ordering::Acquire);
             return Err(io::Error::other(format!("the audit log's writer did not finish in time ({queued} bytes of verdicts still queued): the log is not sealed")));
-        }
-        let sealed = thread.join().unwrap_or_else(|_| Err(io::Error::other("the audit log's writer panicked")));
+        };
+        let sealed = joined.unwrap_or_else(|_| Err(io::Error::other("the audit log's writer panicked")));
         self.refresh();
         let checkpoints = self.take_checkpoints();
         sealed.map(|()| checkpoints)
@@ -188,7 +183,7 @@ fn run(mut log: Log, rx: &mpsc::Receiver<Msg>, shared: &Shared) -> io::Result<()
     let mut ticked = Instant::now();
     loop {
         match rx.recv_timeout(TICK) {
-            Ok(Msg::Records(mut batch)) => {
+            Ok(Msg::Records(batch)) => {
                 let mut start = 0;
                 for &(end, sequence) in &batch.records {
                     // A verdict the log cannot take is counted by it and stated in a gap
@@ -197,13 +192,11 @@ fn run(mut log: Log, rx: &mpsc::Receiver<Msg>, shared: &Shared) -> io::Result<()
                     start = end;
                 }
                 shared.queued.fetch_sub(batch.bytes.len(), Ordering::AcqRel);
-                batch.bytes.clear();
-                batch.records.clear();
-                publish(&mut log, shared, Some(batch));
+                publish(&mut log, shared, Vec::new());
             }
             Ok(Msg::Lost { lost, sequences, first_ms, last_ms }) => {
                 log.lose_queued(lost, sequences, first_ms, last_ms);
-                publish(&mut log, shared, None);
+                publish(&mut log, shared, Vec::new());
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -212,32 +205,27 @@ fn run(mut log: Log, rx: &mpsc::Receiver<Msg>, shared: &Shared) -> io::Result<()
             ticked = Instant::now();
             // A failure is counted and logged by the log itself (once per run of failures).
             let _ = log.tick(ticked);
-            publish(&mut log, shared, None);
+            publish(&mut log, shared, Vec::new());
         }
     }
     let (checkpoints, sealed) = match log.close_in_place() {
         Ok(c) => (c, Ok(())),
         Err(e) => (Vec::new(), Err(e)),
     };
-    if let Ok(mut p) = shared.state.lock() {
-        p.checkpoints.extend(checkpoints);
-        p.stats.clone_from(log.stats());
-        p.next_seq = log.next_seq();
-    }
+    publish(&mut log, shared, checkpoints);
     sealed
 }
 
-fn publish(log: &mut Log, shared: &Shared, spare: Option<Batch>) {
-    let checkpoints = log.take_checkpoints();
+/// Shares the writer's counters and its checkpoints (`checkpoints`, those closing returned,
+/// then any not yet taken) with the loop.
+fn publish(log: &mut Log, shared: &Shared, mut checkpoints: Vec<Value>) {
+    checkpoints.extend(log.take_checkpoints());
     let Ok(mut p) = shared.state.lock() else { return };
     p.checkpoints.extend(checkpoints);
     let excess = p.checkpoints.len().saturating_sub(MAX_PENDING);
     p.checkpoints.drain(..excess);
     p.stats.clone_from(log.stats());
     p.next_seq = log.next_seq();
-    if spare.is_some() {
-        p.spare = spare;
-    }
 }
 
 #[cfg(test)]

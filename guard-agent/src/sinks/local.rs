@@ -17,7 +17,7 @@ use std::{
         mpsc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use super::file::{Counts, FileSink};
@@ -28,9 +28,6 @@ const BATCH_BYTES: usize = 256 << 10;
 /// At most this many bytes of verdict lines wait for a sink's thread; beyond, bursts are
 /// dropped and counted.
 pub const QUEUE_BYTES: usize = 32 << 20;
-
-/// Spare buffers kept for reuse (the thread gives back what it wrote).
-const SPARES: usize = 4;
 
 /// Where a local sink's thread writes.
 pub enum Target {
@@ -59,7 +56,6 @@ struct Batch {
 struct Shared {
     counts: Mutex<Counts>,
     queued: AtomicUsize,
-    spares: Mutex<Vec<Batch>>,
 }
 
 /// The loop's end of a local sink.
@@ -117,8 +113,7 @@ impl Local {
             self.batch.ends.clear();
             return;
         }
-        let spare = self.shared.spares.lock().map(|mut s| s.pop()).ok().flatten().unwrap_or_default();
-        let batch = std::mem::replace(&mut self.batch, spare);
+        let batch = std::mem::take(&mut self.batch);
         self.shared.queued.fetch_add(size, Ordering::AcqRel);
         if tx.send(Msg::Lines(batch)).is_err() {
             // The thread is gone (it panicked): nothing more can be written.
@@ -147,7 +142,7 @@ impl Local {
 
     /// Waits (at most `within`) until everything handed over is written; whether it was.
     #[cfg(test)]
-    pub fn sync(&mut self, within: Duration) -> bool {
+    pub fn sync(&mut self, within: std::time::Duration) -> bool {
         let Some(tx) = &self.tx else { return true };
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         tx.send(Msg::Sync(done_tx)).is_ok() && done_rx.recv_timeout(within).is_ok()
@@ -159,12 +154,7 @@ impl Local {
         self.hand_over(sink);
         self.tx = None;
         let Some(thread) = self.thread.take() else { return };
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if crate::threads::join_by(thread, deadline).is_err() {
             tracing::error!(sink, queued_bytes = self.shared.queued.load(Ordering::Acquire), "the sink's writer did not finish in time: the verdicts still queued are lost");
         }
     }
@@ -179,7 +169,7 @@ fn run(mut target: Target, rx: &mpsc::Receiver<Msg>, shared: &Shared) {
     let mut stdout_counts = Counts::default();
     while let Ok(msg) = rx.recv() {
         match msg {
-            Msg::Lines(mut batch) => {
+            Msg::Lines(batch) => {
                 let counts = match &mut target {
                     Target::Stdout => {
                         write_stdout(&batch, &mut stdout_counts);
@@ -201,13 +191,6 @@ fn run(mut target: Target, rx: &mpsc::Receiver<Msg>, shared: &Shared) {
                 shared.queued.fetch_sub(batch.bytes.len(), Ordering::AcqRel);
                 if let Ok(mut c) = shared.counts.lock() {
                     *c = counts;
-                }
-                batch.bytes.clear();
-                batch.ends.clear();
-                if let Ok(mut spares) = shared.spares.lock()
-                    && spares.len() < SPARES
-                {
-                    spares.push(batch);
                 }
             }
             Msg::Reopen => {
@@ -248,6 +231,8 @@ fn write_stdout(batch: &Batch, counts: &mut Counts) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::Rotation;
 
