@@ -3,10 +3,7 @@
 //! connections, Application Lifecycle 6002 for policy reloads), plus a Detection Finding 2004
 //! for what the policy stopped or held. `schemas/ocsf/` at the repository root has a JSON Schema
 //! for each; the end-to-end tests validate every line the daemon prints against them.
-use std::{
-    net::IpAddr,
-    sync::{Arc, OnceLock},
-};
+use std::{net::IpAddr, sync::Arc};
 
 use guard_common::Decision;
 use serde_json::{Value, json};
@@ -55,38 +52,6 @@ pub struct Verdict {
     /// A database client's statements: where they came from, the destructive one (masked on
     /// the way out, like everything), or why they could not all be seen.
     pub sql: Option<Value>,
-}
-
-/// A free-form object many verdicts carry unchanged (a launch session's identity): built once,
-/// and masked and encoded once (per masker) for the verdict writer (`verdict::encode`), which
-/// otherwise walked the tree and masked each of its strings for every verdict.
-#[derive(Debug)]
-pub struct Shared {
-    value: Value,
-    /// The masker's id and the masked JSON it made of `value`.
-    encoded: OnceLock<(u64, String)>,
-}
-
-impl Shared {
-    pub fn new(value: Value) -> Arc<Self> {
-        Arc::new(Self { value, encoded: OnceLock::new() })
-    }
-
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
-
-    /// The value as JSON, masked by `masker`: made once by `write` (given the value and an
-    /// empty string), then reused for as long as the same masker asks.
-    pub fn encoded(&self, masker: &crate::mask::Masker, write: impl Fn(&Value, &mut String)) -> std::borrow::Cow<'_, str> {
-        let make = || {
-            let mut out = String::new();
-            write(&self.value, &mut out);
-            out
-        };
-        let (id, text) = self.encoded.get_or_init(|| (masker.id(), make()));
-        if *id == masker.id() { std::borrow::Cow::Borrowed(text) } else { std::borrow::Cow::Owned(make()) }
-    }
 }
 
 /// What an exec verdict says about the new image.
@@ -609,7 +574,10 @@ fn merge(mut a: Value, b: Value) -> Value {
 }
 
 mod encode;
+mod escape;
 mod names;
+mod shared;
+pub use shared::Shared;
 use names::{family_name, protocol_name, severity_name, sock_type_name};
 
 #[cfg(test)]
