@@ -32,6 +32,17 @@ mod requests;
 mod sql;
 mod status;
 
+/// Sample verdicts and their lines, for tests elsewhere (the sinks' parsers).
+#[cfg(test)]
+pub(crate) mod samples {
+    /// The verdict lines of a sample `kind` of verdict (see the output bench), each handed to `out`.
+    pub fn lines(kind: &str, i: usize, out: &mut dyn FnMut(&str)) {
+        let masker = crate::mask::Masker::default();
+        let mut seq = crate::seq::Sequence::open(None).expect("an in-memory sequence");
+        super::output::encode(&masker, &mut seq, &super::output::sample(kind, i), None, &mut |e| out(e.line()));
+    }
+}
+
 use crate::{
     cgroup,
     config::Settings,

@@ -183,3 +183,5 @@ fn numbered_value(masker: &Masker, seq: &mut Sequence, value: &mut Value) -> (St
 mod tests;
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+pub(super) use bench::sample;
