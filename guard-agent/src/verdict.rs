@@ -575,8 +575,10 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 mod encode;
 mod escape;
+mod marks;
 mod names;
 mod shared;
+pub use marks::{Mark, Marks};
 pub use shared::Shared;
 use names::{family_name, protocol_name, severity_name, sock_type_name};
 

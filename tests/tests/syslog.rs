@@ -69,6 +69,11 @@ fn ten_thousand_hostile_verdicts_reach_rsyslog_over_tcp_and_tls_complete_and_in_
             assert!(msgid.is_some_and(|m| !m.is_empty()), "{which} {line}");
             let seq = sent["metadata"]["sequence"].as_u64().unwrap();
             assert!(sd.starts_with("[guard@32473 ") && sd.contains(&format!(" seq=\"{seq}\"")), "{which} structured data: {sd}");
+            // The values the daemon marked in the line it spooled (or scanned, for the others).
+            assert!(sd.contains(&format!(" verdict=\"{}\"", field(sent, "/unmapped/verdict"))), "{which} structured data: {sd}");
+            if let Some(pid) = sent.pointer("/process/pid").or(sent.pointer("/actor/process/pid")) {
+                assert!(sd.contains(&format!(" pid=\"{pid}\"")), "{which} structured data: {sd}");
+            }
         }
     }
     daemon.stop();

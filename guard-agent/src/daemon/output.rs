@@ -10,7 +10,7 @@ use crate::{
     mask::Masker,
     seq::Sequence,
     sinks::TailItem,
-    verdict::{Verdict, decision_name},
+    verdict::{Marks, Verdict, decision_name},
 };
 
 impl Engine {
@@ -29,7 +29,7 @@ impl Engine {
             }
             // A failing sink (closed pipe, full disk) is counted and retried; it never stops
             // the daemon.
-            sinks.write(obj.line());
+            sinks.write_marked(obj.line(), obj.marks.as_ref());
             if tail.receiver_count() > 0 {
                 let _ = tail.send(Arc::new(TailItem { agent: v.agent.clone(), verdict, line: obj.line().to_owned() }));
             }
@@ -106,6 +106,9 @@ pub(super) struct Encoded<'a> {
     line: &'a str,
     /// Its `metadata.sequence`.
     pub sequence: u64,
+    /// Where the values the network sinks read sit in `line` (for the lines written straight
+    /// from a verdict; the others are scanned by the sinks).
+    pub marks: Option<Marks>,
 }
 
 impl Encoded<'_> {
@@ -138,8 +141,8 @@ pub(super) fn encode(masker: &Masker, seq: &mut Sequence, v: &Verdict, container
     if container.is_none() && v.has_fast_line() {
         let sequence = seq.next_or_degrade();
         let base = LINE.with_borrow_mut(|line| {
-            v.write_line(masker, sequence, line);
-            out(&Encoded { line, sequence });
+            let marks = v.write_line(masker, sequence, line);
+            out(&Encoded { line, sequence, marks });
             // The finding (rare: something was stopped or held) is made from the activity
             // as emitted.
             v.has_finding().then(|| serde_json::from_str::<Value>(line))
@@ -148,7 +151,7 @@ pub(super) fn encode(masker: &Masker, seq: &mut Sequence, v: &Verdict, container
             && let Some(finding) = v.finding(&base)
         {
             let (line, sequence) = numbered(masker, seq, finding);
-            out(&Encoded { line: &line, sequence });
+            out(&Encoded { line: &line, sequence, marks: None });
         }
         return;
     }
@@ -157,13 +160,13 @@ pub(super) fn encode(masker: &Masker, seq: &mut Sequence, v: &Verdict, container
         crate::container::annotate(&mut value, c);
     }
     let (line, sequence) = numbered_value(masker, seq, &mut value);
-    out(&Encoded { line: &line, sequence });
+    out(&Encoded { line: &line, sequence, marks: None });
     if let Some(mut finding) = v.finding(&value) {
         if let Some(c) = container {
             crate::container::annotate(&mut finding, c);
         }
         let (line, sequence) = numbered(masker, seq, finding);
-        out(&Encoded { line: &line, sequence });
+        out(&Encoded { line: &line, sequence, marks: None });
     }
 }
 

@@ -18,6 +18,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::verdict::{Mark, Marks};
+
 /// serde_json's nesting limit (127 arrays or objects deep), so that both accept the same lines and
 /// the recursion is bounded.
 const MAX_DEPTH: usize = 127;
@@ -51,6 +53,33 @@ pub fn fields<const N: usize>(line: &str, paths: [&[&str]; N]) -> Result<(bool, 
         return Err(s.err("trailing characters"));
     }
     Ok((object, out))
+}
+
+/// The values of `wanted` in a verdict line, and whether its root is an object: sliced out
+/// where the encoder marked them (`verdict::Marks`, kept in the spool beside the line), else
+/// found by [`fields`]. A marked line is the daemon's own JSON and is not checked again (its
+/// root is an object if it is braced); marks of a line of another length, or a mark that does
+/// not slice out a JSON value (a damaged spool), send the whole line to the scan, which
+/// checks it.
+pub fn marked<const N: usize>(line: &str, marks: Option<&Marks>, wanted: [Mark; N]) -> Result<(bool, [Option<Value>; N]), NotJson> {
+    if let Some(m) = marks
+        && m.fit(line)
+        && line.starts_with('{')
+        && line.ends_with('}')
+    {
+        let mut out: [Option<Value>; N] = std::array::from_fn(|_| None);
+        let sliced = wanted.iter().zip(&mut out).all(|(w, o)| match m.span(*w) {
+            None => true,
+            Some((s, e)) => {
+                *o = line.get(s..e).and_then(|v| serde_json::from_str(v).ok());
+                o.is_some()
+            }
+        });
+        if sliced {
+            return Ok((true, out));
+        }
+    }
+    fields(line, wanted.map(Mark::path))
 }
 
 struct Scan<'a, 'p> {

@@ -144,11 +144,11 @@ impl Encoder {
     }
 
     /// One record's bytes in the request body; an error for a record that is not a JSON object.
-    fn encode(&self, line: &str) -> Result<Vec<u8>, String> {
+    fn encode(&self, line: &str, marks: Option<&crate::verdict::Marks>) -> Result<Vec<u8>, String> {
         match self {
             Self::Hec { fields } => {
                 // Only `time` is needed: read it, not the whole tree.
-                let (object, [time]) = super::fields::fields(line, [&["time"]]).map_err(|e| format!("not JSON: {e}"))?;
+                let (object, [time]) = super::fields::marked(line, marks, [crate::verdict::Mark::Time]).map_err(|e| format!("not JSON: {e}"))?;
                 if !object {
                     return Err("not a JSON object".into());
                 }
@@ -179,9 +179,9 @@ impl Encoder {
 
 /// One line as a Splunk HEC event and as an Elasticsearch `_bulk` item.
 #[cfg(test)]
-pub(super) fn bench_encode(line: &str, es: bool) -> (Vec<u8>, Vec<u8>) {
-    let hec = Encoder::Hec { fields: "\"host\":\"h\",".into() }.encode(line).unwrap_or_default();
-    let es = if es { Encoder::Es { index: "\"guard\"".into() }.encode(line).unwrap_or_default() } else { vec![] };
+pub(super) fn bench_encode(line: &str, marks: Option<&crate::verdict::Marks>, es: bool) -> (Vec<u8>, Vec<u8>) {
+    let hec = Encoder::Hec { fields: "\"host\":\"h\",".into() }.encode(line, marks).unwrap_or_default();
+    let es = if es { Encoder::Es { index: "\"guard\"".into() }.encode(line, marks).unwrap_or_default() } else { vec![] };
     (hec, es)
 }
 
@@ -262,7 +262,7 @@ impl Sender {
         let mut items = Vec::with_capacity(batch.records.len());
         let mut rejected = 0;
         for (idx, r) in batch.records.iter().enumerate() {
-            match self.encoder.encode(&r.line) {
+            match self.encoder.encode(&r.line, r.marks.as_ref()) {
                 Ok(bytes) => items.push(Item { idx, bytes }),
                 Err(e) => {
                     self.reject(&mut rejected, &format!("a spooled record is unusable ({e})"));

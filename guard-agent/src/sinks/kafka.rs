@@ -153,8 +153,8 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
 }
 
 /// A record's timestamp (the verdict's `time`, ms), or why it cannot be sent.
-fn check(line: &str) -> Result<Option<i64>, String> {
-    let (object, [time]) = super::fields::fields(line, [&["time"]]).map_err(|e| format!("not JSON: {e}"))?;
+fn check(line: &str, marks: Option<&crate::verdict::Marks>) -> Result<Option<i64>, String> {
+    let (object, [time]) = super::fields::marked(line, marks, [crate::verdict::Mark::Time]).map_err(|e| format!("not JSON: {e}"))?;
     if !object {
         return Err("not a JSON object".into());
     }
@@ -210,7 +210,7 @@ impl Sender {
         let mut todo: VecDeque<usize> = VecDeque::with_capacity(n);
         let mut rejected = 0;
         for (i, r) in batch.records.iter().enumerate() {
-            match check(&r.line) {
+            match check(&r.line, r.marks.as_ref()) {
                 Ok(t) => {
                     stamps[i] = t;
                     todo.push_back(i);

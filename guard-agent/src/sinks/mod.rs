@@ -70,7 +70,7 @@ use tokio::sync::broadcast;
 
 use crate::config::SinkConfig;
 
-mod fields;
+pub(crate) mod fields;
 mod file;
 mod http;
 mod kafka;
@@ -179,13 +179,21 @@ impl Sinks {
         Ok(Self { list })
     }
 
+    /// One line to every sink.
+    #[cfg(test)]
     pub fn write(&mut self, line: &str) {
+        self.write_marked(line, None);
+    }
+
+    /// One verdict line to every sink, with where its marked values sit (network sinks keep
+    /// that in their spools; see `verdict::Marks`).
+    pub fn write_marked(&mut self, line: &str, marks: Option<&crate::verdict::Marks>) {
         for sink in &mut self.list {
             match &mut sink.output {
                 Output::Network { spool, .. } => {
                     // Counted as sent once the server has it (see `refresh`); a failed write
                     // (the buffer filled up) is counted by the spool.
-                    if let Err(e) = spool.append(line) {
+                    if let Err(e) = spool.append_marked(line, marks) {
                         sink.spooled(Err(e));
                     }
                 }
@@ -327,8 +335,8 @@ impl Sink {
 
 /// What the Splunk HEC (and with `es` the Elasticsearch) sink makes of one line (for `daemon::output`'s harness).
 #[cfg(test)]
-pub fn bench_http_encode(line: &str, es: bool) -> (Vec<u8>, Vec<u8>) {
-    http::bench_encode(line, es)
+pub fn bench_http_encode(line: &str, marks: Option<&crate::verdict::Marks>, es: bool) -> (Vec<u8>, Vec<u8>) {
+    http::bench_encode(line, marks, es)
 }
 
 #[cfg(test)]

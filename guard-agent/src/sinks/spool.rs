@@ -2,8 +2,12 @@
 //!
 //! Layout of the spool directory (0700; files 0600):
 //! - `<id>.seg`: segments, `<id>` sixteen hex digits, increasing. Each holds verdict lines, one
-//!   per record, each ending with `\n` (a verdict line never holds a raw newline). Only the newest
-//!   (the *head*) is appended to; each daemon start begins a new head.
+//!   per record, each ending with `\n` (a verdict line never holds a raw newline). A line the
+//!   encoder marked (`verdict::Marks`: where the values the sinks read sit in it) has the marks
+//!   after it, behind a `\x1f` (which JSON text never holds raw). Only the newest (the *head*) is
+//!   appended to; each daemon start begins a new head. (A daemon older than the marks would
+//!   read a marked record as a line that is not JSON: after a downgrade, a backlog written by the
+//!   newer daemon fails to the sinks that check their lines.)
 //! - `acked`: `<segment id> <byte offset>`: where the oldest record the sink does not have yet
 //!   begins. Written (to `acked.tmp`, then renamed) after every delivered batch.
 //!
@@ -26,6 +30,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::verdict::Marks;
+
 /// A segment grows to about this size before a new one is started (smaller for small spools,
 /// so that dropping the oldest segment drops a small part of it).
 const SEGMENT_MAX: u64 = 8 << 20;
@@ -33,6 +39,8 @@ const SEGMENT_MIN: u64 = 64 << 10;
 /// Buffered records are written out at this size even before the next commit.
 const WRITE_BUFFER: usize = 1 << 20;
 const ACKED: &str = "acked";
+/// Between a record's line and its marks.
+const MARKS: u8 = 0x1f;
 
 /// What `status` and the metrics show of a network sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -255,12 +263,22 @@ pub struct Writer {
 impl Writer {
     /// Buffers one record (written at the next [`Writer::commit`]).
     pub fn append(&mut self, line: &str) -> io::Result<()> {
-        // JSON may only hold a raw newline between tokens, where a space means the same.
-        // Encoded verdicts never hold one: copied whole.
-        if memchr::memchr(b'\n', line.as_bytes()).is_none() {
+        self.append_marked(line, None)
+    }
+
+    /// [`Writer::append`], with where the line's marked values sit (kept beside it).
+    pub fn append_marked(&mut self, line: &str, marks: Option<&Marks>) -> io::Result<()> {
+        // JSON may only hold a raw newline between tokens, where a space means the same (and
+        // no raw 0x1f at all: one in a line that is not JSON becomes a space too, so that it
+        // cannot pass for the start of marks). Encoded verdicts hold neither: copied whole.
+        if memchr::memchr2(b'\n', MARKS, line.as_bytes()).is_none() {
             self.buf.extend_from_slice(line.as_bytes());
         } else {
-            self.buf.extend(line.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+            self.buf.extend(line.bytes().map(|b| if b == b'\n' || b == MARKS { b' ' } else { b }));
+        }
+        if let Some(m) = marks {
+            self.buf.push(MARKS);
+            m.encode(&mut self.buf);
         }
         self.buf.push(b'\n');
         self.buffered += 1;
@@ -359,6 +377,8 @@ impl Writer {
 /// One record read from the spool.
 pub struct Record {
     pub line: String,
+    /// Where its marked values sit in `line`, if the encoder marked them.
+    pub marks: Option<Marks>,
     /// Offset just past its newline, in its segment.
     pub end: u64,
 }
@@ -467,14 +487,18 @@ impl Reader {
             let mut out = Vec::new();
             let mut at = 0usize;
             while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
-                let bytes = &buf[at..at + i];
+                let record = &buf[at..at + i];
+                let (bytes, marks) = match memchr::memchr(MARKS, record) {
+                    Some(m) => (&record[..m], Marks::decode(&record[m + 1..])),
+                    None => (record, None),
+                };
                 // Records are the daemon's own UTF-8 lines; a damaged byte is replaced.
                 let line = match std::str::from_utf8(bytes) {
                     Ok(s) => s.to_owned(),
                     Err(_) => String::from_utf8_lossy(bytes).into_owned(),
                 };
                 at += i + 1;
-                out.push(Record { line, end: start + at as u64 });
+                out.push(Record { line, marks, end: start + at as u64 });
                 if out.len() >= max_events {
                     break;
                 }

@@ -29,7 +29,10 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use super::spool::{Batch, Reader};
-use crate::config::{NetworkSink, Vendor};
+use crate::{
+    config::{NetworkSink, Vendor},
+    verdict::{Mark, Marks},
+};
 
 /// RFC 5612's enterprise number for documentation.
 const SD_ID: &str = "guard@32473";
@@ -171,7 +174,7 @@ impl Sender {
     fn deliver(&mut self, batch: &Batch) -> bool {
         let mut wire = Vec::new();
         for r in &batch.records {
-            wire.extend_from_slice(&frame(&message(&r.line, self.facility, &self.hostname)));
+            wire.extend_from_slice(&frame(&message(&r.line, r.marks.as_ref(), self.facility, &self.hostname)));
         }
         let mut backoff = BACKOFF_START;
         loop {
@@ -233,12 +236,12 @@ impl Sender {
     }
 }
 
-/// One RFC 5424 message (without framing) for the verdict `line` (its JSON).
-pub fn message(line: &str, facility: u8, hostname: &str) -> String {
+/// One RFC 5424 message (without framing) for the verdict `line` (its JSON), with where its
+/// values sit if the encoder marked them.
+pub fn message(line: &str, marks: Option<&Marks>, facility: u8, hostname: &str) -> String {
     // The few values the header and structured data need, read without building the tree.
-    const PATHS: [&[&str]; 8] =
-        [&["unmapped", "verdict"], &["time"], &["class_uid"], &["unmapped", "agent"], &["metadata", "sequence"], &["unmapped", "rule", "id"], &["process", "pid"], &["actor", "process", "pid"]];
-    let [verdict_v, time_v, class_v, agent_v, seq_v, rule_v, pid_v, actor_pid_v] = super::fields::fields(line, PATHS).map(|(_, f)| f).unwrap_or_default();
+    const WANTED: [Mark; 8] = [Mark::Verdict, Mark::Time, Mark::ClassUid, Mark::Agent, Mark::Sequence, Mark::RuleId, Mark::Pid, Mark::ActorPid];
+    let [verdict_v, time_v, class_v, agent_v, seq_v, rule_v, pid_v, actor_pid_v] = super::fields::marked(line, marks, WANTED).map(|(_, f)| f).unwrap_or_default();
     let verdict = verdict_v.as_ref().and_then(Value::as_str).unwrap_or("-");
     let pri = u16::from(facility) * 8 + u16::from(severity(verdict));
     let time = time_v.as_ref().and_then(Value::as_u64).map_or_else(|| "-".to_owned(), timestamp);
@@ -286,7 +289,7 @@ mod tests {
             "unmapped": { "verdict": "killed", "agent": "a\"b]c\\d", "argv": ["sh", "-c", "x\ny ] \" \u{fffd}"], "rule": { "id": 3 } },
         })
         .to_string();
-        let m = message(&line, facility("authpriv").unwrap(), "host one");
+        let m = message(&line, None, facility("authpriv").unwrap(), "host one");
         let head = format!("<84>1 2026-11-21T10:00:00.123Z hostone guard {} exec ", std::process::id());
         assert!(m.starts_with(&head), "{m}");
         assert!(m.contains(r#"[guard@32473 verdict="killed" agent="a\"b\]c\\d" seq="7" rule="3" pid="42"] {"#), "{m}");
@@ -298,7 +301,7 @@ mod tests {
 
     #[test]
     fn odd_input_never_panics() {
-        let m = message("not json", 1, "");
+        let m = message("not json", None, 1, "");
         assert!(m.starts_with("<14>1 - - guard "), "{m}");
         assert_eq!(facility("local7"), Some(23));
         assert_eq!(facility("nope"), None);

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use guard_common::Decision;
 use serde_json::Value;
 
-use super::{NETWORK_ACTIVITY, OCSF_VERSION, PROCESS_ACTIVITY, Shared, Subject, Verdict, decision_name, hostname, protocol_name};
+use super::{Mark, Marks, NETWORK_ACTIVITY, OCSF_VERSION, PROCESS_ACTIVITY, Shared, Subject, Verdict, decision_name, hostname, protocol_name};
 use super::escape::push_escaped;
 use crate::{loader::tier, mask::Masker};
 
@@ -25,35 +25,38 @@ impl Verdict {
     }
 
     /// Writes this verdict's masked OCSF activity, numbered `sequence`, as one JSON line (no
-    /// newline) into `out` (cleared first). Only for [`Verdict::has_fast_line`]; `false` (and
-    /// nothing written) for the other subjects.
-    pub fn write_line(&self, masker: &Masker, sequence: u64, out: &mut String) -> bool {
+    /// newline) into `out` (cleared first), and returns where the values the network sinks
+    /// read sit in it. Only for [`Verdict::has_fast_line`]; `None` (and nothing written) for the
+    /// other subjects.
+    pub fn write_line(&self, masker: &Masker, sequence: u64, out: &mut String) -> Option<Marks> {
         out.clear();
         let mut w = Writer { out, masker };
+        let mut m = Marks::default();
         match &self.subject {
-            Subject::Exec(_) => self.write_exec(&mut w, sequence),
-            Subject::Connect { addr, port, protocol, exe, sendmsg } => self.write_connect(&mut w, sequence, *addr, *port, *protocol, exe.as_deref(), *sendmsg),
-            _ => return false,
+            Subject::Exec(_) => self.write_exec(&mut w, sequence, &mut m),
+            Subject::Connect { addr, port, protocol, exe, sendmsg } => self.write_connect(&mut w, sequence, (*addr, *port, *protocol, exe.as_deref(), *sendmsg), &mut m),
+            _ => return None,
         }
-        true
+        m.set_len(out.len());
+        Some(m)
     }
 
-    fn write_exec(&self, w: &mut Writer<'_>, sequence: u64) {
+    fn write_exec(&self, w: &mut Writer<'_>, sequence: u64, m: &mut Marks) {
         let Subject::Exec(e) = &self.subject else { return };
         let (argv_edits, cmd_line) = w.masker.mask_exec_argv(&e.argv);
         let mut o = w.object();
         self.write_outcome_head(&mut o, (1, "Launch"));
         o.key("actor").object_with(|a| {
-            a.key("process").object_with(|p| p.key("pid").u64(self.ppid.into()));
+            a.key("process").object_with(|p| m.set(Mark::ActorPid, p.marked("pid", |v| v.u64(self.ppid.into()))));
             a.key("user").object_with(|u| self.write_uid(u));
         });
-        self.write_class(&mut o, PROCESS_ACTIVITY);
+        self.write_class(&mut o, PROCESS_ACTIVITY, m);
         write_device(&mut o);
         self.write_outcome_mid(&mut o);
         if let Some(r) = &self.reason {
             o.key("message").masked(r);
         }
-        write_metadata(&mut o, sequence);
+        write_metadata(&mut o, sequence, m);
         o.key("process").object_with(|p| {
             match &cmd_line {
                 Some(c) => p.key("cmd_line").string(c),
@@ -62,15 +65,15 @@ impl Verdict {
             p.key("file").object_with(|f| write_file(f, &e.filename, 1, "Regular File"));
             p.key("name").masked(&e.comm);
             p.key("parent_process").object_with(|p| p.key("pid").u64(self.ppid.into()));
-            p.key("pid").u64(self.pid.into());
+            m.set(Mark::Pid, p.marked("pid", |v| v.u64(self.pid.into())));
             p.key("user").object_with(|u| self.write_uid(u));
             if let Some(cwd) = &e.cwd {
                 p.key("working_directory").masked(cwd);
             }
         });
-        self.write_outcome_tail(&mut o, PROCESS_ACTIVITY, (1, "Launch"));
+        self.write_outcome_tail(&mut o, PROCESS_ACTIVITY, (1, "Launch"), m);
         o.key("unmapped").object_with(|u| {
-            self.write_unmapped_head(u);
+            self.write_unmapped_head(u, m);
             u.key("argv").array_with(|a| {
                 let mut edits = argv_edits.iter().peekable();
                 for (i, arg) in e.argv.iter().enumerate() {
@@ -101,12 +104,13 @@ impl Verdict {
                 Some(l) => u.key("loginuid").u64(l.into()),
                 None => u.key("loginuid").null(),
             }
-            self.write_unmapped_tail(u);
+            self.write_unmapped_tail(u, m);
         });
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the fields of Subject::Connect")]
-    fn write_connect(&self, w: &mut Writer<'_>, sequence: u64, addr: IpAddr, port: u16, protocol: u32, exe: Option<&str>, sendmsg: bool) {
+    /// `connect`: the fields of `Subject::Connect`.
+    fn write_connect(&self, w: &mut Writer<'_>, sequence: u64, connect: (IpAddr, u16, u32, Option<&str>, bool), m: &mut Marks) {
+        let (addr, port, protocol, exe, sendmsg) = connect;
         let refused = matches!(self.decision, Decision::Denied | Decision::Killed);
         let activity = match (refused, sendmsg) {
             (true, _) => (5, "Refuse"),
@@ -121,11 +125,11 @@ impl Verdict {
                     p.key("file").object_with(|f| write_file(f, exe, 1, "Regular File"));
                 }
                 p.key("parent_process").object_with(|p| p.key("pid").u64(self.ppid.into()));
-                p.key("pid").u64(self.pid.into());
+                m.set(Mark::ActorPid, p.marked("pid", |v| v.u64(self.pid.into())));
             });
             a.key("user").object_with(|u| self.write_uid(u));
         });
-        self.write_class(&mut o, NETWORK_ACTIVITY);
+        self.write_class(&mut o, NETWORK_ACTIVITY, m);
         o.key("connection_info").object_with(|c| {
             c.key("direction").str("Outbound");
             c.key("direction_id").u64(2);
@@ -142,20 +146,20 @@ impl Verdict {
         if let Some(r) = &self.reason {
             o.key("message").masked(r);
         }
-        write_metadata(&mut o, sequence);
+        write_metadata(&mut o, sequence, m);
         let severity = self.outcome().severity;
         o.key("severity").str(severity.1);
         o.key("severity_id").u64(severity.0.into());
         o.key("src_endpoint").object_with(|s| s.key("hostname").masked(hostname()));
-        self.write_status_time_type(&mut o, NETWORK_ACTIVITY, activity);
+        self.write_status_time_type(&mut o, NETWORK_ACTIVITY, activity, m);
         o.key("unmapped").object_with(|u| {
-            self.write_unmapped_head(u);
+            self.write_unmapped_head(u, m);
             self.write_unmapped_cgroup(u);
             u.key("exfil").free(self.exfil.as_ref());
             u.key("gid").u64(self.gid.into());
             u.key("hold").free(self.hold.as_ref());
             u.key("operation").str(if sendmsg { "sendmsg" } else { "connect" });
-            self.write_unmapped_tail(u);
+            self.write_unmapped_tail(u, m);
         });
     }
 
@@ -169,12 +173,12 @@ impl Verdict {
     }
 
     /// `category_name`, `category_uid`, `class_name`, `class_uid`.
-    fn write_class(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str)) {
+    fn write_class(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str), m: &mut Marks) {
         let (class_uid, class_name, category_uid, category_name) = class;
         o.key("category_name").str(category_name);
         o.key("category_uid").u64(category_uid.into());
         o.key("class_name").str(class_name);
-        o.key("class_uid").u64(class_uid.into());
+        m.set(Mark::ClassUid, o.marked("class_uid", |v| v.u64(class_uid.into())));
     }
 
     /// `disposition`, `disposition_id`.
@@ -185,19 +189,19 @@ impl Verdict {
     }
 
     /// After `process` (exec): `severity`, `severity_id`, then status, time, type.
-    fn write_outcome_tail(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str), activity: (u32, &'static str)) {
+    fn write_outcome_tail(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str), activity: (u32, &'static str), m: &mut Marks) {
         let severity = self.outcome().severity;
         o.key("severity").str(severity.1);
         o.key("severity_id").u64(severity.0.into());
-        self.write_status_time_type(o, class, activity);
+        self.write_status_time_type(o, class, activity, m);
     }
 
     /// `status`, `status_id`, `time`, `type_name`, `type_uid`.
-    fn write_status_time_type(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str), activity: (u32, &'static str)) {
+    fn write_status_time_type(&self, o: &mut Obj<'_, '_>, class: (u32, &'static str, u32, &'static str), activity: (u32, &'static str), m: &mut Marks) {
         let status = self.outcome().status;
         o.key("status").str(status.1);
         o.key("status_id").u64(status.0.into());
-        o.key("time").u64(self.time_ms);
+        m.set(Mark::Time, o.marked("time", |v| v.u64(self.time_ms)));
         let (class_uid, class_name, _, _) = class;
         let w = o.key("type_name");
         w.out.push('"');
@@ -216,8 +220,8 @@ impl Verdict {
     }
 
     /// `agent`, `ancestry`.
-    fn write_unmapped_head(&self, u: &mut Obj<'_, '_>) {
-        u.key("agent").opt_masked(self.agent.as_deref());
+    fn write_unmapped_head(&self, u: &mut Obj<'_, '_>, m: &mut Marks) {
+        m.set(Mark::Agent, u.marked("agent", |v| v.opt_masked(self.agent.as_deref())));
         u.key("ancestry").array_with(|a| {
             for anc in &self.ancestry {
                 a.item().object_with(|x| {
@@ -238,7 +242,7 @@ impl Verdict {
     }
 
     /// `policy_generation` to `verdict`.
-    fn write_unmapped_tail(&self, u: &mut Obj<'_, '_>) {
+    fn write_unmapped_tail(&self, u: &mut Obj<'_, '_>, m: &mut Marks) {
         match self.policy_generation {
             Some(g) => u.key("policy_generation").u64(g.into()),
             None => u.key("policy_generation").null(),
@@ -248,7 +252,7 @@ impl Verdict {
         match &self.rule {
             Some(r) => u.key("rule").object_with(|x| {
                 x.key("action").masked(r.action);
-                x.key("id").u64(r.id.into());
+                m.set(Mark::RuleId, x.marked("id", |v| v.u64(r.id.into())));
                 x.key("location").masked(&r.location);
                 x.key("matcher").masked(&r.matcher);
                 x.key("message").opt_masked(r.message.as_deref());
@@ -259,12 +263,12 @@ impl Verdict {
         u.key("session").shared(self.session.as_deref());
         u.key("sql").free(self.sql.as_ref());
         u.key("tier").masked(tier::current().name());
-        u.key("verdict").masked(decision_name(self.decision));
+        m.set(Mark::Verdict, u.marked("verdict", |v| v.masked(decision_name(self.decision))));
     }
 }
 
 /// `metadata`, numbered.
-fn write_metadata(o: &mut Obj<'_, '_>, sequence: u64) {
+fn write_metadata(o: &mut Obj<'_, '_>, sequence: u64, marks: &mut Marks) {
     o.key("metadata").object_with(|m| {
         m.key("log_name").str("verdicts");
         m.key("product").object_with(|p| {
@@ -276,7 +280,7 @@ fn write_metadata(o: &mut Obj<'_, '_>, sequence: u64) {
             a.item().str("host");
             a.item().str("security_control");
         });
-        m.key("sequence").u64(sequence);
+        marks.set(Mark::Sequence, m.marked("sequence", |v| v.u64(sequence)));
         m.key("version").str(OCSF_VERSION);
     });
 }
@@ -344,6 +348,14 @@ impl<'o, 'm> Obj<'o, 'm> {
         self.out.push_str(k);
         self.out.push_str("\":");
         Val { out: self.out, masker: self.masker }
+    }
+
+    /// [`Obj::key`] with its value written by `f`, and where that value sits in the line.
+    fn marked(&mut self, k: &'static str, f: impl FnOnce(Val<'_, 'm>)) -> (usize, usize) {
+        let v = self.key(k);
+        let start = v.out.len();
+        f(v);
+        (start, self.out.len())
     }
 }
 

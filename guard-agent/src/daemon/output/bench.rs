@@ -9,7 +9,8 @@
 //!
 //! `GUARD_BENCH_KIND`: `exec` (an allowed exec of a launched agent), `killed` (a killed exec, with
 //! its finding), `connect` (an allowed connect); `GUARD_BENCH_SINKS=all` adds what the syslog,
-//! Splunk HEC and Elasticsearch sinks do with each line (`hec`: syslog and HEC only); `GUARD_BENCH_AUDIT=1` writes the audit
+//! Splunk HEC and Elasticsearch sinks do with each line (`hec`: syslog and HEC only), from the
+//! line's marks (`verdict::Marks`) or, with `GUARD_BENCH_MARKS=0`, scanning it; `GUARD_BENCH_AUDIT=1` writes the audit
 //! log too (its SHA-256 chain costs about 50 instructions per byte of verdict). Instructions per verdict: the run's
 //! total minus a run with `GUARD_BENCH_N=0`, divided by N.
 use std::hint::black_box;
@@ -80,6 +81,7 @@ fn bench() {
     let sinks = std::env::var("GUARD_BENCH_SINKS").unwrap_or_default();
     let (all, es) = (sinks == "all" || sinks == "hec", sinks == "all");
     let with_audit = std::env::var("GUARD_BENCH_AUDIT").is_ok_and(|s| s == "1");
+    let scan = std::env::var("GUARD_BENCH_MARKS").is_ok_and(|s| s == "0");
     let dir = std::env::temp_dir().join(format!("guard-bench-{}", std::process::id()));
     let masker = crate::mask::Masker::default();
     let mut seq = crate::seq::Sequence::open(None).unwrap();
@@ -93,10 +95,11 @@ fn bench() {
             if with_audit {
                 let _ = audit.append_canonical(obj.audit_body(), Some(obj.sequence));
             }
-            file.write(obj.line());
+            file.write_marked(obj.line(), obj.marks.as_ref());
             if all {
-                black_box(crate::sinks::syslog::message(obj.line(), 10, "host"));
-                black_box(crate::sinks::bench_http_encode(obj.line(), es));
+                let marks = if scan { None } else { obj.marks.as_ref() };
+                black_box(crate::sinks::syslog::message(obj.line(), marks, 10, "host"));
+                black_box(crate::sinks::bench_http_encode(obj.line(), marks, es));
             }
         });
     }

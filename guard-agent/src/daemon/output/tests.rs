@@ -246,3 +246,55 @@ fn an_audit_log_verifies_across_old_and_new_records() {
         assert_eq!(o, n);
     }
 }
+
+/// The marks of every fast line slice out what a scan of the line finds, for each marked value
+/// (masked, escaped, absent or null alike), so the syslog message made from them is the one
+/// made by scanning; the other lines carry none.
+#[test]
+fn marks_point_at_what_a_scan_finds() {
+    use crate::verdict::Mark;
+    for masker in [Masker::default(), Masker::new(&["corp-[0-9]{6}".into(), "claude".into()]).unwrap()] {
+        let mut seq = Sequence::open(None).unwrap();
+        let mut marked = 0;
+        for (i, v) in corpus().iter().enumerate() {
+            let mut first = true;
+            encode(&masker, &mut seq, v, None, &mut |obj| {
+                let line = obj.line();
+                assert_eq!(obj.marks.is_some(), first && v.has_fast_line(), "verdict {i}: marks on the fast activity only");
+                first = false;
+                let Some(m) = &obj.marks else { return };
+                marked += 1;
+                for w in Mark::ALL {
+                    let (_, [scanned]) = crate::sinks::fields::fields(line, [w.path()]).unwrap();
+                    let sliced = m.span(w).map(|(s, e)| serde_json::from_str::<Value>(&line[s..e]).unwrap());
+                    assert_eq!(sliced, scanned, "verdict {i}: {w:?} in {line}");
+                }
+                assert_eq!(crate::sinks::fields::marked(line, Some(m), Mark::ALL), crate::sinks::fields::fields(line, Mark::ALL.map(Mark::path)));
+                assert_eq!(crate::sinks::syslog::message(line, Some(m), 10, "h"), crate::sinks::syslog::message(line, None, 10, "h"), "verdict {i}");
+            });
+        }
+        assert!(marked >= 12, "{marked} marked lines");
+    }
+}
+
+/// Marks that do not slice out JSON values (a damaged spool) are not believed: the line is
+/// scanned, and one that is not JSON is refused as without marks.
+#[test]
+fn damaged_marks_fall_back_to_the_scan() {
+    use crate::verdict::{Mark, Marks};
+    let mut seq = Sequence::open(None).unwrap();
+    let mut lines = vec![];
+    encode(&Masker::default(), &mut seq, &sample("killed", 2), None, &mut |obj| lines.push((obj.line().to_owned(), obj.marks)));
+    let (line, marks) = &lines[0];
+    let marks = marks.expect("a fast line");
+    let want = crate::sinks::fields::fields(line, Mark::ALL.map(Mark::path)).unwrap();
+    for (s, e) in [(0, 1), (1, 0), (line.len(), line.len() + 9), (3, 9)] {
+        let mut bad = marks;
+        bad.set(Mark::Verdict, (s, e));
+        assert_eq!(crate::sinks::fields::marked(line, Some(&bad), Mark::ALL).unwrap(), want, "{s}-{e}");
+    }
+    let mut cut = line.clone();
+    cut.pop();
+    assert!(crate::sinks::fields::marked(&cut, Some(&marks), Mark::ALL).is_err(), "a line cut short is scanned and refused");
+    assert!(crate::sinks::fields::marked("{\"time\":1}x", Some(&Marks::default()), [Mark::Time]).is_err());
+}

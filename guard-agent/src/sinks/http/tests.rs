@@ -14,21 +14,21 @@ fn base64_matches_the_rfc_4648_vectors() {
 fn hec_events_carry_the_verdict_and_its_time() {
     let e = Encoder::new(&Vendor::SplunkHec { token: Secret::Inline("t".into()), index: Some("sec".into()), source: "guard".into(), sourcetype: "guard:ocsf".into() }).unwrap();
     let line = r#"{"time":1795260522213,"metadata":{"sequence":7},"x":"a\"b"}"#;
-    let out = String::from_utf8(e.encode(line).unwrap()).unwrap();
+    let out = String::from_utf8(e.encode(line, None).unwrap()).unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["time"].to_string(), "1795260522.213");
     assert_eq!(v["event"], serde_json::from_str::<Value>(line).unwrap());
     assert_eq!((v["source"].as_str(), v["sourcetype"].as_str(), v["index"].as_str()), (Some("guard"), Some("guard:ocsf"), Some("sec")));
     assert!(v["host"].as_str().is_some_and(|h| !h.is_empty()));
-    let early = String::from_utf8(e.encode(r#"{"time":5}"#).unwrap()).unwrap();
+    let early = String::from_utf8(e.encode(r#"{"time":5}"#, None).unwrap()).unwrap();
     assert!(early.starts_with("{\"time\":0.005,"), "{early}");
-    assert!(e.encode("[1]").is_err() && e.encode("{\"a\":").is_err());
+    assert!(e.encode("[1]", None).is_err() && e.encode("{\"a\":", None).is_err());
 }
 
 #[test]
 fn es_actions_create_with_the_sequence_as_id() {
     let e = Encoder::new(&Vendor::Elasticsearch { index: "guard-verdicts".into(), auth: None }).unwrap();
-    let out = String::from_utf8(e.encode(r#"{"time":0,"metadata":{"sequence":42}}"#).unwrap()).unwrap();
+    let out = String::from_utf8(e.encode(r#"{"time":0,"metadata":{"sequence":42}}"#, None).unwrap()).unwrap();
     let lines: Vec<&str> = out.split_terminator('\n').collect();
     assert!(out.ends_with('\n') && lines.len() == 2, "{out:?}");
     assert_eq!(lines[0], format!(r#"{{"create":{{"_index":"guard-verdicts","_id":"{}-42"}}}}"#, crate::verdict::hostname()));

@@ -178,3 +178,27 @@ fn records_keep_their_bytes_through_a_reused_read_buffer() {
     let (_w, mut r) = open(&d, 1 << 20).unwrap();
     assert_eq!(take(&mut r, 10), ["{\"d\":\"\u{fffd}\"}"]);
 }
+
+/// Marks come back with their line, across a restart; unmarked lines (and marks of another form)
+/// come back without; a raw 0x1f in a line cannot pass for marks.
+#[test]
+fn marks_are_kept_beside_their_line() {
+    use crate::verdict::Mark;
+    let d = dir("marks");
+    let mut m = Marks::default();
+    m.set(Mark::Time, (8, 21));
+    m.set_len(23);
+    {
+        let (mut w, _r) = open(&d, 1 << 20).unwrap();
+        w.append_marked("{\"a\":1,\"time\":1700000000123}", Some(&m)).unwrap();
+        w.append("{\"a\":2}").unwrap();
+        w.append("{\"a\":\"x\u{1f}m1,0,,,,,,,,\"}").unwrap();
+        w.commit().unwrap();
+    }
+    let seg = std::fs::read_dir(&d).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "seg")).unwrap();
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(b"{\"a\":4}\x1fm9,whatever\n").unwrap();
+    let (_w, mut r) = open(&d, 1 << 20).unwrap();
+    let b = r.next_batch(10, 1 << 20, Duration::ZERO).unwrap();
+    let got: Vec<(&str, Option<Marks>)> = b.records.iter().map(|r| (r.line.as_str(), r.marks)).collect();
+    assert_eq!(got, [("{\"a\":1,\"time\":1700000000123}", Some(m)), ("{\"a\":2}", None), ("{\"a\":\"x m1,0,,,,,,,,\"}", None), ("{\"a\":4}", None)]);
+}
