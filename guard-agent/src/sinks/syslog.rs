@@ -92,7 +92,7 @@ pub fn start(cfg: &NetworkSink, reader: Reader) -> anyhow::Result<()> {
         tls,
         timeout: cfg.timeout,
         backoff_max: cfg.backoff_max,
-        hostname: crate::verdict::hostname().to_owned(),
+        origin: origin(crate::verdict::hostname()),
         conn: None,
         reader,
         batch: (cfg.batch_max_events, cfg.batch_max_bytes, cfg.batch_max_wait),
@@ -149,7 +149,8 @@ struct Sender {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     backoff_max: Duration,
-    hostname: String,
+    /// `HOSTNAME APP-NAME PROCID` of every message.
+    origin: String,
     conn: Option<Conn>,
     reader: Reader,
     batch: (usize, usize, Duration),
@@ -173,8 +174,11 @@ impl Sender {
     /// shutdown interrupted it.
     fn deliver(&mut self, batch: &Batch) -> bool {
         let mut wire = Vec::new();
+        let mut msg = String::new();
         for r in &batch.records {
-            wire.extend_from_slice(&frame(&message(&r.line, r.marks.as_ref(), self.facility, &self.hostname)));
+            msg.clear();
+            message_into(&mut msg, &r.line, r.marks.as_ref(), self.facility, &self.origin);
+            frame_into(&mut wire, &msg);
         }
         let mut backoff = BACKOFF_START;
         loop {
@@ -236,16 +240,30 @@ impl Sender {
     }
 }
 
+/// `HOSTNAME APP-NAME PROCID` (this process), the same in every message of this daemon.
+fn origin(hostname: &str) -> String {
+    format!("{} guard {}", header_field(hostname, 255), std::process::id())
+}
+
 /// One RFC 5424 message (without framing) for the verdict `line` (its JSON), with where its
-/// values sit if the encoder marked them.
+/// values sit if the encoder marked them (what the sender writes, for tests and the output
+/// bench).
+#[cfg(test)]
 pub fn message(line: &str, marks: Option<&Marks>, facility: u8, hostname: &str) -> String {
+    let mut out = String::new();
+    message_into(&mut out, line, marks, facility, &origin(hostname));
+    out
+}
+
+/// [`message`] appended to `out`, with the `origin` fields made once.
+fn message_into(out: &mut String, line: &str, marks: Option<&Marks>, facility: u8, origin: &str) {
     // The few values the header and structured data need, read without building the tree.
     const WANTED: [Mark; 8] = [Mark::Verdict, Mark::Time, Mark::ClassUid, Mark::Agent, Mark::Sequence, Mark::RuleId, Mark::Pid, Mark::ActorPid];
     let [verdict_v, time_v, class_v, agent_v, seq_v, rule_v, pid_v, actor_pid_v] = super::fields::marked(line, marks, WANTED).map(|(_, f)| f).unwrap_or_default();
     let verdict = verdict_v.as_ref().and_then(Value::as_str).unwrap_or("-");
     let pri = u16::from(facility) * 8 + u16::from(severity(verdict));
     let time = time_v.as_ref().and_then(Value::as_u64).map_or_else(|| "-".to_owned(), timestamp);
-    let mut out = format!("<{pri}>1 {time} {} guard {} {} [{SD_ID}", header_field(hostname, 255), std::process::id(), msgid(class_v.as_ref().and_then(Value::as_u64)));
+    let _ = write!(out, "<{pri}>1 {time} {origin} {} [{SD_ID}", msgid(class_v.as_ref().and_then(Value::as_u64)));
     let params = [
         ("verdict", verdict_v.as_ref()),
         ("agent", agent_v.as_ref()),
@@ -254,25 +272,36 @@ pub fn message(line: &str, marks: Option<&Marks>, facility: u8, hostname: &str) 
         ("pid", pid_v.as_ref().or(actor_pid_v.as_ref())),
     ];
     for (name, value) in params {
+        let number;
         let text = match value {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.as_str(),
+            Some(Value::Number(n)) => {
+                number = n.to_string();
+                number.as_str()
+            }
             _ => continue,
         };
         let _ = write!(out, " {name}=\"");
-        sd_escape(&text, &mut out);
+        sd_escape(text, out);
         out.push('"');
     }
     out.push_str("] ");
     out.push_str(line);
-    out
 }
 
 /// Octet-counting framing: `LEN SP MSG`.
+#[cfg(test)]
 pub fn frame(message: &str) -> Vec<u8> {
-    let mut f = format!("{} ", message.len()).into_bytes();
-    f.extend_from_slice(message.as_bytes());
+    let mut f = vec![];
+    frame_into(&mut f, message);
     f
+}
+
+/// [`frame`] appended to `wire`.
+fn frame_into(wire: &mut Vec<u8>, message: &str) {
+    wire.extend_from_slice(itoa::Buffer::new().format(message.len()).as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(message.as_bytes());
 }
 
 #[cfg(test)]

@@ -263,6 +263,7 @@ fn marks_point_at_what_a_scan_finds() {
                 assert_eq!(obj.marks.is_some(), first && v.has_fast_line(), "verdict {i}: marks on the fast activity only");
                 first = false;
                 let Some(m) = &obj.marks else { return };
+                assert!(m.fit(line), "verdict {i}: the marks are of a line of another length");
                 marked += 1;
                 for w in Mark::ALL {
                     let (_, [scanned]) = crate::sinks::fields::fields(line, [w.path()]).unwrap();
