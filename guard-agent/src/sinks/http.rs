@@ -402,18 +402,21 @@ impl Sender {
     /// One request with `items`.
     fn send(&self, items: &[Item]) -> Reply {
         let raw_len: usize = items.iter().map(|i| i.bytes.len()).sum();
-        let mut body = Vec::with_capacity(raw_len);
-        for i in items {
-            body.extend_from_slice(&i.bytes);
-        }
-        if self.cfg.gzip {
+        let body = if self.cfg.gzip {
+            // Each item straight into the compressor: no uncompressed copy of the body.
             let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw_len / 4), flate2::Compression::fast());
-            let _ = gz.write_all(&body);
-            match gz.finish() {
-                Ok(z) => body = z,
+            let written = items.iter().try_for_each(|i| gz.write_all(&i.bytes));
+            match written.and_then(|()| gz.finish()) {
+                Ok(z) => z,
                 Err(e) => return Reply::Later { after: None, why: format!("gzip: {e}") },
             }
-        }
+        } else {
+            let mut body = Vec::with_capacity(raw_len);
+            for i in items {
+                body.extend_from_slice(&i.bytes);
+            }
+            body
+        };
         let content_type = match self.encoder {
             Encoder::Hec { .. } => "application/json",
             Encoder::Es { .. } => "application/x-ndjson",
