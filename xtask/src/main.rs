@@ -43,7 +43,7 @@ enum Cmd {
     /// are fetched once into /var/cache/guard-vmtest.
     Vmtest(vm::VmArgs),
     /// Run the fuzz targets of guard-agent's parsers (policy, settings, control, records, dns,
-    /// mask) for longer: `cargo xtask fuzz --secs 600 policy`. A failure prints its seed;
+    /// mask, sql, spool) for longer: `cargo xtask fuzz --secs 600 policy`. A failure prints its seed;
     /// `--seed SEED TARGET` replays it.
     Fuzz(suite::FuzzArgs),
     /// Build a Debian package (guard-agent_VERSION_ARCH.deb), laid out by `guard-agent install

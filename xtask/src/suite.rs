@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The fuzz targets (`guard-agent/src/fuzz/`), as `cargo xtask fuzz` takes them.
-pub const FUZZ_TARGETS: [&str; 7] = ["policy", "settings", "control", "records", "dns", "mask", "sql"];
+pub const FUZZ_TARGETS: [&str; 8] = ["policy", "settings", "control", "records", "dns", "mask", "sql", "spool"];
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -25,7 +25,7 @@ pub struct TestArgs {
     /// Seconds one privileged test may run (they run one at a time, so each is timed alone).
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     pub test_deadline: u64,
-    /// Seconds each fuzz target runs (about a minute for the seven).
+    /// Seconds each fuzz target runs (about a minute and a half for the eight).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub fuzz_secs: u64,
     /// Skip the VM matrix (`cargo xtask vmtest`) that follows the host suite.
@@ -47,7 +47,7 @@ pub struct FuzzArgs {
     /// Replay one input by the seed a failure printed (with one TARGET).
     #[arg(long, value_name = "SEED")]
     pub seed: Option<String>,
-    /// Targets to run (default: all): policy, settings, control, records, dns, mask.
+    /// Targets to run (default: all): policy, settings, control, records, dns, mask, sql, spool.
     #[arg(value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(FUZZ_TARGETS))]
     pub targets: Vec<String>,
 }

@@ -1,6 +1,6 @@
 //! Structure-aware fuzzing of every parser of untrusted input: policy YAML, the settings file,
-//! control-socket requests, ring-buffer records, DNS messages, the argv masker and the
-//! statements of held database clients.
+//! control-socket requests, ring-buffer records, DNS messages, the argv masker, the
+//! statements of held database clients and the spool's records as the network sinks read them.
 //!
 //! Each target is an ordinary `#[test]` that generates inputs from a seeded RNG (mostly mutated
 //! valid inputs, so the parsers' deep paths run, not only their first length check) for a time
@@ -23,6 +23,7 @@ mod mask;
 mod policy;
 mod records;
 mod settings;
+mod spool;
 mod sql;
 
 use std::{

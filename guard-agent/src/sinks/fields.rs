@@ -482,7 +482,7 @@ mod tests {
     fn fields_agree_with_serde_json_on_damaged_lines() {
         let mut lines = vec![];
         for kind in ["exec", "killed", "connect"] {
-            crate::daemon::samples::lines(kind, 7, &mut |l| lines.push(l.to_owned()));
+            crate::daemon::samples::lines(kind, 7, &mut |l, _| lines.push(l.to_owned()));
         }
         assert!(lines.len() >= 3);
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
