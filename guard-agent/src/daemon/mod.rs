@@ -32,17 +32,8 @@ mod requests;
 mod sql;
 mod status;
 
-/// Sample verdicts and their lines, for tests elsewhere (the sinks' parsers).
 #[cfg(test)]
-pub(crate) mod samples {
-    /// The verdict lines of a sample `kind` of verdict (see the output bench), each handed to `out`
-    /// with its marks.
-    pub fn lines(kind: &str, i: usize, out: &mut dyn FnMut(&str, Option<&crate::verdict::Marks>)) {
-        let masker = crate::mask::Masker::default();
-        let mut seq = crate::seq::Sequence::open(None).expect("an in-memory sequence");
-        super::output::encode(&masker, &mut seq, &super::output::sample(kind, i), None, &mut |e| out(e.line(), e.marks.as_ref()));
-    }
-}
+pub(crate) use output::samples;
 
 use crate::{
     cgroup,

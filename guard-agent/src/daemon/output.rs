@@ -186,5 +186,15 @@ fn numbered_value(masker: &Masker, seq: &mut Sequence, value: &mut Value) -> (St
 mod tests;
 #[cfg(test)]
 mod bench;
+
+/// Sample verdicts and their lines, for tests elsewhere (the sinks' parsers).
 #[cfg(test)]
-pub(super) use bench::sample;
+pub(crate) mod samples {
+    /// The verdict lines of a sample `kind` of verdict (see the output bench), each handed to `out`
+    /// with its marks.
+    pub fn lines(kind: &str, i: usize, out: &mut dyn FnMut(&str, Option<&crate::verdict::Marks>)) {
+        let masker = crate::mask::Masker::default();
+        let mut seq = crate::seq::Sequence::open(None).expect("an in-memory sequence");
+        super::encode(&masker, &mut seq, &super::bench::sample(kind, i), None, &mut |e| out(e.line(), e.marks.as_ref()));
+    }
+}

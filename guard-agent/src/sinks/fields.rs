@@ -412,33 +412,38 @@ impl Scan<'_, '_> {
     }
 }
 
+/// Panics unless `got`, what was found at `paths` in `line`, is what `from_str` and `pointer`
+/// find (both accept or both refuse, and find the same values); whether serde_json took the line.
+#[cfg(test)]
+pub(crate) fn agrees_with_serde<const N: usize>(line: &str, paths: [&[&str]; N], got: Result<(bool, [Option<Value>; N]), NotJson>) -> bool {
+    match serde_json::from_str::<Value>(line) {
+        Ok(v) => {
+            let (object, got) = got.unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(object, v.is_object(), "{line}");
+            for (p, g) in paths.iter().zip(&got) {
+                let pointer: String = p.iter().map(|k| format!("/{k}")).collect();
+                assert_eq!(g.as_ref(), v.pointer(&pointer), "{line} {pointer}");
+            }
+            true
+        }
+        // serde_json refuses numbers past f64's range, which the scan does not look at.
+        Err(e) if e.to_string().contains("number out of range") => false,
+        Err(e) => {
+            assert!(got.is_err(), "{line:?} is not JSON ({e}), but it was taken");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PATHS: [&[&str]; 6] = [&["time"], &["unmapped", "verdict"], &["unmapped", "rule", "id"], &["metadata", "sequence"], &["process", "pid"], &["unmapped"]];
 
-    /// `fields` against `from_str` and `pointer`: both accept or both refuse, and find the same;
-    /// whether serde_json took the line.
+    /// `fields` against `from_str` and `pointer`; whether serde_json took the line.
     fn agrees(line: &str) -> bool {
-        let got = fields(line, PATHS);
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => {
-                let (object, got) = got.unwrap_or_else(|e| panic!("{line:?}: {e}"));
-                assert_eq!(object, v.is_object(), "{line}");
-                for (p, g) in PATHS.iter().zip(&got) {
-                    let pointer: String = p.iter().map(|k| format!("/{k}")).collect();
-                    assert_eq!(g.as_ref(), v.pointer(&pointer), "{line} {pointer}");
-                }
-                true
-            }
-            // serde_json refuses numbers past f64's range, which the scan does not look at.
-            Err(e) if e.to_string().contains("number out of range") => false,
-            Err(e) => {
-                assert!(got.is_err(), "{line:?} is not JSON ({e}), but fields took it");
-                false
-            }
-        }
+        agrees_with_serde(line, PATHS, fields(line, PATHS))
     }
 
     /// What `from_str::<Value>` and `pointer` find, for lines of every shape.
